@@ -1,0 +1,74 @@
+/**
+ * The one shape every source produces. Everything after a source (transformers, sink, dead letters)
+ * sees only ChangeEvents, so a new source is a new folder under src/sources and nothing else changes.
+ */
+
+export type FhirResource = { resourceType: string; id?: string; meta?: { versionId?: string; lastUpdated?: string } } & Record<
+  string,
+  unknown
+>;
+
+/** Where an event came from; copied verbatim into a dead letter so an operator can find the input again. */
+export type Origin =
+  | { kind: 'kafka'; topic: string; partition: number; offset: string }
+  | { kind: 'http'; requestId: string; method: string; path: string }
+  | { kind: 'file'; file: string; line: number; entry?: number }
+  | { kind: 'fhir-server'; url: string }
+  | { kind: 'replay'; deadLetterId: number };
+
+interface EventBase {
+  origin: Origin;
+  receivedAt: Date;
+}
+
+export interface UpsertEvent extends EventBase {
+  op: 'upsert';
+  resourceType: string;
+  id: string;
+  versionId?: string;
+  lastUpdated?: string;
+  resource: FhirResource;
+}
+
+export interface DeleteEvent extends EventBase {
+  op: 'delete';
+  resourceType: string;
+  id: string;
+  versionId?: string;
+  lastUpdated?: string;
+}
+
+/**
+ * An input that could not be read as a change (bad JSON, not a FHIR resource, an unknown message shape).
+ * It travels the same path as real changes so that it is dead-lettered in the same transaction that
+ * acknowledges its neighbours: nothing a source receives is ever dropped silently.
+ */
+export interface UnreadableEvent extends EventBase {
+  op: 'unreadable';
+  resourceType?: string;
+  id?: string;
+  versionId?: string;
+  raw: string;
+  error: { errorClass: string; message: string; detail?: Record<string, unknown> };
+}
+
+export type ChangeEvent = UpsertEvent | DeleteEvent | UnreadableEvent;
+
+export function resourceKey(e: { resourceType: string; id: string }): string {
+  return `${e.resourceType}/${e.id}`;
+}
+
+export function describeOrigin(o: Origin): string {
+  switch (o.kind) {
+    case 'kafka':
+      return `kafka ${o.topic}[${o.partition}]@${o.offset}`;
+    case 'http':
+      return `http ${o.method} ${o.path} (request ${o.requestId})`;
+    case 'file':
+      return `file ${o.file}:${o.line}${o.entry === undefined ? '' : ` entry ${o.entry}`}`;
+    case 'fhir-server':
+      return `fhir-server ${o.url}`;
+    case 'replay':
+      return `replay of dead letter ${o.deadLetterId}`;
+  }
+}

@@ -1,0 +1,155 @@
+import type { ChangeEvent, FhirResource, Origin } from './change-event.js';
+
+/**
+ * Turns FHIR JSON (a bare resource or a Bundle) into ChangeEvents. Shared by every source that carries
+ * FHIR JSON: files, Kafka values, REST-hook bodies. Bad input never throws: it becomes an UnreadableEvent
+ * that names what was wrong, so the caller can dead-letter it beside the good events.
+ */
+
+const RESOURCE_TYPE = /^[A-Z][A-Za-z]{1,63}$/;
+const RESOURCE_ID = /^[A-Za-z0-9\-.]{1,64}$/;
+
+export function eventsFromText(text: string, origin: Origin, receivedAt = new Date()): ChangeEvent[] {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    return [unreadable(text, origin, receivedAt, 'InvalidJson', `not valid JSON: ${(err as Error).message}`)];
+  }
+  return eventsFromJson(value, origin, receivedAt, text);
+}
+
+export function eventsFromJson(value: unknown, origin: Origin, receivedAt = new Date(), raw?: string): ChangeEvent[] {
+  const problem = resourceProblem(value);
+  if (problem) return [unreadable(raw ?? JSON.stringify(value), origin, receivedAt, 'NotAFhirResource', problem)];
+  const resource = value as FhirResource;
+  if (resource.resourceType === 'Bundle') return eventsFromBundle(resource, origin, receivedAt);
+  return [upsertOrUnreadable(resource, origin, receivedAt)];
+}
+
+/** Why a JSON value is not a FHIR resource, or undefined when it is one. */
+export function resourceProblem(value: unknown): string | undefined {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return `expected a JSON object, got ${kindOf(value)}`;
+  const rt = (value as Record<string, unknown>).resourceType;
+  if (typeof rt !== 'string') return 'missing "resourceType"';
+  if (!RESOURCE_TYPE.test(rt)) return `"resourceType" ${JSON.stringify(rt)} is not a FHIR resource type name`;
+  return undefined;
+}
+
+function upsertOrUnreadable(resource: FhirResource, origin: Origin, receivedAt: Date, fallback: VersionHint = {}): ChangeEvent {
+  const id = resource.id;
+  if (typeof id !== 'string' || !RESOURCE_ID.test(id)) {
+    const why = id === undefined ? 'has no "id"' : `has an invalid "id" ${JSON.stringify(id)}`;
+    return unreadable(JSON.stringify(resource), origin, receivedAt, 'NotAFhirResource', `${resource.resourceType} ${why}`, resource.resourceType);
+  }
+  return {
+    op: 'upsert',
+    resourceType: resource.resourceType,
+    id,
+    versionId: stringOrUndefined(resource.meta?.versionId) ?? fallback.versionId,
+    lastUpdated: stringOrUndefined(resource.meta?.lastUpdated) ?? fallback.lastUpdated,
+    resource,
+    origin,
+    receivedAt,
+  };
+}
+
+interface VersionHint {
+  versionId?: string;
+  lastUpdated?: string;
+}
+
+interface BundleEntry {
+  resource?: FhirResource;
+  request?: { method?: string; url?: string };
+  response?: { etag?: string; lastModified?: string; location?: string };
+  fullUrl?: string;
+}
+
+function eventsFromBundle(bundle: FhirResource, origin: Origin, receivedAt: Date): ChangeEvent[] {
+  const entries = Array.isArray(bundle.entry) ? (bundle.entry as BundleEntry[]) : [];
+  const events: ChangeEvent[] = [];
+  entries.forEach((entry, index) => {
+    const at: Origin = origin.kind === 'file' ? { ...origin, entry: index } : origin;
+    if (isNotificationStatus(entry, index, bundle)) return;
+    events.push(eventFromEntry(entry, at, receivedAt));
+  });
+  return events;
+}
+
+/** A subscription notification's first entry is its SubscriptionStatus (R4B/R5) or Parameters (R4 backport). */
+function isNotificationStatus(entry: BundleEntry, index: number, bundle: FhirResource): boolean {
+  if (index !== 0 || bundle.type !== 'subscription-notification' && bundle.type !== 'history') return false;
+  const rt = entry.resource?.resourceType;
+  return rt === 'SubscriptionStatus' || (rt === 'Parameters' && bundle.type === 'history' && isBackportStatus(entry.resource));
+}
+
+function isBackportStatus(resource: FhirResource | undefined): boolean {
+  const params = resource?.parameter;
+  return Array.isArray(params) && params.some((p) => (p as { name?: string }).name === 'subscription');
+}
+
+function eventFromEntry(entry: BundleEntry, origin: Origin, receivedAt: Date): ChangeEvent {
+  const method = (entry.request?.method ?? (entry.resource ? 'PUT' : '')).toUpperCase();
+  const hint: VersionHint = {
+    versionId: versionFromEtag(entry.response?.etag),
+    lastUpdated: entry.response?.lastModified,
+  };
+  if (method === 'DELETE') return deleteFromEntry(entry, origin, receivedAt, hint);
+  if (method === 'POST' || method === 'PUT') {
+    if (!entry.resource) return unreadable(JSON.stringify(entry), origin, receivedAt, 'NotAFhirResource', `Bundle entry with ${method} has no resource`);
+    const problem = resourceProblem(entry.resource);
+    if (problem) return unreadable(JSON.stringify(entry), origin, receivedAt, 'NotAFhirResource', `Bundle entry: ${problem}`);
+    const resource = entry.resource.id ? entry.resource : withIdFromUrl(entry.resource, entry);
+    return upsertOrUnreadable(resource, origin, receivedAt, hint);
+  }
+  const what = method ? `request.method ${method} is not a create, update or delete` : 'entry has neither a resource nor a request';
+  return unreadable(JSON.stringify(entry), origin, receivedAt, 'UnsupportedOperation', `Bundle entry: ${what}`, entry.resource?.resourceType);
+}
+
+function deleteFromEntry(entry: BundleEntry, origin: Origin, receivedAt: Date, hint: VersionHint): ChangeEvent {
+  const ref = parseReference(entry.request?.url ?? '') ?? parseReference(entry.fullUrl ?? '');
+  if (!ref) {
+    return unreadable(JSON.stringify(entry), origin, receivedAt, 'NotAFhirResource', `DELETE entry: request.url ${JSON.stringify(entry.request?.url)} is not Type/id`);
+  }
+  return { op: 'delete', resourceType: ref.resourceType, id: ref.id, versionId: hint.versionId ?? ref.versionId, lastUpdated: hint.lastUpdated, origin, receivedAt };
+}
+
+function withIdFromUrl(resource: FhirResource, entry: BundleEntry): FhirResource {
+  const ref = parseReference(entry.request?.url ?? '') ?? parseReference(entry.response?.location ?? '') ?? parseReference(entry.fullUrl ?? '');
+  return ref && ref.resourceType === resource.resourceType ? { ...resource, id: ref.id } : resource;
+}
+
+/** `Patient/1`, `Patient/1/_history/2`, or an absolute URL ending so; not conditional URLs (`Patient?identifier=`). */
+export function parseReference(url: string): { resourceType: string; id: string; versionId?: string } | undefined {
+  const m = /(?:^|\/)([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/([^/?#]+))?\/?$/.exec(url);
+  if (!m) return undefined;
+  return { resourceType: m[1]!, id: m[2]!, versionId: m[3] };
+}
+
+/** ETag `W/"3"` as a version id. */
+export function versionFromEtag(etag: string | undefined): string | undefined {
+  if (!etag) return undefined;
+  const m = /^(?:W\/)?"([^"]*)"$/.exec(etag.trim());
+  return m ? m[1] : etag;
+}
+
+export function unreadable(
+  raw: string,
+  origin: Origin,
+  receivedAt: Date,
+  errorClass: string,
+  message: string,
+  resourceType?: string,
+): ChangeEvent {
+  return { op: 'unreadable', raw, origin, receivedAt, error: { errorClass, message }, resourceType };
+}
+
+function stringOrUndefined(v: unknown): string | undefined {
+  return typeof v === 'string' && v !== '' ? v : undefined;
+}
+
+function kindOf(v: unknown): string {
+  if (v === null) return 'null';
+  return Array.isArray(v) ? 'an array' : typeof v;
+}

@@ -1,0 +1,30 @@
+import type { ChangeEvent } from '../events/change-event.js';
+
+/** What became of a batch. Every event lands in exactly one of applied, stale or deadLettered. */
+export interface BatchOutcome {
+  received: number;
+  applied: number;
+  stale: number;
+  deadLettered: number;
+}
+
+/**
+ * Applies a batch in one transaction (guard, rows, history, dead letters). Resolves only after the
+ * commit, so a source may acknowledge the batch when it resolves. Transient faults are retried inside,
+ * never surfaced as dead letters; the promise stays pending until the database is back or the signal aborts.
+ */
+export interface Sink {
+  apply(batch: ChangeEvent[], signal?: AbortSignal): Promise<BatchOutcome>;
+}
+
+export function emptyOutcome(): BatchOutcome {
+  return { received: 0, applied: 0, stale: 0, deadLettered: 0 };
+}
+
+export function addOutcome(total: BatchOutcome, part: BatchOutcome): BatchOutcome {
+  total.received += part.received;
+  total.applied += part.applied;
+  total.stale += part.stale;
+  total.deadLettered += part.deadLettered;
+  return total;
+}
