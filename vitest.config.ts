@@ -1,0 +1,13 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    globalSetup: ['test/support/postgres-global.ts'],
+    testTimeout: 120_000,
+    hookTimeout: 180_000,
+    // Two cores: files that start brokers and databases must not all run at once.
+    maxWorkers: 2,
+    fileParallelism: true,
+  },
+});
