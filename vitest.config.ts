@@ -3,7 +3,7 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
-    globalSetup: ['test/support/postgres-global.ts'],
+    globalSetup: ['test/support/postgres-global.ts', 'test/support/kafka-global.ts'],
     testTimeout: 120_000,
     hookTimeout: 180_000,
     // Two cores: files that start brokers and databases must not all run at once.

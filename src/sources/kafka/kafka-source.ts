@@ -1,0 +1,146 @@
+import { Kafka, type Consumer, type ConsumerConfig } from 'kafkajs';
+import type { KafkaConfig } from '../../config/config.js';
+import type { ApplyBatch, Source } from '../source.js';
+import { clientOptions, describeConnection } from './client-options.js';
+import { silentLog, type Log } from './log.js';
+import { partitionBatchHandler, type CommittedChunk } from './partition-batch.js';
+
+export interface KafkaSourceOptions {
+  /** Events per sink transaction (config `batch.maxEvents`). */
+  maxEvents: number;
+  log?: Log;
+  /** How long a shutdown lets the transaction in flight finish before abandoning it uncommitted. */
+  shutdownGraceMs?: number;
+  onCommitted?: (chunk: CommittedChunk) => void;
+  /** kafkajs consumer settings beyond fhir-rte's configuration (tests shorten session timeouts). */
+  consumer?: Partial<ConsumerConfig>;
+}
+
+/**
+ * Channel mode: consumes change events from Kafka in a consumer group and applies them through the sink.
+ * Several fhir-rte processes with one group id share the partitions; Kafka moves a partition to another
+ * member when one leaves or dies, and that member resumes from the last committed offset.
+ *
+ * Supervision: kafkajs restarts its consumer after a retriable crash (broker away, coordinator moved). A
+ * crash it will not restart, or a failed start (broker down at boot), ends the session; `run` then starts a
+ * new client after a capped exponential backoff, forever, until the signal aborts. Nothing is committed
+ * while this happens, so nothing is lost and nothing is dead-lettered for it.
+ */
+export class KafkaSource implements Source {
+  private readonly log: Log;
+
+  constructor(
+    private readonly config: KafkaConfig,
+    private readonly options: KafkaSourceOptions,
+  ) {
+    this.log = options.log ?? silentLog;
+  }
+
+  async run(apply: ApplyBatch, signal: AbortSignal): Promise<void> {
+    this.log.info({ kafka: describeConnection(this.config) }, 'kafka source starting');
+    let delay = 500;
+    while (!signal.aborted) {
+      const started = Date.now();
+      try {
+        await this.session(apply, signal);
+      } catch (err) {
+        this.log.error({ error: (err as Error).message, retryInMs: delay }, 'kafka consumer stopped; starting a new one');
+      }
+      if (signal.aborted) break;
+      // A session that ran a while was healthy: start the backoff over.
+      if (Date.now() - started > 60_000) delay = 500;
+      await sleep(delay, signal);
+      delay = Math.min(delay * 2, 30_000);
+    }
+    this.log.info({}, 'kafka source stopped');
+  }
+
+  /** One client and consumer, from connect to disconnect. Resolves on shutdown, rejects when the consumer gave up. */
+  private async session(apply: ApplyBatch, signal: AbortSignal): Promise<void> {
+    const kafka = new Kafka(clientOptions(this.config, this.log));
+    const consumer = kafka.consumer({
+      groupId: this.config.groupId,
+      // Fetch at most this much per round: kafkajs fetches again only after every batch of the previous
+      // fetch was applied, so this (times the brokers) bounds the memory held by records in flight.
+      maxBytes: 8 * 1024 * 1024,
+      maxBytesPerPartition: 1024 * 1024,
+      // A short wait keeps latency low when traffic is light and lets shutdown stop a fetch quickly.
+      maxWaitTimeInMs: 500,
+      allowAutoTopicCreation: false,
+      ...this.options.consumer,
+    });
+    const abandon = new AbortController();
+    let grace: NodeJS.Timeout | undefined;
+    let removeAbortListener = () => {};
+    const ended = new Promise<void>((resolve, reject) => {
+      consumer.on(consumer.events.CRASH, ({ payload }) => {
+        if (!payload.restart) reject(payload.error);
+        else this.log.warn({ error: payload.error.message }, 'kafka consumer crashed; kafkajs restarts it');
+      });
+      const onAbort = () => {
+        // Let the transaction in flight finish (then it is committed), but not forever: a database that is
+        // away would hold shutdown hostage. Past the grace period it is abandoned, its offsets uncommitted.
+        grace = setTimeout(() => abandon.abort(new Error('shutdown: transaction abandoned')), this.options.shutdownGraceMs ?? 10_000);
+        resolve();
+      };
+      if (signal.aborted) onAbort();
+      else signal.addEventListener('abort', onAbort, { once: true });
+      removeAbortListener = () => signal.removeEventListener('abort', onAbort);
+    });
+    // A crash before `ended` is awaited (during connect) must not become an unhandled rejection.
+    ended.catch(() => {});
+    consumer.on(consumer.events.GROUP_JOIN, ({ payload }) =>
+      this.log.info({ memberId: payload.memberId, assignment: payload.memberAssignment }, 'joined consumer group'),
+    );
+
+    try {
+      await consumer.connect();
+      await consumer.subscribe({ topics: this.topics(), fromBeginning: this.config.fromBeginning });
+      await consumer.run({
+        autoCommit: false,
+        eachBatchAutoResolve: false,
+        partitionsConsumedConcurrently: this.config.partitionsConsumedConcurrently,
+        eachBatch: partitionBatchHandler({
+          apply,
+          maxEvents: this.options.maxEvents,
+          abandon: abandon.signal,
+          log: this.log,
+          onCommitted: this.options.onCommitted,
+        }),
+      });
+      await ended;
+    } finally {
+      // Waits for the batch in flight, then leaves the group so its partitions move at once rather than
+      // after the session timeout.
+      await disconnect(consumer, this.log);
+      if (grace) clearTimeout(grace);
+      removeAbortListener();
+    }
+  }
+
+  private topics(): Array<string | RegExp> {
+    if (this.config.topicPattern) return [new RegExp(this.config.topicPattern)];
+    return this.config.topics ?? [];
+  }
+}
+
+async function disconnect(consumer: Consumer, log: Log): Promise<void> {
+  try {
+    await consumer.disconnect();
+  } catch (err) {
+    log.warn({ error: (err as Error).message }, 'kafka consumer did not disconnect cleanly');
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+}

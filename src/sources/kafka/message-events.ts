@@ -1,0 +1,56 @@
+import type { ChangeEvent, Origin } from '../../events/change-event.js';
+import { eventsFromJson, parseReference, unreadable } from '../../events/from-fhir.js';
+import { eventsFromHapiMessage, hapiResourceModifiedMessage } from '../../events/hapi-message.js';
+
+/** The parts of a Kafka record that decide what change it carries. */
+export interface KafkaRecord {
+  topic: string;
+  partition: number;
+  offset: string;
+  key: Buffer | string | null;
+  value: Buffer | string | null;
+}
+
+/**
+ * Recognises one Kafka record, per record (a topic may mix shapes):
+ * - a tombstone (null value) keyed `Type/id`: a delete without a version;
+ * - a bare FHIR resource: an upsert;
+ * - a FHIR Bundle (transaction, batch, history, subscription notification): one event per entry;
+ * - a HAPI FHIR / Smile CDR resource-modified channel message.
+ * Anything else becomes one UnreadableEvent naming topic, partition and offset, so it is dead-lettered
+ * in the same transaction as its neighbours and the partition moves on. This function never throws.
+ */
+export function eventsFromRecord(record: KafkaRecord, receivedAt = new Date()): ChangeEvent[] {
+  const origin: Origin = { kind: 'kafka', topic: record.topic, partition: record.partition, offset: record.offset };
+  const key = record.key === null ? undefined : record.key.toString();
+
+  if (record.value === null) return [tombstone(key, origin, receivedAt)];
+  const text = record.value.toString();
+  if (text.trim() === '') return [unreadable(text, origin, receivedAt, 'EmptyMessage', `empty value${key ? ` (key ${key})` : ''}`)];
+
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    return [unreadable(text, origin, receivedAt, 'InvalidJson', `not valid JSON: ${(err as Error).message}`)];
+  }
+  if (isObject(value) && 'resourceType' in value) return eventsFromJson(value, origin, receivedAt, text);
+  const hapi = hapiResourceModifiedMessage(value);
+  if (hapi) return eventsFromHapiMessage(hapi, text, origin, receivedAt);
+  return [
+    unreadable(text, origin, receivedAt, 'UnrecognisedMessage', 'neither a FHIR resource, a Bundle, nor a HAPI resource-modified message (no "resourceType", no "operationType")'),
+  ];
+}
+
+function tombstone(key: string | undefined, origin: Origin, receivedAt: Date): ChangeEvent {
+  const ref = key ? parseReference(key) : undefined;
+  if (!ref) {
+    const why = key === undefined ? 'has no key' : `key ${JSON.stringify(key)} is not Type/id`;
+    return unreadable('', origin, receivedAt, 'UnrecognisedMessage', `tombstone (null value) ${why}, so it names no resource to delete`);
+  }
+  return { op: 'delete', resourceType: ref.resourceType, id: ref.id, versionId: ref.versionId, origin, receivedAt };
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
+}

@@ -1,0 +1,121 @@
+import type { EachBatchPayload, KafkaMessage } from 'kafkajs';
+import type { ChangeEvent } from '../../events/change-event.js';
+import type { BatchOutcome } from '../../sink/sink.js';
+import type { ApplyBatch } from '../source.js';
+import { whileHeartbeating } from './heartbeat.js';
+import type { Log } from './log.js';
+import { eventsFromRecord } from './message-events.js';
+import { commitWithRetry } from './commit.js';
+
+/** What one committed transaction covered; for metrics and the benchmark's latency. */
+export interface CommittedChunk {
+  topic: string;
+  partition: number;
+  /** The offset committed: the next one to read. */
+  nextOffset: string;
+  records: number;
+  events: number;
+  /** Producer timestamps (ms) of the records. */
+  timestamps: number[];
+  outcome: BatchOutcome;
+}
+
+export interface PartitionBatchOptions {
+  apply: ApplyBatch;
+  /** Events per transaction; a fetched batch larger than this is applied in several transactions. */
+  maxEvents: number;
+  /** Aborted when a shutdown's grace period runs out: the transaction in flight is abandoned, uncommitted. */
+  abandon: AbortSignal;
+  log: Log;
+  heartbeatEveryMs?: number;
+  onCommitted?: (chunk: CommittedChunk) => void;
+}
+
+/**
+ * The kafkajs `eachBatch` handler. kafkajs hands it one partition's fetched records at a time and never two
+ * batches of one partition at once, so order within a partition holds; several partitions run side by side
+ * (`partitionsConsumedConcurrently`). Each chunk of records is one sink transaction; only after it has
+ * committed is its last offset resolved and committed to Kafka. A crash at any point therefore replays at
+ * most the chunk in flight, and the sink's version guard makes the replay change nothing.
+ */
+export function partitionBatchHandler(options: PartitionBatchOptions): (payload: EachBatchPayload) => Promise<void> {
+  const { apply, maxEvents, abandon, log, onCommitted } = options;
+  const heartbeatEveryMs = options.heartbeatEveryMs ?? 1_000;
+
+  return async (payload) => {
+    const { batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, isRunning, isStale } = payload;
+    const { topic, partition, messages } = batch;
+    let start = 0;
+    while (start < messages.length) {
+      // Stopping, or the partition was revoked or seeked: leave the rest unresolved for its next owner.
+      if (!isRunning() || isStale() || abandon.aborted) return;
+      const chunk = nextChunk(topic, partition, messages, start, maxEvents);
+      const outcome = chunk.events.length
+        ? await whileHeartbeating(heartbeat, heartbeatEveryMs, abandon, (signal) => applyOrAbandon(apply, chunk.events, signal))
+        : { received: 0, applied: 0, stale: 0, deadLettered: 0 };
+      start += chunk.records.length;
+
+      // The last record of the fetched batch may be followed by control records (transactional producers);
+      // committing past them keeps a consumer from stopping on a record it will never be handed.
+      const endsBatch = start >= messages.length;
+      const last = chunk.records[chunk.records.length - 1]!.offset;
+      resolveOffset(last);
+      const nextOffset = (BigInt(endsBatch ? batch.lastOffset() : last) + 1n).toString();
+      await commitWithRetry(() => commitOffsetsIfNecessary({ topics: [{ topic, partitions: [{ partition, offset: nextOffset }] }] }), {
+        log,
+        where: { topic, partition, offset: nextOffset },
+        keepTrying: () => isRunning() && !isStale(),
+      });
+      onCommitted?.({
+        topic,
+        partition,
+        nextOffset,
+        records: chunk.records.length,
+        events: chunk.events.length,
+        timestamps: chunk.records.map((r) => Number(r.timestamp)),
+        outcome,
+      });
+    }
+  };
+}
+
+interface Chunk {
+  records: KafkaMessage[];
+  events: ChangeEvent[];
+}
+
+/** Records from `start` until their events reach maxEvents (at least one record, so a huge Bundle still moves). */
+function nextChunk(topic: string, partition: number, messages: KafkaMessage[], start: number, maxEvents: number): Chunk {
+  const records: KafkaMessage[] = [];
+  const events: ChangeEvent[] = [];
+  const receivedAt = new Date();
+  for (let i = start; i < messages.length && (records.length === 0 || events.length < maxEvents); i++) {
+    const m = messages[i]!;
+    records.push(m);
+    for (const e of eventsFromRecord({ topic, partition, offset: m.offset, key: m.key ?? null, value: m.value }, receivedAt)) events.push(e);
+  }
+  return { records, events };
+}
+
+/** Resolves with the sink's outcome, or rejects when the signal aborts first (the sink may still finish; its commit is then a harmless duplicate). */
+function applyOrAbandon(apply: ApplyBatch, events: ChangeEvent[], signal: AbortSignal): Promise<BatchOutcome> {
+  if (signal.aborted) return Promise.reject(abortError(signal));
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(abortError(signal));
+    signal.addEventListener('abort', onAbort, { once: true });
+    (apply as (batch: ChangeEvent[], signal?: AbortSignal) => Promise<BatchOutcome>)(events, signal).then(
+      (outcome) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(outcome);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      },
+    );
+  });
+}
+
+function abortError(signal: AbortSignal): Error {
+  return signal.reason instanceof Error ? signal.reason : new Error('transaction abandoned');
+}
