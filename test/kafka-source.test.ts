@@ -1,0 +1,109 @@
+import { afterAll, describe, expect, inject, it } from 'vitest';
+import type { KafkaConfig } from '../src/config/config.js';
+import type { ChangeEvent } from '../src/events/change-event.js';
+import type { BatchOutcome } from '../src/sink/sink.js';
+import { KafkaSource } from '../src/sources/kafka/kafka-source.js';
+import { committedOffsets, createTopic, endOffsets, eventually, produce, testKafka, uniqueName } from './support/kafka-topics.js';
+
+/**
+ * The Kafka source's own contract against a real broker: order within a partition, every record handed
+ * over once per commit, offsets committed to the end, poison passed on as unreadable events, and
+ * heartbeats that keep a member whose transaction waits longer than the session timeout.
+ * (The end-to-end checks through the Postgres sink are in kafka-channel.test.ts.)
+ */
+const brokers = inject('kafkaBrokers');
+const why = inject('kafkaUnavailable');
+
+describe.skipIf(!brokers)(`Kafka source${why ? ` (skipped: ${why})` : ''}`, () => {
+  const kafka = testKafka(brokers ? brokers.split(',') : []);
+  const stops: AbortController[] = [];
+  afterAll(() => stops.forEach((s) => s.abort()));
+
+  const config = (topic: string, groupId: string): KafkaConfig => ({
+    brokers: brokers.split(','),
+    clientId: 'fhir-rte-test',
+    groupId,
+    topics: [topic],
+    fromBeginning: true,
+    partitionsConsumedConcurrently: 3,
+  });
+
+  /** Records what reaches the sink, per partition, as the offsets of the events' records. */
+  function recorder(hold?: () => Promise<void>) {
+    const seen = new Map<number, bigint[]>();
+    const events: ChangeEvent[] = [];
+    const apply = async (batch: ChangeEvent[]): Promise<BatchOutcome> => {
+      if (hold) await hold();
+      for (const e of batch) {
+        events.push(e);
+        if (e.origin.kind !== 'kafka') throw new Error('not from kafka');
+        const list = seen.get(e.origin.partition) ?? [];
+        list.push(BigInt(e.origin.offset));
+        seen.set(e.origin.partition, list);
+      }
+      const bad = batch.filter((e) => e.op === 'unreadable').length;
+      return { received: batch.length, applied: batch.length - bad, stale: 0, deadLettered: bad };
+    };
+    return { apply, seen, events };
+  }
+
+  it('keeps partition order, passes poison on, and commits every partition to its end', async () => {
+    const topic = uniqueName('src-order');
+    const groupId = uniqueName('g');
+    await createTopic(kafka, topic, 4);
+    const messages = Array.from({ length: 3000 }, (_, i) => {
+      const id = `p${i % 97}`;
+      if (i % 500 === 7) return { key: `Patient/${id}`, value: '{not json' };
+      return { key: `Patient/${id}`, value: JSON.stringify({ resourceType: 'Patient', id, meta: { versionId: String(i) } }) };
+    });
+    await produce(kafka, topic, messages);
+
+    const { apply, seen, events } = recorder();
+    const stop = new AbortController();
+    stops.push(stop);
+    const running = new KafkaSource(config(topic, groupId), { maxEvents: 200 }).run(apply, stop.signal);
+    const ends = await endOffsets(kafka, topic);
+    await eventually(async () => {
+      const committed = await committedOffsets(kafka, groupId, topic);
+      return [...ends].every(([p, end]) => committed.get(p) === end);
+    }, 'offsets committed to the end of every partition');
+    stop.abort();
+    await running;
+
+    expect(events).toHaveLength(messages.length);
+    expect(events.filter((e) => e.op === 'unreadable')).toHaveLength(6);
+    for (const [partition, offsets] of seen) {
+      // Each partition's records arrive once, in offset order, with no gap.
+      expect(offsets, `partition ${partition}`).toEqual(offsets.map((_, i) => BigInt(i)));
+    }
+  });
+
+  it('heartbeats while a transaction waits longer than the session timeout, so no rebalance replays it', async () => {
+    const topic = uniqueName('src-stall');
+    const groupId = uniqueName('g');
+    await createTopic(kafka, topic, 2);
+    await produce(kafka, topic, Array.from({ length: 50 }, (_, i) => ({ key: `Patient/s${i}`, value: JSON.stringify({ resourceType: 'Patient', id: `s${i}` }) })));
+
+    let first = true;
+    // The first transaction takes 14 s, more than twice the 6 s session timeout.
+    const { apply, events } = recorder(async () => {
+      if (first) {
+        first = false;
+        await new Promise((r) => setTimeout(r, 14_000));
+      }
+    });
+    const stop = new AbortController();
+    stops.push(stop);
+    const source = new KafkaSource(config(topic, groupId), { maxEvents: 1000, consumer: { sessionTimeout: 6_000, heartbeatInterval: 1_000 } });
+    const running = source.run(apply, stop.signal);
+    const ends = await endOffsets(kafka, topic);
+    await eventually(async () => {
+      const committed = await committedOffsets(kafka, groupId, topic);
+      return [...ends].every(([p, end]) => committed.get(p) === end);
+    }, 'offsets committed', 60_000);
+    stop.abort();
+    await running;
+    // Had the member been dropped, the stalled batch would have been fetched and applied again.
+    expect(events).toHaveLength(50);
+  });
+});
