@@ -14,6 +14,9 @@ export async function main(argv: string[]): Promise<void> {
 async function commands(): Promise<Array<(program: Command) => void>> {
   const modules = await Promise.all([
     // one line per command module
+    import('./commands/load.js'),
+    import('./commands/schema.js'),
+    import('./commands/dead-letter.js'),
   ] as Array<Promise<{ register: (program: Command) => void }>>);
   return modules.map((m) => m.register);
 }

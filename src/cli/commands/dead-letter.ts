@@ -1,0 +1,147 @@
+import type { Command } from 'commander';
+import pg from 'pg';
+import { loadConfig } from '../../config/config.js';
+import { discardDeadLetters, getDeadLetter, listDeadLetters, type DeadLetter, type DeadLetterFilter } from '../../deadletter/dead-letter.js';
+import { eventsFromDeadLetter } from '../../deadletter/replay.js';
+import { createLogger } from '../logger.js';
+import { openDatabase, openRuntime, type GlobalOptions } from '../runtime.js';
+
+interface FilterFlags {
+  type?: string;
+  errorClass?: string;
+  since?: string;
+  status?: string;
+  limit?: string;
+  json?: boolean;
+  all?: boolean;
+}
+
+export function register(program: Command): void {
+  const dl = program.command('dead-letter').description('read, retry and discard failed messages');
+  withFilters(dl.command('list').description('list dead letters (failed ones unless --status says otherwise)')).action(async (flags: FilterFlags, cmd: Command) => {
+    await withDatabase(cmd, async (db) => print(await listDeadLetters(db, filterOf(flags)), flags.json));
+  });
+  dl.command('show')
+    .description('show one dead letter with its payload and cause')
+    .argument('<id>', 'dead letter id')
+    .option('--json', 'as JSON')
+    .action(async (id: string, flags: { json?: boolean }, cmd: Command) => {
+      await withDatabase(cmd, async (db) => {
+        const found = await getDeadLetter(db, idOf(id));
+        if (!found) throw new Error(`no dead letter ${id}`);
+        process.stdout.write(flags.json ? `${JSON.stringify(found)}\n` : detail(found));
+      });
+    });
+  withFilters(dl.command('retry').description('run dead letters through the current transformers again').argument('[ids...]'))
+    .action(async (ids: string[], flags: FilterFlags, cmd: Command) => retry(ids, flags, cmd));
+  withFilters(dl.command('discard').description('mark dead letters as discarded (kept, never retried)').argument('[ids...]'))
+    .action(async (ids: string[], flags: FilterFlags, cmd: Command) => {
+      await withDatabase(cmd, async (db) => {
+        const chosen = await choose(db, ids, flags);
+        const done = await discardDeadLetters(db, chosen.map((d) => d.id));
+        process.stdout.write(flags.json ? `${JSON.stringify({ discarded: done })}\n` : `discarded ${done.length} dead letter(s)\n`);
+      });
+    });
+}
+
+function withFilters(cmd: Command): Command {
+  return cmd
+    .option('--type <resourceType>', 'only this resource type')
+    .option('--error-class <class>', 'only this error class (e.g. TransformError, DatabaseRejected, InvalidJson)')
+    .option('--since <time>', 'only those created at or after this ISO time, or within a duration like 30m, 6h, 2d')
+    .option('--status <status>', 'failed (default), retried, discarded or all')
+    .option('--limit <n>', 'at most n (default 100)')
+    .option('--all', 'with retry/discard: every dead letter the filters select')
+    .option('--json', 'output as JSON (one object per line)');
+}
+
+async function retry(ids: string[], flags: FilterFlags, cmd: Command): Promise<void> {
+  const runtime = await openRuntime(cmd.optsWithGlobals() as GlobalOptions);
+  try {
+    const chosen = await choose(runtime.pool, ids, flags);
+    const outcome = await runtime.sink.apply(chosen.flatMap((d) => eventsFromDeadLetter(d)), runtime.signal);
+    const after = await listDeadLetters(runtime.pool, { ids: chosen.map((d) => d.id), status: 'all', limit: chosen.length || 1 });
+    const retried = after.filter((d) => d.status === 'retried').length;
+    const summary = { selected: chosen.length, retried, stillFailing: after.length - retried, applied: outcome.applied, stale: outcome.stale };
+    process.stdout.write(flags.json ? `${JSON.stringify(summary)}\n` : `retried ${chosen.length}: ${retried} now applied or stale, ${summary.stillFailing} still failing\n`);
+  } finally {
+    await runtime.close();
+  }
+}
+
+async function choose(db: pg.Pool, ids: string[], flags: FilterFlags): Promise<DeadLetter[]> {
+  if (!ids.length && !flags.all) throw new Error('name dead letter ids, or pass --all to act on every one the filters select');
+  return listDeadLetters(db, { ...filterOf(flags), ids: ids.length ? ids.map(idOf) : undefined, limit: flags.limit ? Number(flags.limit) : 10_000 });
+}
+
+async function withDatabase(cmd: Command, work: (db: pg.Pool) => Promise<void>): Promise<void> {
+  const globals = cmd.optsWithGlobals() as GlobalOptions;
+  const config = loadConfig(globals.config, { transformers: globals.transformers });
+  const logger = createLogger(config.log.level);
+  const { url, embedded } = await openDatabase(config, logger);
+  const db = new pg.Pool({ connectionString: url, max: 1 });
+  try {
+    await work(db);
+  } catch (err) {
+    if ((err as { code?: string }).code === '42P01') throw new Error('no dead-letter table in this database yet (nothing was loaded here)');
+    throw err;
+  } finally {
+    await db.end();
+    await embedded?.stop();
+  }
+}
+
+function filterOf(f: FilterFlags): DeadLetterFilter {
+  const status = f.status ?? 'failed';
+  if (!['failed', 'retried', 'discarded', 'all'].includes(status)) throw new Error(`--status: expected failed, retried, discarded or all, got ${JSON.stringify(status)}`);
+  const limit = f.limit === undefined ? undefined : Number(f.limit);
+  if (limit !== undefined && !(Number.isInteger(limit) && limit > 0)) throw new Error(`--limit: expected a positive integer, got ${JSON.stringify(f.limit)}`);
+  return { status: status as DeadLetterFilter['status'], resourceType: f.type, errorClass: f.errorClass, since: f.since ? sinceOf(f.since) : undefined, limit };
+}
+
+export function sinceOf(text: string, now = Date.now()): Date {
+  const d = /^(\d+)(s|m|h|d)$/.exec(text);
+  if (d) return new Date(now - Number(d[1]) * { s: 1e3, m: 6e4, h: 36e5, d: 864e5 }[d[2] as 's']);
+  const t = Date.parse(text);
+  if (Number.isNaN(t)) throw new Error(`--since: expected an ISO time or a duration like 30m, 6h, 2d; got ${JSON.stringify(text)}`);
+  return new Date(t);
+}
+
+function idOf(s: string): number {
+  const n = Number(s);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`expected a dead letter id (a positive integer), got ${JSON.stringify(s)}`);
+  return n;
+}
+
+function print(rows: DeadLetter[], json?: boolean): void {
+  if (json) {
+    for (const r of rows) process.stdout.write(`${JSON.stringify(r)}\n`);
+    return;
+  }
+  if (!rows.length) {
+    process.stdout.write('no dead letters\n');
+    return;
+  }
+  for (const r of rows) {
+    const what = r.resourceType ? `${r.resourceType}/${r.resourceId ?? '?'}${r.versionId ? `@${r.versionId}` : ''}` : '(unknown resource)';
+    process.stdout.write(`${r.id}\t${r.createdAt.toISOString()}\t${r.status}\t${r.operation}\t${what}\t${r.errorClass}: ${oneLine(r.errorMessage, 100)}\t${r.source}\n`);
+  }
+}
+
+function detail(r: DeadLetter): string {
+  return [
+    `id:          ${r.id} (${r.status}, ${r.attempts} attempt${r.attempts === 1 ? '' : 's'})`,
+    `created:     ${r.createdAt.toISOString()}`,
+    `source:      ${r.source}`,
+    `resource:    ${r.resourceType ?? '-'}/${r.resourceId ?? '-'} version ${r.versionId ?? '-'} (${r.operation})`,
+    `error:       ${r.errorClass}: ${r.errorMessage}`,
+    `detail:      ${r.errorDetail ? JSON.stringify(r.errorDetail) : '-'}`,
+    `payload:     ${r.payload ?? '-'}`,
+    '',
+  ].join('\n');
+}
+
+function oneLine(s: string, max: number): string {
+  const flat = s.replace(/\s+/g, ' ');
+  return flat.length > max ? `${flat.slice(0, max - 3)}...` : flat;
+}

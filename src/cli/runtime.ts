@@ -1,0 +1,97 @@
+import type pg from 'pg';
+import type { Logger } from 'pino';
+import { loadConfig, type Config } from '../config/config.js';
+import { startEmbedded, type EmbeddedDatabase } from '../sink/postgres/embedded.js';
+import { migrate } from '../sink/postgres/migrate.js';
+import { createPool, redactUrl } from '../sink/postgres/pool.js';
+import { PostgresSink } from '../sink/postgres/postgres-sink.js';
+import { createMissing, describeDrift, planSchema } from '../sink/postgres/schema.js';
+import { loadTransformers } from '../transform/load-transformers.js';
+import type { Transformer } from '../transform/transformer.js';
+import { createLogger } from './logger.js';
+
+export interface GlobalOptions {
+  config?: string;
+  transformers?: string;
+}
+
+/** Everything a command needs, opened in the right order and closed in reverse. */
+export interface Runtime {
+  config: Config;
+  logger: Logger;
+  databaseUrl: string;
+  pool: pg.Pool;
+  transformers: Transformer[];
+  sink: PostgresSink;
+  /** Aborted on SIGINT/SIGTERM: sources stop taking input, retries stop waiting. */
+  signal: AbortSignal;
+  close(): Promise<void>;
+}
+
+export class DriftError extends Error {
+  override readonly name = 'DriftError';
+}
+
+/**
+ * Loads configuration and transformers first (so a bad file fails before any database starts), then
+ * opens the database (DATABASE_URL, else embedded), migrates fhir-rte's own tables, creates missing
+ * export tables, and refuses to run on schema drift.
+ */
+export async function openRuntime(globals: GlobalOptions, opts: { createTables?: boolean } = {}): Promise<Runtime> {
+  const config = loadConfig(globals.config, { transformers: globals.transformers });
+  const logger = createLogger(config.log.level);
+  const transformers = loadTransformers(config.transformersDir);
+  const abort = new AbortController();
+  const onSignal = () => abort.abort();
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const { url, embedded } = await openDatabase(config, logger);
+  const pool = createPool(url, config.database.poolSize, logger);
+  const close = async () => {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await pool.end().catch(() => {});
+    await embedded?.stop().catch((err) => logger.warn({ err: (err as Error).message }, 'stopping embedded Postgres failed'));
+  };
+  try {
+    await migrate(url);
+    await prepareTables(pool, config, transformers, opts.createTables ?? config.createTables, logger);
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  const sink = new PostgresSink(pool, {
+    schema: config.database.schema,
+    transformers,
+    deleteMode: config.deleteMode,
+    storeResources: config.storeResources,
+    maxEvents: config.batch.maxEvents,
+    retry: config.retry,
+    logger,
+  });
+  return { config, logger, databaseUrl: url, pool, transformers, sink, signal: abort.signal, close };
+}
+
+export async function openDatabase(config: Config, logger: Logger): Promise<{ url: string; embedded?: EmbeddedDatabase }> {
+  if (config.database.url) {
+    logger.debug({ database: redactUrl(config.database.url) }, 'using database');
+    return { url: config.database.url };
+  }
+  const embedded = await startEmbedded(config.embedded.dataDir, config.embedded.port, logger);
+  process.stderr.write(`fhir-rte: embedded Postgres at ${embedded.url} (data in ${config.embedded.dataDir}; connect with: psql ${embedded.url})\n`);
+  return { url: embedded.url, embedded };
+}
+
+async function prepareTables(pool: pg.Pool, config: Config, transformers: Transformer[], create: boolean, logger: Logger): Promise<void> {
+  const specs = transformers.flatMap((t) => t.tables);
+  const plan = await planSchema(pool, config.database.schema, specs);
+  if (plan.drift.length) {
+    throw new DriftError(
+      `the database's tables differ from the transformers (nothing was changed; migrate or rename the tables, then start again):\n  ${plan.drift.map(describeDrift).join('\n  ')}`,
+    );
+  }
+  if (plan.missing.length && create) {
+    const created = await createMissing(pool, config.database.schema, plan);
+    logger.info({ tables: created }, 'created missing tables');
+  }
+}

@@ -1,0 +1,118 @@
+import { Ajv } from 'ajv';
+import { existsSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { ConfigError, fromAjvErrors } from './config-error.js';
+import { readStructuredFile } from './read-file.js';
+import { configSchema } from './schema.js';
+
+export interface KafkaConfig {
+  brokers: string[];
+  clientId: string;
+  groupId: string;
+  topics?: string[];
+  topicPattern?: string;
+  fromBeginning: boolean;
+  partitionsConsumedConcurrently: number;
+  ssl?: { ca?: string; cert?: string; key?: string; rejectUnauthorized?: boolean };
+  sasl?: { mechanism: 'plain' | 'scram-sha-256' | 'scram-sha-512'; username: string; password: string };
+}
+
+export interface Config {
+  /** The file it was read from, when there was one. */
+  file?: string;
+  database: { url?: string; schema: string; poolSize: number };
+  embedded: { dataDir: string; port: number };
+  transformersDir: string;
+  deleteMode: 'logical' | 'hard';
+  storeResources: boolean;
+  createTables: boolean;
+  batch: { maxEvents: number };
+  retry: { initialMs: number; maxMs: number };
+  log: { level: string };
+  kafka?: KafkaConfig;
+}
+
+export const DEFAULT_CONFIG_FILES = ['fhir-rte.yaml', 'fhir-rte.yml', 'fhir-rte.json'];
+
+export interface ConfigOverrides {
+  transformers?: string;
+}
+
+const validate = new Ajv({ allErrors: true, strict: true }).compile(configSchema);
+
+/**
+ * Reads the configuration: the named file, else the first of DEFAULT_CONFIG_FILES in the working
+ * directory, else defaults alone. Environment variables (DATABASE_URL, KAFKA_BROKERS, FHIR_RTE_LOG_LEVEL)
+ * override the file; command-line flags override both.
+ */
+export function loadConfig(file?: string, overrides: ConfigOverrides = {}, env = process.env): Config {
+  const path = file ?? DEFAULT_CONFIG_FILES.find((f) => existsSync(f));
+  const raw = path ? readStructuredFile(path) : {};
+  const where = path ?? '(defaults)';
+  if (raw === null || raw === undefined) return fromRaw({}, where, overrides, env, path);
+  if (!validate(raw)) throw fromAjvErrors(where, validate.errors ?? []);
+  return fromRaw(raw as RawConfig, where, overrides, env, path);
+}
+
+type RawConfig = {
+  database?: { url?: string; schema?: string; poolSize?: number };
+  embedded?: { dataDir?: string; port?: number };
+  transformers?: string;
+  deleteMode?: 'logical' | 'hard';
+  storeResources?: boolean;
+  createTables?: boolean;
+  batch?: { maxEvents?: number };
+  retry?: { initialMs?: number; maxMs?: number };
+  log?: { level?: string };
+  kafka?: Partial<KafkaConfig>;
+};
+
+function fromRaw(raw: RawConfig, where: string, overrides: ConfigOverrides, env: NodeJS.ProcessEnv, path?: string): Config {
+  const base = path ? dirname(resolve(path)) : process.cwd();
+  const at = (p: string) => resolve(base, p);
+  const config: Config = {
+    file: path,
+    database: {
+      url: env.DATABASE_URL || raw.database?.url,
+      schema: (raw.database?.schema ?? 'public').toLowerCase(),
+      poolSize: raw.database?.poolSize ?? 4,
+    },
+    embedded: { dataDir: at(raw.embedded?.dataDir ?? '.fhir-rte'), port: raw.embedded?.port ?? 54329 },
+    transformersDir: overrides.transformers ? resolve(overrides.transformers) : at(env.FHIR_RTE_TRANSFORMERS || raw.transformers || 'transformers'),
+    deleteMode: raw.deleteMode ?? 'logical',
+    storeResources: raw.storeResources ?? true,
+    createTables: raw.createTables ?? true,
+    batch: { maxEvents: raw.batch?.maxEvents ?? 1000 },
+    retry: { initialMs: raw.retry?.initialMs ?? 200, maxMs: raw.retry?.maxMs ?? 30_000 },
+    log: { level: env.FHIR_RTE_LOG_LEVEL || raw.log?.level || 'info' },
+    kafka: kafkaConfig(raw.kafka, env, where),
+  };
+  if (config.retry.maxMs < config.retry.initialMs) throw new ConfigError(where, '/retry/maxMs', 'expected a value not below retry.initialMs');
+  return config;
+}
+
+function kafkaConfig(raw: Partial<KafkaConfig> | undefined, env: NodeJS.ProcessEnv, where: string): KafkaConfig | undefined {
+  const envBrokers = env.KAFKA_BROKERS?.split(',').map((b) => b.trim()).filter(Boolean);
+  if (!raw && !envBrokers?.length) return undefined;
+  if (raw?.topics && raw.topicPattern) throw new ConfigError(where, '/kafka', 'expected either "topics" or "topicPattern", not both');
+  if (raw?.topicPattern) checkRegExp(raw.topicPattern, where);
+  return {
+    brokers: envBrokers?.length ? envBrokers : (raw?.brokers ?? ['127.0.0.1:9092']),
+    clientId: raw?.clientId ?? 'fhir-rte',
+    groupId: raw?.groupId ?? 'fhir-rte',
+    topics: raw?.topics ?? (raw?.topicPattern ? undefined : ['fhir-changes']),
+    topicPattern: raw?.topicPattern,
+    fromBeginning: raw?.fromBeginning ?? true,
+    partitionsConsumedConcurrently: raw?.partitionsConsumedConcurrently ?? 2,
+    ssl: raw?.ssl,
+    sasl: raw?.sasl,
+  };
+}
+
+function checkRegExp(pattern: string, where: string): void {
+  try {
+    new RegExp(pattern);
+  } catch (err) {
+    throw new ConfigError(where, '/kafka/topicPattern', `expected a regular expression: ${(err as Error).message}`);
+  }
+}

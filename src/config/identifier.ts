@@ -1,0 +1,28 @@
+/**
+ * SQL identifiers that come from configuration (tables, columns, schemas). They are validated against a
+ * strict pattern, folded to lower case so analysts can write them unquoted, and always quoted in SQL.
+ */
+export const IDENTIFIER_PATTERN = '^[A-Za-z_][A-Za-z0-9_]{0,62}$';
+const IDENTIFIER = new RegExp(IDENTIFIER_PATTERN);
+
+/** Names fhir-rte gives its own columns; a user column may not take one of them. */
+export const SYSTEM_COLUMNS = ['id', 'source_resource_id', 'version', 'parent_reference', 'deleted_at'] as const;
+
+export function isIdentifier(name: string): boolean {
+  return IDENTIFIER.test(name);
+}
+
+export function normalizeIdentifier(name: string): string {
+  if (!isIdentifier(name)) throw new Error(`${JSON.stringify(name)} is not a valid SQL identifier (letters, digits and _, at most 63)`);
+  return name.toLowerCase();
+}
+
+/** Double-quotes a validated identifier. Refuses anything that did not pass validation. */
+export function quoteIdent(name: string): string {
+  if (!IDENTIFIER.test(name)) throw new Error(`refusing to quote invalid SQL identifier ${JSON.stringify(name)}`);
+  return `"${name}"`;
+}
+
+export function qualified(schema: string, table: string): string {
+  return `${quoteIdent(schema)}.${quoteIdent(table)}`;
+}

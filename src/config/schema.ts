@@ -1,0 +1,83 @@
+import { IDENTIFIER_PATTERN } from './identifier.js';
+
+/** JSON Schema of fhir-rte.yaml. Unknown keys are errors: a typo must not silently fall back to a default. */
+export const configSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    database: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        url: { type: 'string', description: 'postgres:// connection URL; DATABASE_URL overrides it' },
+        schema: { type: 'string', pattern: IDENTIFIER_PATTERN, description: 'schema of the exported tables' },
+        poolSize: { type: 'integer', minimum: 1, maximum: 100 },
+      },
+    },
+    embedded: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        dataDir: { type: 'string' },
+        port: { type: 'integer', minimum: 1, maximum: 65535 },
+      },
+    },
+    transformers: { type: 'string', description: 'directory of transformer files' },
+    deleteMode: { enum: ['logical', 'hard'] },
+    storeResources: { type: 'boolean' },
+    createTables: { type: 'boolean' },
+    batch: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        maxEvents: { type: 'integer', minimum: 1, maximum: 100000 },
+      },
+    },
+    retry: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        initialMs: { type: 'integer', minimum: 1 },
+        maxMs: { type: 'integer', minimum: 1 },
+      },
+    },
+    log: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { level: { enum: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] } },
+    },
+    kafka: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        brokers: { type: 'array', items: { type: 'string' }, minItems: 1 },
+        clientId: { type: 'string' },
+        groupId: { type: 'string' },
+        topics: { type: 'array', items: { type: 'string' }, minItems: 1 },
+        topicPattern: { type: 'string', description: 'a regular expression' },
+        fromBeginning: { type: 'boolean' },
+        partitionsConsumedConcurrently: { type: 'integer', minimum: 1, maximum: 1000 },
+        ssl: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            ca: { type: 'string', description: 'path to a PEM file' },
+            cert: { type: 'string', description: 'path to a PEM file' },
+            key: { type: 'string', description: 'path to a PEM file' },
+            rejectUnauthorized: { type: 'boolean' },
+          },
+        },
+        sasl: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['mechanism', 'username', 'password'],
+          properties: {
+            mechanism: { enum: ['plain', 'scram-sha-256', 'scram-sha-512'] },
+            username: { type: 'string' },
+            password: { type: 'string' },
+          },
+        },
+      },
+    },
+  },
+} as const;

@@ -1,0 +1,143 @@
+import type pg from 'pg';
+import { describeOrigin, type ChangeEvent, type Origin } from '../events/change-event.js';
+import type { Poison } from '../sink/plan.js';
+
+/**
+ * The dead-letter table (fhir_rte.dead_letter): every input that could not be applied, with its cause,
+ * where it came from and the raw payload, so an operator can read it, fix the cause and retry it.
+ */
+export type DeadLetterStatus = 'failed' | 'retried' | 'discarded';
+
+export interface DeadLetter {
+  id: number;
+  createdAt: Date;
+  updatedAt: Date;
+  source: string;
+  origin: Origin;
+  resourceType: string | null;
+  resourceId: string | null;
+  versionId: string | null;
+  operation: string;
+  payload: string | null;
+  errorClass: string;
+  errorMessage: string;
+  errorDetail: Record<string, unknown> | null;
+  attempts: number;
+  status: DeadLetterStatus;
+}
+
+/** Records poison inside the batch's transaction. A failed retry updates its dead letter instead of adding one. */
+export async function recordDeadLetters(client: pg.ClientBase, poison: Poison[]): Promise<void> {
+  const fresh = poison.filter((p) => p.event.origin.kind !== 'replay');
+  const replays = poison.filter((p) => p.event.origin.kind === 'replay');
+  if (fresh.length) {
+    await client.query(
+      `INSERT INTO fhir_rte.dead_letter (source, origin, resource_type, resource_id, version_id, operation, payload, error_class, error_message, error_detail)
+       SELECT * FROM unnest($1::text[], $2::jsonb[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::jsonb[])`,
+      [
+        fresh.map((p) => describeOrigin(p.event.origin)),
+        fresh.map((p) => JSON.stringify(p.event.origin)),
+        fresh.map((p) => p.event.resourceType ?? null),
+        fresh.map((p) => p.event.id ?? null),
+        fresh.map((p) => p.event.versionId ?? null),
+        fresh.map((p) => p.event.op),
+        fresh.map((p) => payloadOf(p.event)),
+        fresh.map((p) => p.errorClass),
+        fresh.map((p) => p.message),
+        fresh.map((p) => (p.detail ? JSON.stringify(p.detail) : null)),
+      ],
+    );
+  }
+  for (const p of replays) {
+    await client.query(
+      `UPDATE fhir_rte.dead_letter SET attempts = attempts + 1, status = 'failed', error_class = $2, error_message = $3, error_detail = $4, updated_at = now() WHERE id = $1`,
+      [replayId(p.event), p.errorClass, p.message, p.detail ? JSON.stringify(p.detail) : null],
+    );
+  }
+}
+
+/** Replays that applied (or were stale by now): their dead letters are done. */
+export async function markRetried(client: pg.ClientBase, events: ChangeEvent[]): Promise<void> {
+  const ids = events.filter((e) => e.origin.kind === 'replay').map(replayId);
+  if (!ids.length) return;
+  await client.query(`UPDATE fhir_rte.dead_letter SET attempts = attempts + 1, status = 'retried', updated_at = now() WHERE id = ANY($1::bigint[])`, [ids]);
+}
+
+function replayId(e: ChangeEvent): number {
+  return (e.origin as { deadLetterId: number }).deadLetterId;
+}
+
+export function payloadOf(e: ChangeEvent): string | null {
+  switch (e.op) {
+    case 'unreadable':
+      return e.raw;
+    case 'upsert':
+      return JSON.stringify(e.resource);
+    case 'delete':
+      return null;
+  }
+}
+
+export interface DeadLetterFilter {
+  status?: DeadLetterStatus | 'all';
+  resourceType?: string;
+  errorClass?: string;
+  since?: Date;
+  ids?: number[];
+  limit?: number;
+}
+
+export async function listDeadLetters(db: pg.Pool | pg.ClientBase, filter: DeadLetterFilter): Promise<DeadLetter[]> {
+  const where: string[] = [];
+  const values: unknown[] = [];
+  const add = (sql: string, v: unknown) => {
+    values.push(v);
+    where.push(sql.replace('?', `$${values.length}`));
+  };
+  const status = filter.status ?? 'failed';
+  if (status !== 'all') add('status = ?', status);
+  if (filter.resourceType) add('resource_type = ?', filter.resourceType);
+  if (filter.errorClass) add('error_class = ?', filter.errorClass);
+  if (filter.since) add('created_at >= ?', filter.since);
+  if (filter.ids) add('id = ANY(?::bigint[])', filter.ids);
+  values.push(filter.limit ?? 100);
+  const { rows } = await db.query(
+    `SELECT * FROM fhir_rte.dead_letter ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id LIMIT $${values.length}`,
+    values,
+  );
+  return rows.map(fromRow);
+}
+
+export async function getDeadLetter(db: pg.Pool | pg.ClientBase, id: number): Promise<DeadLetter | undefined> {
+  const { rows } = await db.query(`SELECT * FROM fhir_rte.dead_letter WHERE id = $1`, [id]);
+  return rows[0] ? fromRow(rows[0]) : undefined;
+}
+
+/** Marks dead letters as discarded (kept for the record, never retried). Returns the ids changed. */
+export async function discardDeadLetters(db: pg.Pool | pg.ClientBase, ids: number[]): Promise<number[]> {
+  const { rows } = await db.query(
+    `UPDATE fhir_rte.dead_letter SET status = 'discarded', updated_at = now() WHERE id = ANY($1::bigint[]) AND status = 'failed' RETURNING id`,
+    [ids],
+  );
+  return rows.map((r) => Number(r.id));
+}
+
+function fromRow(r: Record<string, unknown>): DeadLetter {
+  return {
+    id: Number(r.id),
+    createdAt: r.created_at as Date,
+    updatedAt: r.updated_at as Date,
+    source: r.source as string,
+    origin: r.origin as Origin,
+    resourceType: r.resource_type as string | null,
+    resourceId: r.resource_id as string | null,
+    versionId: r.version_id as string | null,
+    operation: r.operation as string,
+    payload: r.payload as string | null,
+    errorClass: r.error_class as string,
+    errorMessage: r.error_message as string,
+    errorDetail: r.error_detail as Record<string, unknown> | null,
+    attempts: r.attempts as number,
+    status: r.status as DeadLetterStatus,
+  };
+}

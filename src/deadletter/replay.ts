@@ -1,0 +1,15 @@
+import type { ChangeEvent, Origin } from '../events/change-event.js';
+import { eventsFromText } from '../events/from-fhir.js';
+import type { DeadLetter } from './dead-letter.js';
+
+/**
+ * Rebuilds the change a dead letter holds, with a `replay` origin so the sink updates that dead letter
+ * (retried, or failed again with the new cause) instead of adding another.
+ */
+export function eventsFromDeadLetter(dl: DeadLetter, now = new Date()): ChangeEvent[] {
+  const origin: Origin = { kind: 'replay', deadLetterId: dl.id };
+  if (dl.operation === 'delete' && dl.resourceType && dl.resourceId) {
+    return [{ op: 'delete', resourceType: dl.resourceType, id: dl.resourceId, versionId: dl.versionId ?? undefined, origin, receivedAt: dl.createdAt }];
+  }
+  return eventsFromText(dl.payload ?? '', origin, now);
+}

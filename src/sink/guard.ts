@@ -1,0 +1,46 @@
+/**
+ * The version guard: does an event change a resource whose newest known state is `state`?
+ *
+ * - Both versionIds numeric: the higher one wins.
+ * - Otherwise both lastUpdated known: the later one wins.
+ * - Otherwise (the event or the state has neither, or they cannot be compared) the event applies, so
+ *   input without versions is applied in arrival order.
+ * Equal is stale: a duplicate delivery changes nothing.
+ */
+export interface Versioned {
+  versionId?: string | null;
+  /** Microseconds since the epoch. */
+  lastUpdatedMicros?: bigint | null;
+}
+
+const NUMERIC = /^\d{1,18}$/;
+
+export function isNewer(event: Versioned, state: Versioned | undefined): boolean {
+  if (!state) return true;
+  if (event.versionId && state.versionId && NUMERIC.test(event.versionId) && NUMERIC.test(state.versionId)) {
+    return BigInt(event.versionId) > BigInt(state.versionId);
+  }
+  if (event.lastUpdatedMicros != null && state.lastUpdatedMicros != null) return event.lastUpdatedMicros > state.lastUpdatedMicros;
+  return true;
+}
+
+const INSTANT = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})$/;
+
+/** A FHIR instant to microseconds since the epoch (Postgres' precision), or undefined when it is not one. */
+export function instantMicros(value: string | undefined): bigint | undefined {
+  if (!value) return undefined;
+  const m = INSTANT.exec(value);
+  if (!m) return undefined;
+  const seconds = Date.parse(`${m[1]}${m[3]}`);
+  if (Number.isNaN(seconds)) return undefined;
+  const fraction = (m[2] ?? '').padEnd(6, '0').slice(0, 6);
+  return BigInt(seconds) * 1000n + BigInt(fraction);
+}
+
+/** Microseconds since the epoch as an ISO timestamp with microseconds, for a timestamptz parameter. */
+export function microsToIso(micros: bigint): string {
+  const ms = Number(micros / 1000n);
+  const iso = new Date(ms).toISOString();
+  const extra = (micros % 1000n).toString().padStart(3, '0');
+  return iso.replace('Z', `${extra}Z`);
+}

@@ -1,0 +1,31 @@
+import pg from 'pg';
+import type { Logger } from 'pino';
+
+/**
+ * A connection pool whose sessions run in UTC (so partial dates become UTC midnight) and that survives
+ * the database going away: idle connections that die emit 'error', which must not crash the process;
+ * the next query gets a new connection or a transient error that the sink retries.
+ */
+export function createPool(url: string, size: number, logger: Logger): pg.Pool {
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: size,
+    application_name: 'fhir-rte',
+    options: '-c TimeZone=UTC',
+    connectionTimeoutMillis: 10_000,
+    idleTimeoutMillis: 30_000,
+  });
+  pool.on('error', (err) => logger.warn({ err: err.message }, 'idle database connection failed; it will be replaced'));
+  return pool;
+}
+
+/** The URL without its password, for logs. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '****';
+    return u.toString();
+  } catch {
+    return '(unparsable database URL)';
+  }
+}

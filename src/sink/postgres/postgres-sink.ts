@@ -1,0 +1,215 @@
+import type pg from 'pg';
+import type { Logger } from 'pino';
+import { markRetried, recordDeadLetters } from '../../deadletter/dead-letter.js';
+import { resourceKey, type ChangeEvent } from '../../events/change-event.js';
+import type { TableSpec, Transformer } from '../../transform/transformer.js';
+import { microsToIso } from '../guard.js';
+import { planBatch, type AppliedVersion, type BatchPlan, type Poison, type ResourcePlan } from '../plan.js';
+import { addOutcome, emptyOutcome, type BatchOutcome, type Sink } from '../sink.js';
+import { classify, sqlDetail } from './fault.js';
+import { retryTransient, type RetryPolicy, type Stall } from './retry.js';
+import {
+  deleteRows,
+  flagDeleted,
+  historyOfDeletes,
+  insertRows,
+  lockResources,
+  readStates,
+  StatementError,
+  writeStates,
+  type StateWrite,
+  type Tombstone,
+  type VersionedRow,
+} from './statements.js';
+
+export interface PostgresSinkOptions {
+  schema: string;
+  transformers: Transformer[];
+  deleteMode: 'logical' | 'hard';
+  storeResources: boolean;
+  maxEvents: number;
+  retry: RetryPolicy;
+  logger: Logger;
+}
+
+/**
+ * Applies batches of ChangeEvents to Postgres, one transaction per batch: lock the batch's resources,
+ * read their guard state, plan (guard, transform, collapse), write rows, history, state and dead letters.
+ * When the database refuses a value, the batch is split in halves until the refused record stands alone;
+ * that record is dead-lettered and the rest commits.
+ */
+export class PostgresSink implements Sink {
+  private readonly byType = new Map<string, Transformer[]>();
+  private readonly tablesByType = new Map<string, TableSpec[]>();
+  /** Set while transient faults keep a batch from committing. */
+  stall: Stall | undefined;
+
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly options: PostgresSinkOptions,
+  ) {
+    for (const t of options.transformers) {
+      this.byType.set(t.resourceType, [...(this.byType.get(t.resourceType) ?? []), t]);
+      this.tablesByType.set(t.resourceType, [...(this.tablesByType.get(t.resourceType) ?? []), ...t.tables]);
+    }
+  }
+
+  async apply(batch: ChangeEvent[], signal?: AbortSignal): Promise<BatchOutcome> {
+    const total = emptyOutcome();
+    for (let i = 0; i < batch.length; i += this.options.maxEvents) {
+      addOutcome(total, await this.applyIsolating(batch.slice(i, i + this.options.maxEvents), signal));
+    }
+    return total;
+  }
+
+  private async applyIsolating(events: ChangeEvent[], signal?: AbortSignal): Promise<BatchOutcome> {
+    try {
+      return await this.retrying(() => this.transaction(events), signal);
+    } catch (err) {
+      if (classify(err) !== 'poison') throw err;
+      if (events.length === 1) return this.retrying(() => this.deadLetterAlone(events[0]!, err), signal);
+      const mid = Math.ceil(events.length / 2);
+      const first = await this.applyIsolating(events.slice(0, mid), signal);
+      return addOutcome(first, await this.applyIsolating(events.slice(mid), signal));
+    }
+  }
+
+  private retrying<T>(attempt: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    return retryTransient(attempt, this.options.retry, this.options.logger, (s) => (this.stall = s), signal);
+  }
+
+  private async transaction(events: ChangeEvent[]): Promise<BatchOutcome> {
+    return this.inTransaction(async (client) => {
+      const keyed = events.filter((e): e is Exclude<ChangeEvent, { op: 'unreadable' }> => e.op !== 'unreadable');
+      const unique = new Map(keyed.map((e) => [resourceKey(e), e]));
+      if (unique.size) await lockResources(client, [...unique.keys()].sort());
+      const states = unique.size
+        ? await readStates(client, [...unique.values()].map((e) => e.resourceType), [...unique.values()].map((e) => e.id))
+        : new Map();
+      const plan = planBatch(events, states, (type) => this.byType.get(type) ?? []);
+      await this.write(client, plan);
+      await recordDeadLetters(client, plan.poison);
+      await markRetried(client, appliedOrStale(plan));
+      const applied = plan.resources.reduce((n, r) => n + r.versions.length, 0);
+      return { received: events.length, applied, stale: plan.stale.length, deadLettered: plan.poison.length };
+    });
+  }
+
+  private async deadLetterAlone(event: ChangeEvent, err: unknown): Promise<BatchOutcome> {
+    const table = err instanceof StatementError ? err.table : undefined;
+    const cause = err instanceof StatementError ? err.cause : err;
+    const poison: Poison = {
+      event,
+      errorClass: 'DatabaseRejected',
+      message: `the database refused the record${table ? ` in table ${table}` : ''}: ${(cause as Error).message}`,
+      detail: { ...sqlDetail(cause), ...(table ? { table } : {}) },
+    };
+    await this.inTransaction((client) => recordDeadLetters(client, [poison]));
+    this.options.logger.warn({ source: event.origin, err: poison.message }, 'record dead-lettered');
+    return { received: 1, applied: 0, stale: 0, deadLettered: 1 };
+  }
+
+  private async inTransaction<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    const client = await this.pool.connect();
+    try {
+      await client.query('BEGIN');
+      const result = await work(client);
+      await client.query('COMMIT');
+      client.release();
+      return result;
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => {});
+      // A connection that failed mid-transaction may be dead: never hand it out again.
+      client.release(true);
+      throw err;
+    }
+  }
+
+  private async write(client: pg.ClientBase, plan: BatchPlan): Promise<void> {
+    const { schema, deleteMode } = this.options;
+    const w = collectWrites(plan, deleteMode, (type) => this.tablesByType.get(type) ?? []);
+    for (const [spec, tombstones] of w.historyOfDeletes) await historyOfDeletes(client, schema, spec, tombstones);
+    for (const [spec, keys] of [...w.clear].reverse()) await deleteRows(client, schema, spec.name, keys);
+    for (const [spec, rows] of w.insert) await insertRows(client, schema, spec, rows);
+    for (const [spec, tombstones] of w.flag) await flagDeleted(client, schema, spec.name, tombstones);
+    for (const [spec, rows] of w.history) await insertRows(client, schema, spec, rows, true);
+    await writeStates(client, plan.resources.map((r) => stateOf(r, this.options.storeResources)));
+  }
+}
+
+function appliedOrStale(plan: BatchPlan): ChangeEvent[] {
+  return [...plan.stale, ...plan.resources.flatMap((r) => r.versions.map((v) => v.event))];
+}
+
+/** The statements one batch needs, grouped per table so each runs once for the whole batch. */
+interface Writes {
+  historyOfDeletes: Map<TableSpec, Tombstone[]>;
+  clear: Map<TableSpec, string[]>;
+  insert: Map<TableSpec, VersionedRow[]>;
+  flag: Map<TableSpec, Tombstone[]>;
+  history: Map<TableSpec, VersionedRow[]>;
+}
+
+function collectWrites(plan: BatchPlan, deleteMode: 'logical' | 'hard', tablesOf: (type: string) => TableSpec[]): Writes {
+  const w: Writes = { historyOfDeletes: new Map(), clear: new Map(), insert: new Map(), flag: new Map(), history: new Map() };
+  for (const r of plan.resources) {
+    const tables = tablesOf(r.resourceType);
+    if (!tables.length) continue;
+    const final = r.versions[r.versions.length - 1]!;
+    const lastUpsert = [...r.versions].reverse().find((v) => v.rows);
+    const tombstone = final.event.op === 'delete' ? tombstoneOf(r.key, final) : undefined;
+    const replace = lastUpsert && !(tombstone && deleteMode === 'hard');
+    if (r.existed && (replace || (tombstone && deleteMode === 'hard'))) for (const t of tables) push(w.clear, t, r.key);
+    for (const t of tables) {
+      if (replace) push(w.insert, t, ...versionedRows(lastUpsert, t, r.key, tombstone));
+      else if (tombstone && deleteMode === 'logical') push(w.flag, t, tombstone);
+      if (t.history) collectHistory(w, t, r);
+    }
+  }
+  return w;
+}
+
+/** Every applied version's rows, in order; a delete repeats the last live rows, marked deleted. */
+function collectHistory(w: Writes, table: TableSpec, r: ResourcePlan): void {
+  let live: AppliedVersion | undefined;
+  for (const v of r.versions) {
+    if (v.rows) {
+      live = v;
+      push(w.history, table, ...versionedRows(v, table, r.key));
+      continue;
+    }
+    const tombstone = tombstoneOf(r.key, v);
+    if (live) push(w.history, table, ...versionedRows(live, table, r.key, tombstone));
+    else if (r.existed) push(w.historyOfDeletes, table, tombstone);
+  }
+}
+
+function versionedRows(v: AppliedVersion, table: TableSpec, key: string, tombstone?: Tombstone): VersionedRow[] {
+  const rows = v.rows?.get(table.name) ?? [];
+  const version = tombstone ? tombstone.version : v.versionId;
+  const deletedAt = tombstone?.deletedAt ?? null;
+  return rows.map((row) => ({ row, key, version, deletedAt }));
+}
+
+function tombstoneOf(key: string, v: AppliedVersion): Tombstone {
+  return { key, version: v.versionId, deletedAt: microsToIso(v.lastUpdatedMicros ?? BigInt(v.event.receivedAt.getTime()) * 1000n) };
+}
+
+function stateOf(r: ResourcePlan, storeResources: boolean): StateWrite {
+  const final = r.versions[r.versions.length - 1]!;
+  const upsert = final.event.op === 'upsert' ? final.event : undefined;
+  return {
+    resourceType: r.resourceType,
+    id: r.id,
+    versionId: final.versionId,
+    lastUpdated: final.lastUpdatedMicros === null ? null : microsToIso(final.lastUpdatedMicros),
+    deleted: !upsert,
+    resourceJson: upsert && storeResources ? JSON.stringify(upsert.resource) : null,
+  };
+}
+
+function push<K, V>(map: Map<K, V[]>, key: K, ...values: V[]): void {
+  const list = map.get(key);
+  if (list) list.push(...values);
+  else map.set(key, [...values]);
+}
