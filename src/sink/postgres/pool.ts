@@ -16,6 +16,9 @@ export function createPool(url: string, size: number, logger: Logger): pg.Pool {
     idleTimeoutMillis: 30_000,
   });
   pool.on('error', (err) => logger.warn({ err: err.message }, 'idle database connection failed; it will be replaced'));
+  // A connection that dies while checked out also emits 'error' on its client; the query in flight
+  // already rejects with it (and is retried), so this must only be logged, never crash the process.
+  pool.on('connect', (client) => client.on('error', (err) => logger.debug({ err: err.message }, 'database connection failed')));
   return pool;
 }
 

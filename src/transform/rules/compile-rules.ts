@@ -81,7 +81,7 @@ function evaluate(path: CompiledPath, node: unknown, transformer: string, table?
     return path.evaluate(node);
   } catch (err) {
     const where = column ? `column ${table}.${column}` : table ? `child table of ${table}` : 'where filter';
-    throw new TransformError(`${where}: FHIRPath ${JSON.stringify(path.expression)} failed: ${(err as Error).message}`, {
+    throw new TransformError(`${where}: FHIRPath ${JSON.stringify(path.expression)} failed: ${err instanceof Error ? err.message : String(err)}`, {
       transformer,
       table,
       column,

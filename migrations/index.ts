@@ -1,0 +1,10 @@
+import type { Knex } from 'knex';
+import * as coreTables from './20261123000000_core_tables.js';
+
+/**
+ * Every migration, in order. Listed here (not discovered by directory scan) so that the same code runs
+ * from compiled JS and from TypeScript under the test runner. A new migration is a new file plus a line.
+ */
+export const migrations: Array<{ name: string; migration: Knex.Migration }> = [
+  { name: '20261123000000_core_tables', migration: coreTables },
+];

@@ -1,0 +1,241 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ChangeEvent } from '../src/events/change-event.js';
+import { freshDatabase } from './support/database.js';
+import { del, patient, upsert } from './support/events.js';
+import { openTestSink, transformerDir, type TestSink } from './support/sink.js';
+
+const PATIENT_RULES = `
+retainAllHistory: true
+concatenationDelimiter: "|"
+overflowStrategy: TRUNCATE
+transformers:
+  - resourceType: Patient
+    tableName: patient
+    columns:
+      - { columnName: gender, fhirPath: Patient.gender, columnType: STRING }
+      - { columnName: birth_date, fhirPath: Patient.birthDate, columnType: DATE }
+      - { columnName: nickname, fhirPath: "Patient.name.where(use = 'nickname').given.upper()", columnType: STRING }
+      - { columnName: note, fhirPath: "Patient.extension.where(url = 'note').value.ofType(string)", columnType: STRING }
+    childTables:
+      - fhirPath: Patient.name
+        tableName: patient_name
+        columns:
+          - { columnName: family, fhirPath: family, columnType: STRING, maximumSize: 5 }
+          - { columnName: given, fhirPath: given, columnType: STRING, multiplePrimitiveStrategy: CONCAT }
+`;
+
+const OBSERVATION_RULES = `
+overflowStrategy: ERROR
+transformers:
+  - resourceType: Observation
+    tableName: observation
+    columns:
+      - { columnName: code_text, fhirPath: Observation.code.text, columnType: STRING, maximumSize: 10 }
+      - { columnName: category, fhirPath: Observation.category.coding.code, columnType: STRING }
+      - { columnName: value, fhirPath: "Observation.value.ofType(Quantity).value", columnType: DECIMAL }
+`;
+
+let t: TestSink;
+
+beforeAll(async () => {
+  t = await openTestSink(await freshDatabase('sink'), transformerDir({ 'patient.yaml': PATIENT_RULES, 'observation.yaml': OBSERVATION_RULES }));
+});
+afterAll(() => t?.close());
+
+const patientRows = (id: string) =>
+  t.rows<{ id: string; version: string; gender: string; deleted_at: Date | null }>(
+    `SELECT id, version, gender, deleted_at FROM patient WHERE source_resource_id = $1`,
+    [`Patient/${id}`],
+  );
+const nameRows = (id: string) =>
+  t.rows<{ family: string; given: string; version: string; deleted_at: Date | null; parent_reference: string }>(
+    `SELECT family, given, version, deleted_at, parent_reference FROM patient_name WHERE source_resource_id = $1 ORDER BY family`,
+    [`Patient/${id}`],
+  );
+const deadLetters = () => t.rows<Record<string, any>>(`SELECT * FROM fhir_rte.dead_letter ORDER BY id`);
+
+describe('create, update, delete', () => {
+  it('creates rows, replaces them on update keeping the row id, and flags them on delete', async () => {
+    expect(await t.sink.apply([upsert(patient('cud', 1))])).toEqual({ received: 1, applied: 1, stale: 0, deadLettered: 0 });
+    const [created] = await patientRows('cud');
+    expect(created).toMatchObject({ version: '1', gender: 'female', deleted_at: null });
+
+    await t.sink.apply([upsert(patient('cud', 2))]);
+    const [updated] = await patientRows('cud');
+    expect(updated).toMatchObject({ id: created!.id, version: '2', gender: 'male', deleted_at: null });
+    expect(await nameRows('cud')).toMatchObject([{ family: 'Famil', given: 'Given2|Middle', version: '2' }]);
+
+    await t.sink.apply([del('Patient', 'cud', '3')]);
+    const [deleted] = await patientRows('cud');
+    expect(deleted).toMatchObject({ id: created!.id, version: '3', gender: 'male' });
+    expect(deleted!.deleted_at).toBeInstanceOf(Date);
+    expect((await nameRows('cud'))[0]!.deleted_at).toBeInstanceOf(Date);
+    const [state] = await t.rows(`SELECT version_id, deleted FROM fhir_rte.resource_state WHERE resource_id = 'cud'`);
+    expect(state).toEqual({ version_id: '3', deleted: true });
+  });
+
+  it('keeps the newest state whatever the order and however often versions arrive', async () => {
+    const order = [3, 1, 2, 3, 1, 2];
+    const oneByOne = { applied: 0, stale: 0 };
+    for (const v of order) {
+      const o = await t.sink.apply([upsert(patient('ooo-a', v))]);
+      oneByOne.applied += o.applied;
+      oneByOne.stale += o.stale;
+    }
+    const inOneBatch = await t.sink.apply(order.map((v) => upsert(patient('ooo-b', v))));
+    expect(oneByOne).toEqual({ applied: 1, stale: 5 });
+    expect(inOneBatch).toMatchObject({ applied: 1, stale: 5 });
+    for (const id of ['ooo-a', 'ooo-b']) {
+      expect(await patientRows(id)).toMatchObject([{ version: '3', gender: 'female', deleted_at: null }]);
+      expect(await nameRows(id)).toMatchObject([{ given: 'Given3|Middle' }]);
+    }
+  });
+
+  it('a delete followed by a late, older update stays deleted', async () => {
+    await t.sink.apply([upsert(patient('late', 1))]);
+    await t.sink.apply([del('Patient', 'late', '3')]);
+    expect(await t.sink.apply([upsert(patient('late', 2))])).toMatchObject({ applied: 0, stale: 1 });
+    const [row] = await patientRows('late');
+    expect(row!.version).toBe('3');
+    expect(row!.deleted_at).toBeInstanceOf(Date);
+  });
+
+  it('a resource re-created after its delete is live again', async () => {
+    await t.sink.apply([upsert(patient('again', 1)), del('Patient', 'again', '2')]);
+    expect((await patientRows('again'))[0]!.deleted_at).toBeInstanceOf(Date);
+    await t.sink.apply([upsert(patient('again', 3))]);
+    expect(await patientRows('again')).toMatchObject([{ version: '3', deleted_at: null }]);
+  });
+
+  it('a delete without a version is ordered by the time it was received', async () => {
+    const past = patient('unversioned-del', 1);
+    await t.sink.apply([upsert(past)]);
+    await t.sink.apply([del('Patient', 'unversioned-del')]);
+    // The same version 1 arriving late (older lastUpdated than the delete's arrival) is stale.
+    expect(await t.sink.apply([upsert(past)])).toMatchObject({ stale: 1 });
+    expect((await patientRows('unversioned-del'))[0]!.deleted_at).toBeInstanceOf(Date);
+  });
+
+  it('applies resources that carry neither version nor lastUpdated in arrival order', async () => {
+    const bare = (gender: string) => upsert({ resourceType: 'Patient', id: 'bare', gender });
+    expect(await t.sink.apply([bare('female'), bare('male')])).toMatchObject({ applied: 2, stale: 0 });
+    expect(await patientRows('bare')).toMatchObject([{ gender: 'male', version: null }]);
+  });
+});
+
+describe('child tables and history', () => {
+  it('child rows point at their live parent and follow it through updates', async () => {
+    const two = patient('kids', 1, { name: [{ family: 'Alpha', given: ['A'] }, { family: 'Beta', given: ['B', 'C'] }] });
+    await t.sink.apply([upsert(two)]);
+    const [parent] = await patientRows('kids');
+    const kids = await nameRows('kids');
+    expect(kids).toMatchObject([
+      { family: 'Alpha', given: 'A', parent_reference: parent!.id },
+      { family: 'Beta', given: 'B|C', parent_reference: parent!.id },
+    ]);
+    await t.sink.apply([upsert(patient('kids', 2, { name: [{ family: 'Gamma' }] }))]);
+    expect(await nameRows('kids')).toMatchObject([{ family: 'Gamma', version: '2', parent_reference: parent!.id }]);
+    const orphans = await t.rows(`SELECT count(*)::int AS n FROM patient_name c LEFT JOIN patient p ON p.id = c.parent_reference WHERE p.id IS NULL`);
+    expect(orphans).toEqual([{ n: 0 }]);
+  });
+
+  it('history keeps every applied version, including the delete', async () => {
+    await t.sink.apply([upsert(patient('hist', 1))]);
+    await t.sink.apply([upsert(patient('hist', 2)), upsert(patient('hist', 3))]);
+    await t.sink.apply([del('Patient', 'hist', '4')]);
+    await t.sink.apply([upsert(patient('hist', 2))]); // stale: adds nothing
+    const history = await t.rows<{ version: string; gender: string; deleted: boolean }>(
+      `SELECT version, gender, deleted_at IS NOT NULL AS deleted FROM patient_history WHERE source_resource_id = 'Patient/hist' ORDER BY history_id`,
+    );
+    expect(history).toEqual([
+      { version: '1', gender: 'female', deleted: false },
+      { version: '2', gender: 'male', deleted: false },
+      { version: '3', gender: 'female', deleted: false },
+      { version: '4', gender: 'female', deleted: true },
+    ]);
+    const names = await t.rows(`SELECT version FROM patient_name_history WHERE source_resource_id = 'Patient/hist' ORDER BY history_id`);
+    expect(names.map((r) => r.version)).toEqual(['1', '2', '3', '4']);
+  });
+});
+
+describe('column strategies', () => {
+  it('CONCAT joins values with the delimiter and TRUNCATE cuts to maximumSize', async () => {
+    await t.sink.apply([upsert(patient('concat', 1, { name: [{ family: 'Abcdefgh', given: ['X', 'Y', 'Z'] }] }))]);
+    expect(await nameRows('concat')).toMatchObject([{ family: 'Abcde', given: 'X|Y|Z' }]);
+  });
+
+  it('overflow under ERROR and several values without a strategy dead-letter their record only', async () => {
+    const obs = (id: string, extra: Record<string, unknown>) => upsert({ resourceType: 'Observation', id, meta: { versionId: '1' }, ...extra });
+    const outcome = await t.sink.apply([
+      obs('fits', { code: { text: 'short' } }),
+      obs('too-long', { code: { text: 'much longer than ten' } }),
+      obs('two-categories', { category: [{ coding: [{ code: 'a' }] }, { coding: [{ code: 'b' }] }] }),
+    ]);
+    expect(outcome).toEqual({ received: 3, applied: 1, stale: 0, deadLettered: 2 });
+    expect(await t.rows(`SELECT source_resource_id, code_text FROM observation`)).toEqual([{ source_resource_id: 'Observation/fits', code_text: 'short' }]);
+    const letters = (await deadLetters()).filter((d) => d.resource_type === 'Observation');
+    expect(letters.map((d) => [d.resource_id, d.error_class])).toEqual([
+      ['too-long', 'TransformError'],
+      ['two-categories', 'TransformError'],
+    ]);
+    expect(letters[0].error_message).toContain('exceeds maximumSize 10');
+    expect(letters[0].error_detail).toMatchObject({ table: 'observation', column: 'code_text' });
+    expect(letters[1].error_message).toContain('2 values where one was expected');
+    expect(JSON.parse(letters[1].payload)).toMatchObject({ id: 'two-categories' });
+  });
+});
+
+describe('poison records', () => {
+  it('a FHIRPath error at run time dead-letters only its own record; the rest of the batch commits', async () => {
+    const batch: ChangeEvent[] = [
+      upsert(patient('fp-ok-1', 1)),
+      upsert(patient('fp-bad', 1, { name: [{ use: 'nickname', given: ['Bob', 'Bobby'] }] })),
+      upsert(patient('fp-ok-2', 1)),
+    ];
+    expect(await t.sink.apply(batch)).toEqual({ received: 3, applied: 2, stale: 0, deadLettered: 1 });
+    expect(await patientRows('fp-ok-1')).toHaveLength(1);
+    expect(await patientRows('fp-ok-2')).toHaveLength(1);
+    expect(await patientRows('fp-bad')).toHaveLength(0);
+    const [letter] = (await deadLetters()).filter((d) => d.resource_id === 'fp-bad');
+    expect(letter).toMatchObject({ error_class: 'TransformError', operation: 'upsert', version_id: '1', status: 'failed', source: 'kafka test[0]@' + batch[1]!.origin.offset });
+    expect(letter.error_message).toMatch(/nickname.*failed/);
+    expect(letter.error_detail).toMatchObject({ column: 'nickname', expression: "Patient.name.where(use = 'nickname').given.upper()" });
+    // The guard did not move: a fixed version of the record applies.
+    expect(await t.sink.apply([upsert(patient('fp-bad', 1))])).toMatchObject({ applied: 1 });
+  });
+
+  it('a value the database refuses dead-letters only its own record; the rest of the batch commits', async () => {
+    const nul = patient('db-bad', 1, { extension: [{ url: 'note', valueString: 'bad \u0000 byte' }] });
+    const batch = [...Array.from({ length: 9 }, (_, i) => upsert(patient(`db-ok-${i}`, 1))), upsert(nul)];
+    expect(await t.sink.apply(batch)).toEqual({ received: 10, applied: 9, stale: 0, deadLettered: 1 });
+    const ok = await t.rows(`SELECT count(*)::int AS n FROM patient WHERE source_resource_id LIKE 'Patient/db-ok-%'`);
+    expect(ok).toEqual([{ n: 9 }]);
+    const [letter] = (await deadLetters()).filter((d) => d.resource_id === 'db-bad');
+    expect(letter).toMatchObject({ error_class: 'DatabaseRejected', operation: 'upsert' });
+    expect(letter.error_detail.sqlState).toMatch(/^22/);
+    expect(letter.error_detail.table).toBe('patient');
+    const [state] = await t.rows(`SELECT count(*)::int AS n FROM fhir_rte.resource_state WHERE resource_id = 'db-bad'`);
+    expect(state).toEqual({ n: 0 });
+  });
+});
+
+describe('deleteMode: hard', () => {
+  it('removes the rows but keeps the tombstone, so a late update cannot bring the resource back', async () => {
+    const hard = await openTestSink(await freshDatabase('hard'), transformerDir({ 'patient.yaml': PATIENT_RULES }), { deleteMode: 'hard' });
+    try {
+      await hard.sink.apply([upsert(patient('h', 1))]);
+      await hard.sink.apply([del('Patient', 'h', '2')]);
+      expect(await hard.rows(`SELECT * FROM patient`)).toEqual([]);
+      expect(await hard.rows(`SELECT * FROM patient_name`)).toEqual([]);
+      expect(await hard.sink.apply([upsert(patient('h', 1))])).toMatchObject({ stale: 1 });
+      expect(await hard.rows(`SELECT * FROM patient`)).toEqual([]);
+      const history = await hard.rows(`SELECT version, deleted_at IS NOT NULL AS deleted FROM patient_history ORDER BY history_id`);
+      expect(history).toEqual([
+        { version: '1', deleted: false },
+        { version: '2', deleted: true },
+      ]);
+    } finally {
+      await hard.close();
+    }
+  });
+});
