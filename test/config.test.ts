@@ -1,0 +1,87 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config/config.js';
+import { quoteIdent } from '../src/config/identifier.js';
+import { loadTransformers } from '../src/transform/load-transformers.js';
+import { transformerDir } from './support/sink.js';
+
+function configFile(name: string, text: string): string {
+  const file = join(mkdtempSync(join(tmpdir(), 'fhir-rte-cfg-')), name);
+  writeFileSync(file, text);
+  return file;
+}
+
+function errorOf(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (err) {
+    return (err as Error).message;
+  }
+  throw new Error('expected an error');
+}
+
+describe('configuration file', () => {
+  it('names the file, the path and what was expected for unknown keys and wrong types', () => {
+    const file = configFile('fhir-rte.yaml', 'database:\n  poolSize: many\n  urll: x\ndeleteMode: soft\n');
+    const message = errorOf(() => loadConfig(file, {}, {}));
+    expect(message).toContain(`${file}: /database/poolSize: expected integer`);
+    expect(message).toContain(`${file}: /database: unknown key "urll"`);
+    expect(message).toContain(`${file}: /deleteMode: expected one of "logical", "hard"`);
+  });
+
+  it('names a missing file and a file that is not valid YAML', () => {
+    expect(errorOf(() => loadConfig('/nonexistent/fhir-rte.yaml', {}, {}))).toBe('/nonexistent/fhir-rte.yaml: /: file not found');
+    const bad = configFile('fhir-rte.yaml', 'database: [unclosed\n');
+    expect(errorOf(() => loadConfig(bad, {}, {}))).toMatch(new RegExp(`^${bad}: /: not valid YAML`));
+  });
+
+  it('lets DATABASE_URL and KAFKA_BROKERS override the file', () => {
+    const file = configFile('fhir-rte.json', JSON.stringify({ database: { url: 'postgres://file/db' }, kafka: { brokers: ['file:9092'] } }));
+    const config = loadConfig(file, {}, { DATABASE_URL: 'postgres://env/db', KAFKA_BROKERS: 'a:1, b:2' });
+    expect(config.database.url).toBe('postgres://env/db');
+    expect(config.kafka?.brokers).toEqual(['a:1', 'b:2']);
+  });
+});
+
+describe('transformer files', () => {
+  const rules = (body: string) => transformerDir({ 'rules.yaml': body });
+
+  it('reports schema errors with file and JSON path', () => {
+    const dir = rules(`transformers:\n  - resourceType: Patient\n    tableName: patient\n    columns:\n      - { columnName: g, fhirPath: Patient.gender, columnType: TEXT }\n`);
+    const message = errorOf(() => loadTransformers(dir));
+    expect(message).toContain('rules.yaml: /transformers/0/columns/0/columnType: expected one of "STRING", "INT"');
+  });
+
+  it('reports a bad FHIRPath at load, naming file, path and transformer', () => {
+    const dir = rules(`transformers:\n  - resourceType: Patient\n    tableName: patient\n    columns:\n      - { columnName: g, fhirPath: "Patient.name.where(", columnType: STRING }\n`);
+    const message = errorOf(() => loadTransformers(dir));
+    expect(message).toMatch(/rules\.yaml: \/transformers\/0\/columns\/0\/fhirPath: invalid FHIRPath "Patient\.name\.where\(".*transformer .*#patient/);
+  });
+
+  it('refuses table and column names that attempt SQL injection', () => {
+    const table = rules(`transformers:\n  - resourceType: Patient\n    tableName: 'patient"; DROP TABLE x; --'\n    columns: []\n`);
+    expect(errorOf(() => loadTransformers(table))).toContain('/transformers/0/tableName: expected a value matching');
+    const column = rules(`transformers:\n  - resourceType: Patient\n    tableName: patient\n    columns:\n      - { columnName: "a) VALUES (1); --", fhirPath: Patient.id, columnType: STRING }\n`);
+    expect(errorOf(() => loadTransformers(column))).toContain('/transformers/0/columns/0/columnName: expected a value matching');
+    const schema = configFile('fhir-rte.yaml', 'database:\n  schema: "public; DROP SCHEMA public"\n');
+    expect(errorOf(() => loadConfig(schema, {}, {}))).toContain('/database/schema: expected a value matching');
+    expect(() => quoteIdent('x" OR 1=1')).toThrow(/refusing to quote/);
+  });
+
+  it('refuses a user column that takes a system column name, and tables written twice', () => {
+    const sys = rules(`transformers:\n  - resourceType: Patient\n    tableName: patient\n    columns:\n      - { columnName: version, fhirPath: Patient.id, columnType: STRING }\n`);
+    expect(errorOf(() => loadTransformers(sys))).toContain('/transformers/0/columns/0/columnName: "version" is a system column');
+    const twice = transformerDir({
+      'a.yaml': `transformers:\n  - { resourceType: Patient, tableName: person, columns: [] }\n`,
+      'b.yaml': `transformers:\n  - { resourceType: Practitioner, tableName: PERSON, columns: [] }\n`,
+    });
+    expect(errorOf(() => loadTransformers(twice))).toMatch(/b\.yaml: \/: table "person" is also written by/);
+  });
+
+  it('names an unknown childTransformerName', () => {
+    const dir = rules(`transformers:\n  - resourceType: Patient\n    tableName: patient\n    columns: []\n    childTables:\n      - { fhirPath: Patient.address, childTransformerName: addr }\n`);
+    expect(errorOf(() => loadTransformers(dir))).toContain('/transformers/0/childTables/0/childTransformerName: no namedTransformers entry is named "addr"');
+  });
+});
