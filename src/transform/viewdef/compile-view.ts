@@ -9,6 +9,8 @@ import { ViewReader } from './view-definition.js';
 /** One output column of a view. */
 export interface ViewColumn {
   name: string;
+  /** JSON pointer of the column inside the view, for error messages. */
+  at: string;
   path: string;
   /** Declared FHIR type, else the one inferred from the path (undefined when unknown). */
   type?: string;
@@ -48,7 +50,7 @@ export function compileView(view: unknown, file?: string): CompiledView {
 export type { ViewPlan };
 
 function viewColumn(c: ColumnPlan, file: string): ViewColumn {
-  return { name: c.def.name, path: c.def.path, type: c.fhirType, collection: c.def.collection, sqlType: sqlTypeOf(c, file) };
+  return { name: c.def.name, at: c.def.at, path: c.def.path, type: c.fhirType, collection: c.def.collection, sqlType: sqlTypeOf(c, file) };
 }
 
 function sqlTypeOf(c: ColumnPlan, file: string): SqlType {

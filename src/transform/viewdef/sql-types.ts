@@ -61,3 +61,53 @@ function numeric(p: string, s: string): SqlType | undefined {
   const scale = Number(s);
   return precision >= 1 && precision <= 1000 && scale <= precision ? `numeric(${precision},${scale})` : undefined;
 }
+
+/** A value that its column's SQL type refuses; the transformer turns it into a TransformError. */
+export class SqlValueError extends Error {}
+
+const INTEGER = /^[+-]?\d+$/;
+const DECIMAL = /^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/;
+const DATE = /^(\d{4})(-(\d{2})(-(\d{2}))?)?/;
+
+/** A row value in the JS form its SQL type takes (see Row in transformer.ts). */
+export function sqlValue(v: unknown, type: SqlType): unknown {
+  if (v === null || v === undefined) return null;
+  if (type === 'jsonb') return JSON.stringify(v);
+  if (type === 'text' || type.startsWith('varchar') || type.startsWith('char')) {
+    return typeof v === 'string' ? v : typeof v === 'object' ? JSON.stringify(v) : String(v);
+  }
+  if (typeof v === 'object') throw new SqlValueError(`a ${type} column got ${preview(v)}; use a jsonb column (no type tag) or narrow the path`);
+  switch (type) {
+    case 'integer':
+    case 'bigint': {
+      const n = typeof v === 'number' ? v : typeof v === 'string' && INTEGER.test(v) ? Number(v) : NaN;
+      const max = type === 'integer' ? 2147483647 : Number.MAX_SAFE_INTEGER;
+      if (!Number.isInteger(n) || Math.abs(n) > max) throw new SqlValueError(`expected an ${type}, got ${preview(v)}`);
+      return type === 'bigint' ? String(n) : n;
+    }
+    case 'boolean':
+      if (typeof v === 'boolean') return v;
+      if (v === 'true' || v === 'false') return v === 'true';
+      throw new SqlValueError(`expected a boolean, got ${preview(v)}`);
+    case 'date': {
+      // FHIR dates may be partial (`2020`, `2020-04`): a partial date maps to its first day.
+      const m = typeof v === 'string' ? DATE.exec(v) : null;
+      if (!m) throw new SqlValueError(`expected a FHIR date, got ${preview(v)}`);
+      return `${m[1]}-${m[3] ?? '01'}-${m[5] ?? '01'}`;
+    }
+    case 'timestamptz': {
+      const m = typeof v === 'string' ? DATE.exec(v) : null;
+      if (!m) throw new SqlValueError(`expected a FHIR dateTime or instant, got ${preview(v)}`);
+      return (v as string).length <= 10 ? `${m[1]}-${m[3] ?? '01'}-${m[5] ?? '01'}` : v;
+    }
+  }
+  // numeric, numeric(p,s)
+  const s = String(v);
+  if (typeof v === 'boolean' || !DECIMAL.test(s)) throw new SqlValueError(`expected a decimal, got ${preview(v)}`);
+  return s;
+}
+
+function preview(v: unknown): string {
+  const s = JSON.stringify(v) ?? String(v);
+  return s.length > 60 ? `${s.slice(0, 57)}...` : s;
+}
