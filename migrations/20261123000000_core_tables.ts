@@ -38,6 +38,7 @@ export async function up(knex: Knex): Promise<void> {
     t.index(['status', 'created_at']);
     t.index(['resource_type', 'resource_id']);
     t.index(['error_class']);
+    t.index(['source']);
   });
   await knex.schema.withSchema('fhir_rte').createTable('checkpoint', (t) => {
     t.text('name').primary();

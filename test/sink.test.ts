@@ -239,3 +239,14 @@ describe('deleteMode: hard', () => {
     }
   });
 });
+
+describe('redelivery', () => {
+  it('an unversioned delete of a resource that is already deleted is stale and changes nothing', async () => {
+    await t.sink.apply([upsert(patient('redel', 1)), del('Patient', 'redel')]);
+    const [before] = await patientRows('redel');
+    expect(await t.sink.apply([del('Patient', 'redel')])).toMatchObject({ applied: 0, stale: 1 });
+    expect(await patientRows('redel')).toEqual([before]);
+    const history = await t.rows(`SELECT count(*)::int AS n FROM patient_history WHERE source_resource_id = 'Patient/redel'`);
+    expect(history).toEqual([{ n: 2 }]);
+  });
+});

@@ -17,6 +17,7 @@ async function commands(): Promise<Array<(program: Command) => void>> {
     import('./commands/load.js'),
     import('./commands/schema.js'),
     import('./commands/dead-letter.js'),
+    import('./commands/demo.js'),
     import('./commands/start.js'),
   ] as Array<Promise<{ register: (program: Command) => void }>>);
   return modules.map((m) => m.register);

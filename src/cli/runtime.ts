@@ -37,9 +37,10 @@ export class DriftError extends Error {
  * opens the database (DATABASE_URL, else embedded), migrates fhir-rte's own tables, creates missing
  * export tables, and refuses to run on schema drift.
  */
-export async function openRuntime(globals: GlobalOptions, opts: { createTables?: boolean } = {}): Promise<Runtime> {
+export async function openRuntime(globals: GlobalOptions, opts: { createTables?: boolean; quiet?: boolean } = {}): Promise<Runtime> {
   const config = loadConfig(globals.config, { transformers: globals.transformers });
-  const logger = createLogger(config.log.level);
+  // An interactive command (demo) shows its own progress; routine info logs would only clutter it.
+  const logger = createLogger(opts.quiet && !process.env.FHIR_RTE_LOG_LEVEL ? 'warn' : config.log.level);
   const transformers = loadTransformers(config.transformersDir);
   const abort = new AbortController();
   const onSignal = () => abort.abort();

