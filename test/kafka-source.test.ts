@@ -26,6 +26,7 @@ describe.skipIf(!brokers)(`Kafka source${why ? ` (skipped: ${why})` : ''}`, () =
     topics: [topic],
     fromBeginning: true,
     partitionsConsumedConcurrently: 3,
+    sessionTimeoutMs: 30_000,
   });
 
   /** Records what reaches the sink, per partition, as the offsets of the events' records. */

@@ -13,6 +13,8 @@ export interface KafkaConfig {
   topicPattern?: string;
   fromBeginning: boolean;
   partitionsConsumedConcurrently: number;
+  /** Consumer-group session timeout: how soon a crashed member's partitions move to the others. */
+  sessionTimeoutMs: number;
   ssl?: { ca?: string; cert?: string; key?: string; rejectUnauthorized?: boolean };
   sasl?: { mechanism: 'plain' | 'scram-sha-256' | 'scram-sha-512'; username: string; password: string };
 }
@@ -104,6 +106,7 @@ function kafkaConfig(raw: Partial<KafkaConfig> | undefined, env: NodeJS.ProcessE
     topicPattern: raw?.topicPattern,
     fromBeginning: raw?.fromBeginning ?? true,
     partitionsConsumedConcurrently: raw?.partitionsConsumedConcurrently ?? 2,
+    sessionTimeoutMs: raw?.sessionTimeoutMs ?? 30_000,
     ssl: raw?.ssl,
     sasl: raw?.sasl,
   };

@@ -57,6 +57,7 @@ export const configSchema = {
         topicPattern: { type: 'string', description: 'a regular expression' },
         fromBeginning: { type: 'boolean' },
         partitionsConsumedConcurrently: { type: 'integer', minimum: 1, maximum: 1000 },
+        sessionTimeoutMs: { type: 'integer', minimum: 6000, maximum: 300000, description: 'how long the group waits for a silent member before moving its partitions' },
         ssl: {
           type: 'object',
           additionalProperties: false,

@@ -33,7 +33,13 @@ export async function recordDeadLetters(client: pg.ClientBase, poison: Poison[])
   if (fresh.length) {
     await client.query(
       `INSERT INTO fhir_rte.dead_letter (source, origin, resource_type, resource_id, version_id, operation, payload, error_class, error_message, error_detail)
-       SELECT * FROM unnest($1::text[], $2::jsonb[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::jsonb[])`,
+       SELECT * FROM unnest($1::text[], $2::jsonb[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::jsonb[])
+         AS x(source, origin, resource_type, resource_id, version_id, operation, payload, error_class, error_message, error_detail)
+       -- A Kafka record is redelivered when its offset commit was lost (crash or rebalance after the
+       -- transaction committed); the same record at the same offset must not be dead-lettered twice.
+       WHERE x.origin->>'kind' IS DISTINCT FROM 'kafka' OR NOT EXISTS (
+         SELECT 1 FROM fhir_rte.dead_letter d
+         WHERE d.source = x.source AND d.error_class = x.error_class AND d.payload IS NOT DISTINCT FROM x.payload)`,
       [
         fresh.map((p) => describeOrigin(p.event.origin)),
         fresh.map((p) => JSON.stringify(p.event.origin)),

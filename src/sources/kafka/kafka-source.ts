@@ -60,6 +60,9 @@ export class KafkaSource implements Source {
     const kafka = new Kafka(clientOptions(this.config, this.log));
     const consumer = kafka.consumer({
       groupId: this.config.groupId,
+      sessionTimeout: this.config.sessionTimeoutMs,
+      // A tenth of the session timeout, as Kafka's own consumer defaults to, but at most kafkajs's 3 s.
+      heartbeatInterval: Math.min(3_000, Math.floor(this.config.sessionTimeoutMs / 10)),
       // Fetch at most this much per round: kafkajs fetches again only after every batch of the previous
       // fetch was applied, so this (times the brokers) bounds the memory held by records in flight.
       maxBytes: 8 * 1024 * 1024,

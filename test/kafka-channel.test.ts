@@ -1,0 +1,238 @@
+import { afterAll, describe, expect, inject, it } from 'vitest';
+import { freshDatabase } from './support/database.js';
+import { startTestPostgres } from './support/embedded-postgres.js';
+import { startKafkaBroker } from './support/kafka-broker.js';
+import { ChannelProcess, writeChannelConfig } from './support/kafka-process.js';
+import { committedOffsets, createTopic, endOffsets, eventually, testKafka, uniqueName } from './support/kafka-topics.js';
+import { buildWorkload, checkTables, produceWorkload, workloadTransformers, type Workload, type WorkloadRecord } from './support/kafka-workload.js';
+import pg from 'pg';
+
+/**
+ * Channel mode end to end: `fhir-rte start` processes against a real Kafka broker and real Postgres.
+ * Each test ends with every export table equal to the newest state of every resource, a dead-letter
+ * table holding exactly the poison records (topic, partition, offset, cause), and the group's offsets
+ * committed at the end of every partition.
+ */
+const brokersText = inject('kafkaBrokers');
+const why = inject('kafkaUnavailable');
+const PARTITIONS = 6;
+
+describe.skipIf(!brokersText)(`Kafka channel mode${why ? ` (skipped: ${why})` : ''}`, () => {
+  const brokers = brokersText ? brokersText.split(',') : [];
+  const kafka = testKafka(brokers);
+  const processes: ChannelProcess[] = [];
+  const transformersDir = workloadTransformers();
+  afterAll(async () => {
+    await Promise.all(processes.map((p) => p.stop(5_000)));
+  });
+
+  function channel(databaseUrl: string, topic: string, groupId: string): ChannelProcess {
+    const p = new ChannelProcess(writeChannelConfig({ databaseUrl, transformersDir, brokers, topic, groupId }));
+    processes.push(p);
+    return p;
+  }
+
+  async function committedCount(groupId: string, topic: string): Promise<number> {
+    const committed = await committedOffsets(kafka, groupId, topic);
+    return [...committed.values()].reduce((n, o) => n + Math.max(0, Number(o)), 0);
+  }
+
+  async function allCommitted(groupId: string, topic: string): Promise<boolean> {
+    const [ends, committed] = await Promise.all([endOffsets(kafka, topic), committedOffsets(kafka, groupId, topic)]);
+    return [...ends].every(([p, end]) => committed.get(p) === end);
+  }
+
+  async function expectExact(databaseUrl: string, workload: Workload, topic: string, groupId: string, processesToShow: ChannelProcess[]) {
+    const { mismatches, deadLetters, duplicateDeadLetters } = await checkTables(databaseUrl, workload, topic);
+    const show = processesToShow.map((p) => p.output.slice(-3000)).join('\n----\n');
+    expect(mismatches.slice(0, 10), `table mismatches (${mismatches.length}); output:\n${show}`).toEqual([]);
+    expect(duplicateDeadLetters, 'a record dead-lettered twice').toEqual([]);
+    expect(deadLetters).toEqual([...workload.poison].sort());
+    const ends = await endOffsets(kafka, topic);
+    const committed = await committedOffsets(kafka, groupId, topic);
+    for (const [partition, end] of ends) expect(committed.get(partition), `partition ${partition}`).toBe(end);
+  }
+
+  it('ends with exact tables, exactly the poison dead-lettered with its cause, and offsets at every partition end', async () => {
+    const databaseUrl = await freshDatabase('kc');
+    const topic = uniqueName('channel');
+    const groupId = uniqueName('g');
+    const workload = buildWorkload({ patients: 800, observations: 800, partitions: PARTITIONS, seed: 1 });
+    await createTopic(kafka, topic, PARTITIONS);
+    await produceWorkload(kafka, topic, workload.records);
+
+    const p = channel(databaseUrl, topic, groupId);
+    await eventually(() => allCommitted(groupId, topic), 'every partition committed to its end', 120_000);
+    const exit = await p.stop();
+    expect(exit, p.output.slice(-3000)).toEqual({ code: 0, signal: null });
+    await expectExact(databaseUrl, workload, topic, groupId, [p]);
+
+    // Every dead letter says where it came from and why.
+    const client = new pg.Client({ connectionString: databaseUrl });
+    await client.connect();
+    try {
+      const { rows } = await client.query(`SELECT source, origin, error_class, error_message, payload, status FROM fhir_rte.dead_letter`);
+      for (const row of rows) {
+        expect(row.origin).toMatchObject({ kind: 'kafka', topic });
+        expect(row.source).toBe(`kafka ${topic}[${row.origin.partition}]@${row.origin.offset}`);
+        expect(row.error_class).toMatch(/InvalidJson|NotAFhirResource|UnrecognisedMessage|MissingPayload/);
+        expect(row.error_message).not.toBe('');
+        expect(row.status).toBe('failed');
+      }
+      expect(new Set(rows.map((r) => r.error_class)).size).toBeGreaterThanOrEqual(4);
+    } finally {
+      await client.end();
+    }
+    // Shutting down said so and left the group.
+    expect(p.logged('kafka source stopped')).toBeGreaterThan(0);
+  });
+
+  it('recovers from SIGKILL mid-stream: the restarted process ends exact, and the crash dead-letters nothing', async () => {
+    const databaseUrl = await freshDatabase('kc');
+    const topic = uniqueName('channel-kill');
+    const groupId = uniqueName('g');
+    const workload = buildWorkload({ patients: 1500, observations: 1500, partitions: PARTITIONS, seed: 2 });
+    await createTopic(kafka, topic, PARTITIONS);
+    await produceWorkload(kafka, topic, workload.records);
+
+    const first = channel(databaseUrl, topic, groupId);
+    const total = workload.records.length;
+    await eventually(async () => (await committedCount(groupId, topic)) > total * 0.2, 'a fifth of the stream committed', 90_000, 50);
+    first.kill('SIGKILL');
+    expect((await first.exited).signal).toBe('SIGKILL');
+    expect(await committedCount(groupId, topic), 'killed mid-stream, not after the end').toBeLessThan(total);
+
+    const second = channel(databaseUrl, topic, groupId);
+    await eventually(() => allCommitted(groupId, topic), 'every partition committed after the restart', 120_000);
+    await second.stop();
+    await expectExact(databaseUrl, workload, topic, groupId, [first, second]);
+  });
+
+  it('shares the partitions between two processes in one group, and hands them over when one stops', async () => {
+    const databaseUrl = await freshDatabase('kc');
+    const topic = uniqueName('channel-group');
+    const groupId = uniqueName('g');
+    const workload = buildWorkload({ patients: 2000, observations: 2000, partitions: PARTITIONS, seed: 3 });
+    const [early, rest] = splitPerPartition(workload.records, 0.5);
+    const [during, after] = splitPerPartition(rest, 0.6);
+    await createTopic(kafka, topic, PARTITIONS);
+    await produceWorkload(kafka, topic, early);
+
+    const a = channel(databaseUrl, topic, groupId);
+    await eventually(async () => (await committedCount(groupId, topic)) > 0, 'the first process committing', 60_000, 100);
+    const b = channel(databaseUrl, topic, groupId);
+    // Both members hold partitions, none twice.
+    await eventually(() => sharing(a, b), 'both processes holding partitions', 60_000, 200);
+    const heldByA = latestAssignment(a)!;
+    const owned = [...heldByA, ...latestAssignment(b)!].sort((x, y) => x - y);
+    expect(owned).toEqual(Array.from({ length: PARTITIONS }, (_, i) => i));
+
+    // Stop one while the stream flows: it finishes or abandons its batch, leaves the group, exits.
+    const producing = produceWorkload(kafka, topic, during);
+    await new Promise((r) => setTimeout(r, 200));
+    const exit = await a.stop();
+    expect(exit.code, a.output.slice(-3000)).toBe(0);
+    await producing;
+    // Records that only the remaining process can apply, on the partitions the stopped one held.
+    await produceWorkload(kafka, topic, after);
+    expect(after.some((r) => heldByA.includes(r.partition))).toBe(true);
+    await eventually(() => latestAssignment(b)?.length === PARTITIONS, 'the remaining process holding every partition', 60_000, 200);
+    await eventually(() => allCommitted(groupId, topic), 'every partition committed', 120_000);
+    await b.stop();
+    await expectExact(databaseUrl, workload, topic, groupId, [a, b]);
+  });
+
+  it('rides out a broker restart mid-stream: the consumer rejoins, nothing lost, nothing dead-lettered but the poison', async () => {
+    const broker = await startKafkaBroker();
+    const own = testKafka(broker.brokers);
+    try {
+      const databaseUrl = await freshDatabase('kc');
+      const topic = uniqueName('channel-broker');
+      const groupId = uniqueName('g');
+      const workload = buildWorkload({ patients: 1500, observations: 1500, partitions: PARTITIONS, seed: 5 });
+      const [early, late] = splitPerPartition(workload.records, 0.5);
+      await createTopic(own, topic, PARTITIONS);
+      await produceWorkload(own, topic, early);
+      const p = new ChannelProcess(writeChannelConfig({ databaseUrl, transformersDir, brokers: broker.brokers, topic, groupId }));
+      processes.push(p);
+      await eventually(async () => (await committedOffsets(own, groupId, topic)).size > 0, 'progress before the restart', 90_000, 100);
+      await broker.stop();
+      await new Promise((r) => setTimeout(r, 5_000));
+      await broker.start();
+      await produceWorkload(own, topic, late);
+      await eventually(async () => {
+        const [ends, committed] = await Promise.all([endOffsets(own, topic), committedOffsets(own, groupId, topic)]);
+        return [...ends].every(([part, end]) => committed.get(part) === end);
+      }, 'every partition committed after the broker restart', 150_000, 500);
+      expect(p.child.exitCode, 'the process kept running through the restart').toBeNull();
+      await p.stop();
+      const { mismatches, deadLetters, duplicateDeadLetters } = await checkTables(databaseUrl, workload, topic);
+      expect(mismatches.slice(0, 10), p.output.slice(-3000)).toEqual([]);
+      expect(duplicateDeadLetters).toEqual([]);
+      expect(deadLetters).toEqual([...workload.poison].sort());
+    } finally {
+      await broker.destroy();
+    }
+  });
+
+  it('waits out Postgres stopped for 20 seconds mid-stream: nothing lost, nothing dead-lettered but the poison', async () => {
+    const db = await startTestPostgres();
+    try {
+      const topic = uniqueName('channel-pg');
+      const groupId = uniqueName('g');
+      const workload = buildWorkload({ patients: 1500, observations: 1500, partitions: PARTITIONS, seed: 4 });
+      const [early, late] = splitPerPartition(workload.records, 0.5);
+      await createTopic(kafka, topic, PARTITIONS);
+      await produceWorkload(kafka, topic, early);
+
+      const p = channel(db.url, topic, groupId);
+      await eventually(async () => (await committedCount(groupId, topic)) > early.length * 0.2, 'progress before the outage', 90_000, 50);
+      await db.stop();
+      const stoppedAt = Date.now();
+      // The stream goes on while the database is away.
+      await produceWorkload(kafka, topic, late);
+      const before = await committedCount(groupId, topic);
+      await new Promise((r) => setTimeout(r, 20_000 - (Date.now() - stoppedAt)));
+      // Nothing can have been committed to Kafka without the database (at most a commit already in flight).
+      expect(await committedCount(groupId, topic)).toBeLessThanOrEqual(before + 1000);
+      await db.start();
+
+      await eventually(() => allCommitted(groupId, topic), 'every partition committed after the outage', 120_000);
+      expect(p.child.exitCode, 'the process kept running through the outage').toBeNull();
+      await p.stop();
+      await expectExact(db.url, workload, topic, groupId, [p]);
+    } finally {
+      await db.destroy();
+    }
+  });
+});
+
+/** The first `fraction` of every partition's records, and the rest: each half keeps per-partition order. */
+function splitPerPartition(records: WorkloadRecord[], fraction: number): [WorkloadRecord[], WorkloadRecord[]] {
+  const counts = new Map<number, number>();
+  for (const r of records) counts.set(r.partition, (counts.get(r.partition) ?? 0) + 1);
+  const early: WorkloadRecord[] = [];
+  const late: WorkloadRecord[] = [];
+  const seen = new Map<number, number>();
+  for (const r of records) {
+    const i = seen.get(r.partition) ?? 0;
+    seen.set(r.partition, i + 1);
+    (i < Math.floor(counts.get(r.partition)! * fraction) ? early : late).push(r);
+  }
+  return [early, late];
+}
+
+/** The partitions a process was last assigned, from its 'joined consumer group' log lines. */
+function latestAssignment(p: ChannelProcess): number[] | undefined {
+  const lines = p.output.split('\n').filter((l) => l.includes('"msg":"joined consumer group"'));
+  const last = lines[lines.length - 1];
+  if (!last) return undefined;
+  const assignment = (JSON.parse(last) as { assignment: Record<string, number[]> }).assignment;
+  return Object.values(assignment).flat();
+}
+
+function sharing(a: ChannelProcess, b: ChannelProcess): boolean {
+  const x = latestAssignment(a);
+  const y = latestAssignment(b);
+  return Boolean(x?.length && y?.length && x.length + y.length === PARTITIONS);
+}

@@ -1,0 +1,268 @@
+import type { Kafka } from 'kafkajs';
+import pg from 'pg';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/**
+ * A change stream with everything a channel meets: creates, updates and deletes of many Patients and
+ * Observations, in every accepted shape (bare resources, tombstones, transaction and history Bundles,
+ * HAPI resource-modified messages), with duplicates, versions out of order, late old versions after a
+ * delete, and poison messages. It knows each record's partition and offset, the newest state of every
+ * resource, and exactly which records are poison, so a test can check the tables to the row.
+ */
+
+export interface WorkloadRecord {
+  key: string | null;
+  value: string | null;
+  partition: number;
+  /** Known in advance: the topic is fresh and this producer its only writer, so offsets count from 0. */
+  offset: number;
+}
+
+export interface Expected {
+  deleted: boolean;
+  version: number | null;
+  /** Column values of the newest live version (ignored when deleted). */
+  columns: Record<string, string | number>;
+}
+
+export interface Workload {
+  records: WorkloadRecord[];
+  expected: Map<string, Expected>;
+  /** `partition/offset` of every poison record. */
+  poison: Set<string>;
+}
+
+/** Rules transformers for the workload's two tables. */
+export function workloadTransformers(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'fhir-rte-kafka-tx-'));
+  writeFileSync(
+    join(dir, 'channel.yaml'),
+    [
+      'transformers:',
+      '  - resourceType: Patient',
+      '    tableName: kc_patient',
+      '    columns:',
+      '      - { columnName: gender, fhirPath: Patient.gender, columnType: STRING }',
+      '      - { columnName: family, fhirPath: Patient.name.family, columnType: STRING, multiplePrimitiveStrategy: FIRST }',
+      '  - resourceType: Observation',
+      '    tableName: kc_observation',
+      '    columns:',
+      '      - { columnName: status, fhirPath: Observation.status, columnType: STRING }',
+      '      - { columnName: amount, fhirPath: "Observation.value.ofType(Quantity).value", columnType: DECIMAL }',
+      '',
+    ].join('\n'),
+  );
+  return dir;
+}
+
+/** A deterministic pseudo-random source, so a failing run can be reproduced. */
+function random(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function partitionOf(key: string, partitions: number): number {
+  let h = 2166136261;
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 16777619);
+  return (h >>> 0) % partitions;
+}
+
+const GENDERS = ['male', 'female', 'other', 'unknown'];
+const STATUSES = ['registered', 'preliminary', 'final', 'amended'];
+
+function patient(id: string, v: number) {
+  return { resourceType: 'Patient', id, meta: { versionId: String(v) }, gender: GENDERS[v % 4], name: [{ family: `Fam-${id}-v${v}` }] };
+}
+function observation(id: string, v: number) {
+  return {
+    resourceType: 'Observation',
+    id,
+    meta: { versionId: String(v) },
+    status: STATUSES[v % 4],
+    code: { text: 'heart rate' },
+    valueQuantity: { value: v * 10 + 0.5, unit: 'bpm' },
+  };
+}
+function hapi(operationType: string, fields: Record<string, unknown>) {
+  return JSON.stringify({ headers: { retryCount: 0, customHeaders: {} }, payload: { operationType, mediaType: 'application/fhir+json', ...fields } });
+}
+
+export function buildWorkload(options: { patients: number; observations: number; partitions: number; poisonEvery?: number; seed?: number }): Workload {
+  const rnd = random(options.seed ?? 42);
+  const perPartition: Array<Array<{ key: string | null; value: string | null; poison?: boolean }>> = Array.from({ length: options.partitions }, () => []);
+  const expected = new Map<string, Expected>();
+  const push = (key: string, value: string | null) => perPartition[partitionOf(key, options.partitions)]!.push({ key, value });
+
+  const streams: Array<Array<[string, string | null]>> = [];
+  for (let i = 0; i < options.patients; i++) {
+    const id = `pt-${i}`;
+    const key = `Patient/${id}`;
+    const versions = 1 + Math.floor(rnd() * 4);
+    const order = shuffledVersions(versions, rnd);
+    const stream: Array<[string, string | null]> = order.map((v) => [key, JSON.stringify(patient(id, v))]);
+    // A tombstone carries no version, so it is ordered by arrival: it must come last for its resource.
+    const deleted = rnd() < 0.2;
+    if (deleted) stream.push([key, null]);
+    // The rows of a delete carry the delete's version, and a tombstone has none.
+    expected.set(key, { deleted, version: deleted ? null : versions, columns: { gender: GENDERS[versions % 4]!, family: `Fam-${id}-v${versions}` } });
+    streams.push(stream);
+  }
+  for (let i = 0; i < options.observations; i++) {
+    const id = `ob-${i}`;
+    const key = `Observation/${id}`;
+    const versions = 1 + Math.floor(rnd() * 4);
+    const order = shuffledVersions(versions, rnd);
+    const viaHapi = i % 2 === 0;
+    const upsert = (v: number): string =>
+      viaHapi
+        ? hapi(v === 1 ? 'CREATE' : 'UPDATE', { payload: JSON.stringify(observation(id, v)), payloadId: key, payloadVersion: String(v) })
+        : JSON.stringify({ resourceType: 'Bundle', type: 'transaction', entry: [{ resource: observation(id, v), request: { method: 'PUT', url: key } }] });
+    const stream: Array<[string, string | null]> = order.map((v) => [key, upsert(v)]);
+    const deleted = rnd() < 0.25;
+    if (deleted) {
+      const dv = versions + 1;
+      stream.push([
+        key,
+        viaHapi
+          ? hapi('DELETE', { payloadId: key, payloadVersion: String(dv) })
+          : JSON.stringify({ resourceType: 'Bundle', type: 'history', entry: [{ request: { method: 'DELETE', url: key }, response: { status: '204', etag: `W/"${dv}"` } }] }),
+      ]);
+      // A late, older update after a versioned delete must not bring the resource back.
+      stream.push([key, upsert(Math.max(1, versions - 1))]);
+    }
+    expected.set(key, { deleted, version: deleted ? versions + 1 : versions, columns: { status: STATUSES[versions % 4]!, amount: versions * 10 + 0.5 } });
+    streams.push(stream);
+  }
+
+  // Interleave the resources' streams (each stays in its own order) as a server's change feed would.
+  const cursors = streams.map(() => 0);
+  let live = streams.length;
+  while (live > 0) {
+    const s = Math.floor(rnd() * streams.length);
+    const stream = streams[s]!;
+    if (cursors[s]! >= stream.length) {
+      const next = streams.findIndex((st, k) => cursors[k]! < st.length);
+      if (next < 0) break;
+      continue;
+    }
+    const [key, value] = stream[cursors[s]!]!;
+    push(key, value);
+    cursors[s]! += 1;
+    if (cursors[s] === stream.length) live -= 1;
+  }
+
+  // Poison spread over the partitions.
+  const poisonEvery = options.poisonEvery ?? 97;
+  const samples: Array<[string | null, string | null]> = [
+    ['Patient/bad-json', '{"resourceType":"Patient","id":'],
+    ['Patient/no-id', JSON.stringify({ resourceType: 'Patient', gender: 'male' })],
+    ['junk', JSON.stringify({ hello: 'world' })],
+    ['Observation/no-payload', hapi('UPDATE', { payloadId: 'Observation/no-payload' })],
+    ['not a reference', null],
+  ];
+  const records: WorkloadRecord[] = [];
+  const poison = new Set<string>();
+  let n = 0;
+  perPartition.forEach((list, partition) => {
+    let offset = 0;
+    list.forEach((m, index) => {
+      if (index % poisonEvery === poisonEvery - 1) {
+        const [key, value] = samples[n++ % samples.length]!;
+        records.push({ key, value, partition, offset });
+        poison.add(`${partition}/${offset}`);
+        offset += 1;
+      }
+      records.push({ key: m.key, value: m.value, partition, offset });
+      offset += 1;
+    });
+  });
+  return { records, expected, poison };
+}
+
+/** 1..n with some adjacent versions swapped and one duplicate, as a redelivering channel would. */
+function shuffledVersions(n: number, rnd: () => number): number[] {
+  const order = Array.from({ length: n }, (_, i) => i + 1);
+  for (let i = 0; i + 1 < order.length; i++) if (rnd() < 0.3) [order[i], order[i + 1]] = [order[i + 1]!, order[i]!];
+  if (rnd() < 0.3) order.splice(Math.floor(rnd() * (order.length + 1)), 0, order[Math.floor(rnd() * order.length)]!);
+  return order;
+}
+
+/** Produces the workload's records to their partitions, in order. */
+export async function produceWorkload(kafka: Kafka, topic: string, records: WorkloadRecord[]): Promise<void> {
+  const producer = kafka.producer({ allowAutoTopicCreation: false, idempotent: false, maxInFlightRequests: 1 });
+  await producer.connect();
+  try {
+    for (let i = 0; i < records.length; i += 1000) {
+      await producer.send({
+        topic,
+        acks: -1,
+        messages: records.slice(i, i + 1000).map((r) => ({ key: r.key, value: r.value, partition: r.partition })),
+      });
+    }
+  } finally {
+    await producer.disconnect();
+  }
+}
+
+export interface Mismatch {
+  key: string;
+  problem: string;
+}
+
+/** Compares the export tables and the dead letters with what the workload must end in. */
+export async function checkTables(databaseUrl: string, workload: Workload, topic: string): Promise<{ mismatches: Mismatch[]; deadLetters: string[]; duplicateDeadLetters: string[] }> {
+  const client = new pg.Client({ connectionString: databaseUrl });
+  await client.connect();
+  try {
+    const rows = new Map<string, Record<string, unknown>>();
+    for (const table of ['kc_patient', 'kc_observation']) {
+      const result = await client.query(`SELECT * FROM ${table}`);
+      for (const row of result.rows) {
+        const key = String(row.source_resource_id);
+        if (rows.has(key)) rows.set(`${key}#duplicate`, row);
+        else rows.set(key, row);
+      }
+    }
+    const mismatches: Mismatch[] = [];
+    for (const [key, want] of workload.expected) {
+      const row = rows.get(key);
+      rows.delete(key);
+      if (!row) {
+        mismatches.push({ key, problem: 'no row' });
+        continue;
+      }
+      if (String(row.version) !== String(want.version)) mismatches.push({ key, problem: `version ${row.version}, want ${want.version}` });
+      if ((row.deleted_at !== null) !== want.deleted) mismatches.push({ key, problem: want.deleted ? 'not deleted' : 'deleted' });
+      if (!want.deleted) {
+        for (const [column, value] of Object.entries(want.columns)) {
+          const got = row[column];
+          if (String(typeof value === 'number' ? Number(got) : got) !== String(value)) mismatches.push({ key, problem: `${column} = ${got}, want ${value}` });
+        }
+      }
+    }
+    for (const key of rows.keys()) mismatches.push({ key, problem: 'row for no expected resource' });
+
+    const dead = await client.query<{ origin: { topic: string; partition: number; offset: string } }>('SELECT origin FROM fhir_rte.dead_letter ORDER BY id');
+    const seen = new Set<string>();
+    const duplicateDeadLetters: string[] = [];
+    const deadLetters: string[] = [];
+    for (const { origin } of dead.rows) {
+      const at = `${origin.partition}/${origin.offset}`;
+      if (origin.topic !== topic) deadLetters.push(`other topic ${origin.topic}`);
+      if (seen.has(at)) duplicateDeadLetters.push(at);
+      seen.add(at);
+      deadLetters.push(at);
+    }
+    return { mismatches, deadLetters: [...new Set(deadLetters)].sort(), duplicateDeadLetters };
+  } finally {
+    await client.end();
+  }
+}
