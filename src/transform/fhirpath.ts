@@ -3,8 +3,7 @@ import r4 from 'fhirpath/fhir-context/r4';
 import type { UserInvocationTable } from 'fhirpath';
 import { parse, type Expr } from './fhirpath/parser.js';
 import { BAIL, compileExpr, type Compiled, type Fn } from './fhirpath/fast-compiler.js';
-import { boundaryFunctions } from './fhirpath/boundary.js';
-import { keyFunctions } from './fhirpath/keys.js';
+import { sqlOnFhirFunctions } from './fhirpath/sof-functions.js';
 import { resourceType, typeOfPath, type PathType } from './fhirpath/model.js';
 
 /**
@@ -16,8 +15,8 @@ import { resourceType, typeOfPath, type PathType } from './fhirpath/model.js';
  * where() with equalities, ofType(), exists(), join(), extension(url), the SQL on FHIR key functions) are
  * also compiled into direct JSON accessors, which run instead, without an interpreter. When such an accessor
  * meets data it does not model (a primitive's `_element` extension), that one evaluation goes to fhirpath.js.
- * SQL on FHIR's getResourceKey() and getReferenceKey([type]) are available to every expression, and
- * lowBoundary()/highBoundary() follow the specification (see fhirpath/boundary.ts).
+ * SQL on FHIR's getResourceKey() and getReferenceKey([type]) are available to every expression;
+ * lowBoundary()/highBoundary() and join() follow SQL on FHIR where fhirpath.js differs (fhirpath/sof-functions.ts).
  */
 
 export type { PathType } from './fhirpath/model.js';
@@ -71,7 +70,7 @@ export function inferType(expression: string, base: string): Compiled | undefine
 function slowEvaluator(expression: string, options: FhirPathOptions): Evaluator {
   try {
     const path = options.base ? { base: options.base, expression } : expression;
-    const userInvocationTable = { ...keyFunctions, ...boundaryFunctions, ...options.functions };
+    const userInvocationTable = { ...sqlOnFhirFunctions, ...options.functions };
     return fhirpath.compile(path, r4, { userInvocationTable }) as Evaluator;
   } catch (err) {
     throw new FhirPathSyntaxError(expression, firstLine((err as Error).message));

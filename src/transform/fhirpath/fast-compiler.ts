@@ -1,6 +1,7 @@
 import type { Expr } from './parser.js';
 import { child, derivesFrom, isResourceType, primitiveKind, typeSpecifier, type ChoiceOption, type PathType } from './model.js';
 import { referenceKeyOf, resourceKeyOf } from './keys.js';
+import { joinStrings } from './sof-functions.js';
 
 /**
  * Compiles the common, simple FHIRPath forms into plain closures over JSON: member access, first(),
@@ -277,10 +278,7 @@ function join(input: Fn, sepArg: Expr | undefined): Compiled {
   const sep = sepArg ? (sepArg.value as string) : '';
   return {
     type: STRING,
-    fn: then(input, (c) => {
-      for (const x of c) if (typeof x !== 'string') throw BAIL;
-      return [c.join(sep)];
-    }),
+    fn: then(input, (c) => [joinStrings(c, sep)]),
   };
 }
 
