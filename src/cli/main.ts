@@ -19,6 +19,7 @@ async function commands(): Promise<Array<(program: Command) => void>> {
     import('./commands/dead-letter.js'),
     import('./commands/demo.js'),
     import('./commands/start.js'),
+    import('./commands/flatten.js'),
   ] as Array<Promise<{ register: (program: Command) => void }>>);
   return modules.map((m) => m.register);
 }
