@@ -1,3 +1,6 @@
 /** The library API of fhir-rte (the package's main entry). */
 export type { ChangeEvent, FhirResource, Origin } from './events/change-event.js';
 export type { Transformer, TableSpec, ColumnSpec, Row, RowSet } from './transform/transformer.js';
+export { compileView, type CompiledView, type ViewColumn } from './transform/viewdef/compile-view.js';
+export { isViewDefinition, loadViewDefinition, viewTransformer } from './transform/viewdef/view-transformer.js';
+export { parseFhirJson } from './transform/fhirpath/decimal-source.js';
