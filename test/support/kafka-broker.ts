@@ -22,8 +22,17 @@ export interface TestKafka {
   destroy(): Promise<void>;
 }
 
-const projectRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const pom = join(projectRoot, 'pom.xml');
+/** The project's pom.xml, found upwards from here: this file also runs compiled, from dist/test/support. */
+function findPom(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    if (existsSync(join(dir, 'pom.xml'))) return join(dir, 'pom.xml');
+    const up = resolve(dir, '..');
+    if (up === dir) throw new Error('pom.xml not found above test/support');
+    dir = up;
+  }
+}
+const pom = findPom();
 
 /** The broker's classpath; resolved by Maven once per pom.xml content and cached. */
 export function kafkaClasspath(): string {

@@ -12,6 +12,8 @@ export interface KafkaSourceOptions {
   /** How long a shutdown lets the transaction in flight finish before abandoning it uncommitted. */
   shutdownGraceMs?: number;
   onCommitted?: (chunk: CommittedChunk) => void;
+  /** Called on every group join with this member's partitions (topic → partitions). */
+  onAssigned?: (assignment: Record<string, number[]>) => void;
   /** kafkajs consumer settings beyond fhir-rte's configuration (tests shorten session timeouts). */
   consumer?: Partial<ConsumerConfig>;
 }
@@ -92,9 +94,10 @@ export class KafkaSource implements Source {
     });
     // A crash before `ended` is awaited (during connect) must not become an unhandled rejection.
     ended.catch(() => {});
-    consumer.on(consumer.events.GROUP_JOIN, ({ payload }) =>
-      this.log.info({ memberId: payload.memberId, assignment: payload.memberAssignment }, 'joined consumer group'),
-    );
+    consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
+      this.log.info({ memberId: payload.memberId, assignment: payload.memberAssignment }, 'joined consumer group');
+      this.options.onAssigned?.(payload.memberAssignment);
+    });
 
     try {
       await consumer.connect();

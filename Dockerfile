@@ -1,0 +1,31 @@
+# fhir-rte: `docker build -t fhir-rte .`, then e.g.
+#   docker run --rm -e DATABASE_URL=postgres://... -e KAFKA_BROKERS=kafka:9092 fhir-rte start
+# Transformers are read from /app/transformers (the examples are baked in; mount your own over them).
+
+FROM node:20-bookworm-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+# --ignore-scripts: `prepare` would build before the sources are here, and the embedded Postgres binaries
+# are not needed in a container that is given DATABASE_URL.
+RUN npm ci --ignore-scripts --no-audit --no-fund
+COPY tsconfig.json ./
+COPY src ./src
+COPY migrations ./migrations
+COPY bench ./bench
+COPY test/support ./test/support
+RUN npm run build && npm prune --omit=dev --ignore-scripts
+
+FROM node:20-bookworm-slim
+ENV NODE_ENV=production
+WORKDIR /app
+COPY --from=build /app/node_modules ./node_modules
+COPY --from=build /app/dist ./dist
+COPY package.json ./
+COPY bin ./bin
+COPY transformers ./transformers
+USER node
+# Logs are JSON lines on stderr; SIGTERM (docker stop) lets the transaction in flight finish, commits its
+# offsets, leaves the consumer group and exits. Give it the grace period: `docker stop -t 30`.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["node", "bin/fhir-rte.js"]
+CMD ["start"]

@@ -1,0 +1,39 @@
+/**
+ * The consumer side of bench/kafka.ts, in its own process as `fhir-rte start` would be: the runtime from a
+ * configuration file (Postgres sink, example transformers) and the Kafka source. It reports to its parent
+ * over IPC when it has joined the group and after every commit: how many records, when, and each record's
+ * latency from its producer timestamp to the commit. (The leading `_` keeps bench/run.ts from running it.)
+ */
+import { openRuntime } from '../src/cli/runtime.js';
+import { KafkaSource } from '../src/sources/kafka/kafka-source.js';
+
+export interface ChannelReport {
+  type: 'assigned' | 'committed' | 'stopped';
+  partitions?: number;
+  records?: number;
+  events?: number;
+  at?: number;
+  latencies?: number[];
+}
+
+const configFile = process.argv[2];
+if (!configFile || !process.send) throw new Error('usage: fork(_kafka-channel.js, [fhir-rte.yaml])');
+const send = (r: ChannelReport) => process.send!(r);
+
+const runtime = await openRuntime({ config: configFile });
+try {
+  const source = new KafkaSource(runtime.config.kafka!, {
+    maxEvents: runtime.config.batch.maxEvents,
+    log: runtime.logger.child({ source: 'kafka' }),
+    onAssigned: (assignment) => send({ type: 'assigned', partitions: Object.values(assignment).flat().length }),
+    onCommitted: (chunk) => {
+      const at = Date.now();
+      send({ type: 'committed', records: chunk.records, events: chunk.events, at, latencies: chunk.timestamps.map((t) => at - t) });
+    },
+  });
+  await source.run((batch, signal?: AbortSignal) => runtime.sink.apply(batch, signal), runtime.signal);
+} finally {
+  await runtime.close();
+  send({ type: 'stopped' });
+}
+process.disconnect?.();

@@ -1,0 +1,261 @@
+/**
+ * kafka: channel mode end to end against the bare Kafka consumer.
+ *
+ * 200,000 Observation events (bare FHIR resources keyed `Observation/<id>`, the example transformers:
+ * observation + observation_component) go through a real single-node Kafka broker and a `fhir-rte start`
+ * equivalent in its own process (Postgres sink, one transaction per chunk, offsets committed after it).
+ *
+ * - throughput: events/s from the first produce to the last offset commit, the producer running alongside;
+ * - the limit: a bare kafkajs consumer of the same topic doing nothing with the records (its own group);
+ * - latency: p50 and p99 from each record's producer timestamp to the commit that covered it, with events
+ *   produced at a steady 1,000 events/s on a second topic.
+ *
+ * KAFKA_BROKERS and DATABASE_URL are used when set (a fresh database is made on that server); otherwise
+ * the broker comes from Maven-resolved jars and Postgres is embedded. BENCH_EVENTS overrides the count.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { Kafka, logLevel, Partitioners, type Message } from 'kafkajs';
+import pg from 'pg';
+import { pino } from 'pino';
+import { random, syntheticObservation } from '../src/cli/demo/synthetic-data.js';
+import { startEmbedded } from '../src/sink/postgres/embedded.js';
+import { freePort } from '../test/support/free-port.js';
+import { startKafkaBroker } from '../test/support/kafka-broker.js';
+import type { ChannelReport } from './_kafka-channel.js';
+import { report } from './report.js';
+
+const EVENTS = Number(process.env.BENCH_EVENTS ?? 200_000);
+const PARTITIONS = 6;
+const CONCURRENCY = Number(process.env.BENCH_KAFKA_CONCURRENCY ?? PARTITIONS);
+const BATCH = 1000;
+const LATENCY_RATE = 1000;
+const LATENCY_SECONDS = 30;
+
+export async function run(): Promise<void> {
+  const broker = process.env.KAFKA_BROKERS ? undefined : await startKafkaBroker();
+  const brokers = process.env.KAFKA_BROKERS?.split(',') ?? broker!.brokers;
+  const db = await database();
+  const kafka = new Kafka({ clientId: 'fhir-rte-bench', brokers, logLevel: logLevel.NOTHING });
+  const tag = randomBytes(3).toString('hex');
+  const children: ChildProcess[] = [];
+  try {
+    console.log(`kafka: ${EVENTS} Observation events, ${PARTITIONS} partitions, ${CONCURRENCY} consumed concurrently, transactions of up to ${BATCH} events`);
+    const throughputTopic = `bench-throughput-${tag}`;
+    const latencyTopic = `bench-latency-${tag}`;
+    await createTopics(kafka, [throughputTopic, latencyTopic]);
+    const messages = observations(EVENTS);
+
+    // Throughput: the consumer waits, joined, on an empty topic; the clock starts at the first produce.
+    const channel = startChannel(db.url, brokers, throughputTopic, `bench-rte-${tag}`);
+    children.push(channel.child);
+    await channel.assigned(PARTITIONS);
+    const t0 = Date.now();
+    const produced = produceAll(kafka, throughputTopic, messages);
+    const lastCommit = await channel.committed(EVENTS);
+    await produced;
+    const rteSeconds = (lastCommit - t0) / 1000;
+    const rteRate = EVENTS / rteSeconds;
+    console.log(`  end to end: ${Math.round(rteRate)} events/s (${EVENTS} events, first produce to last commit ${rteSeconds.toFixed(1)} s)`);
+    await channel.stop();
+
+    const bareRate = await bareConsume(kafka, throughputTopic, EVENTS, `bench-bare-${tag}`);
+    console.log(`  kafkajs bare consume of the same topic, no processing: ${Math.round(bareRate)} events/s`);
+
+    // Latency at a steady rate, on a fresh topic and group.
+    const steady = startChannel(db.url, brokers, latencyTopic, `bench-latency-${tag}`);
+    children.push(steady.child);
+    await steady.assigned(PARTITIONS);
+    const count = LATENCY_RATE * LATENCY_SECONDS;
+    await produceSteadily(kafka, latencyTopic, observations(count, 99), LATENCY_RATE);
+    await steady.committed(count);
+    await steady.stop();
+    const lat = steady.latencies().sort((a, b) => a - b);
+    console.log(
+      `  latency at ${LATENCY_RATE} events/s for ${LATENCY_SECONDS} s (producer timestamp to offset commit): p50 ${percentile(lat, 0.5)} ms, p99 ${percentile(lat, 0.99)} ms, max ${lat[lat.length - 1]} ms`,
+    );
+    report('kafka', ['fhir-rte', rteRate, 'events/s'], ['kafkajs bare consume', bareRate, 'events/s']);
+  } finally {
+    for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+    await db.stop();
+    await broker?.destroy();
+  }
+}
+
+function observations(n: number, seed = 11): Message[] {
+  const rnd = random(seed);
+  const at = new Date(Date.UTC(2025, 0, 1));
+  const out: Message[] = [];
+  for (let i = 0; i < n; i++) {
+    const o = syntheticObservation(rnd, `pat-${i % 5000}`, undefined, at, `obs-${seed}-${i}`);
+    out.push({ key: `Observation/${o.id}`, value: JSON.stringify(o) });
+  }
+  return out;
+}
+
+async function createTopics(kafka: Kafka, topics: string[]): Promise<void> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    await admin.createTopics({ topics: topics.map((topic) => ({ topic, numPartitions: PARTITIONS })), waitForLeaders: true });
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+async function produceAll(kafka: Kafka, topic: string, messages: Message[]): Promise<void> {
+  const producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner });
+  await producer.connect();
+  try {
+    for (let i = 0; i < messages.length; i += 2000) {
+      const now = String(Date.now());
+      await producer.send({ topic, acks: 1, messages: messages.slice(i, i + 2000).map((m) => ({ ...m, timestamp: now })) });
+    }
+  } finally {
+    await producer.disconnect();
+  }
+}
+
+/** Sends `rate` messages a second in 10 ms steps, each stamped when it is sent. */
+async function produceSteadily(kafka: Kafka, topic: string, messages: Message[], rate: number): Promise<void> {
+  const producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner });
+  await producer.connect();
+  try {
+    const start = Date.now();
+    let sent = 0;
+    while (sent < messages.length) {
+      const due = Math.min(messages.length, Math.floor(((Date.now() - start) / 1000) * rate));
+      if (due > sent) {
+        const now = String(Date.now());
+        await producer.send({ topic, acks: 1, messages: messages.slice(sent, due).map((m) => ({ ...m, timestamp: now })) });
+        sent = due;
+      }
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  } finally {
+    await producer.disconnect();
+  }
+}
+
+/** The limit: a kafkajs consumer that only counts, from the group join to the last record. */
+async function bareConsume(kafka: Kafka, topic: string, expected: number, groupId: string): Promise<number> {
+  const consumer = kafka.consumer({ groupId, maxBytes: 8 * 1024 * 1024, maxWaitTimeInMs: 500 });
+  await consumer.connect();
+  await consumer.subscribe({ topics: [topic], fromBeginning: true });
+  let seen = 0;
+  const start = Date.now();
+  let end = 0;
+  await new Promise<void>((resolve, reject) => {
+    consumer
+      .run({
+        partitionsConsumedConcurrently: CONCURRENCY,
+        eachBatch: async ({ batch }) => {
+          seen += batch.messages.length;
+          if (seen >= expected && !end) {
+            end = Date.now();
+            resolve();
+          }
+        },
+      })
+      .catch(reject);
+  });
+  await consumer.disconnect();
+  return expected / ((end - start) / 1000);
+}
+
+interface Channel {
+  child: ChildProcess;
+  assigned(partitions: number): Promise<void>;
+  /** Resolves with the time of the commit that brought the total to `records`. */
+  committed(records: number): Promise<number>;
+  latencies(): number[];
+  stop(): Promise<void>;
+}
+
+function startChannel(databaseUrl: string, brokers: string[], topic: string, groupId: string): Channel {
+  const dir = mkdtempSync(join(tmpdir(), 'fhir-rte-bench-kafka-'));
+  const config = join(dir, 'fhir-rte.yaml');
+  writeFileSync(
+    config,
+    JSON.stringify({
+      database: { url: databaseUrl, poolSize: CONCURRENCY },
+      transformers: join(import.meta.dirname, '..', '..', 'transformers'),
+      batch: { maxEvents: BATCH },
+      log: { level: 'warn' },
+      kafka: { brokers, clientId: 'fhir-rte-bench', groupId, topics: [topic], fromBeginning: true, partitionsConsumedConcurrently: CONCURRENCY },
+    }),
+  );
+  const env = { ...process.env };
+  delete env.DATABASE_URL;
+  delete env.KAFKA_BROKERS;
+  const child = fork(join(import.meta.dirname, '_kafka-channel.js'), [config], { env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  let total = 0;
+  let partitions = 0;
+  const latencies: number[] = [];
+  const waiters: Array<() => void> = [];
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  let lastAt = 0;
+  child.on('message', (r: ChannelReport) => {
+    if (r.type === 'assigned') partitions = r.partitions ?? 0;
+    if (r.type === 'committed') {
+      total += r.records ?? 0;
+      lastAt = r.at ?? Date.now();
+      latencies.push(...(r.latencies ?? []));
+    }
+    for (const w of waiters.splice(0)) w();
+  });
+  const until = (done: () => boolean, what: string) =>
+    new Promise<void>((resolve, reject) => {
+      const check = () => {
+        if (done()) return resolve();
+        if (child.exitCode !== null) return reject(new Error(`the fhir-rte consumer exited (${child.exitCode}) before ${what}`));
+        waiters.push(check);
+      };
+      check();
+      exited.then(check, check);
+    });
+  return {
+    child,
+    assigned: (n) => until(() => partitions === n, `holding ${n} partitions`),
+    committed: async (n) => (await until(() => total >= n, `committing ${n} records`), lastAt),
+    latencies: () => latencies,
+    stop: async () => {
+      child.kill('SIGTERM');
+      await exited;
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.ceil(p * sorted.length) - 1)] ?? NaN;
+}
+
+/** DATABASE_URL's server with a database of the bench's own (dropped after), or an embedded Postgres. */
+async function database(): Promise<{ url: string; stop: () => Promise<void> }> {
+  if (process.env.DATABASE_URL) {
+    const name = `fhir_rte_bench_kafka_${randomBytes(4).toString('hex')}`;
+    const admin = new pg.Client({ connectionString: process.env.DATABASE_URL });
+    await admin.connect();
+    await admin.query(`CREATE DATABASE ${name}`);
+    await admin.end();
+    const url = new URL(process.env.DATABASE_URL);
+    url.pathname = `/${name}`;
+    return {
+      url: url.toString(),
+      stop: async () => {
+        const c = new pg.Client({ connectionString: process.env.DATABASE_URL });
+        await c.connect();
+        await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+        await c.end();
+      },
+    };
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'fhir-rte-bench-'));
+  chmodSync(dir, 0o755);
+  const db = await startEmbedded(dir, await freePort(), pino({ level: 'silent' }));
+  return { url: db.url, stop: async () => (await db.stop(), rmSync(dir, { recursive: true, force: true })) };
+}
