@@ -28,6 +28,8 @@ export async function run(): Promise<void> {
   const jobs = prepare();
   const total = jobs.reduce((n, j) => n + j.resources.length, 0);
   console.log(`flatten: ${VIEWS.length} views over ${total} resources (${jobs.map((j) => `${j.name} ${j.resources.length}`).join(', ')})`);
+  const interpreted = jobs.flatMap((j) => j.ours.interpreted.map((p) => `${j.name}${p.at}: ${p.expression}`));
+  console.log(interpreted.length ? `  on fhirpath.js: ${interpreted.join('; ')}` : '  every expression compiled to direct accessors');
 
   // Warm-up on a slice, then the check that both engines give the same rows, on everything.
   for (const j of jobs) {

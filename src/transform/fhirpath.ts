@@ -2,7 +2,7 @@ import fhirpath from 'fhirpath';
 import r4 from 'fhirpath/fhir-context/r4';
 import type { UserInvocationTable } from 'fhirpath';
 import { parse, type Expr } from './fhirpath/parser.js';
-import { BAIL, compileExpr, type Compiled, type Fn } from './fhirpath/fast-compiler.js';
+import { BAIL, compileExpr, type Fn } from './fhirpath/fast-compiler.js';
 import { sqlOnFhirFunctions } from './fhirpath/sof-functions.js';
 import { resourceType, typeOfPath, type PathType } from './fhirpath/model.js';
 
@@ -59,12 +59,6 @@ export function compilePath(expression: string, options: FhirPathOptions = {}): 
     return { expression, evaluate: compiled.fn ? withFallback(compiled.fn, slow) : slow, type: compiled.type, fast: !!compiled.fn };
   }
   return { expression, evaluate: perResourceType(ast, slow), fast: false };
-}
-
-/** Compiles `expression` for nodes of type `base` without fhirpath.js's own evaluator: for type inference. */
-export function inferType(expression: string, base: string): Compiled | undefined {
-  const ast = fastCandidate(expression, undefined);
-  return ast && compileExpr(ast, typeOfPath(base));
 }
 
 function slowEvaluator(expression: string, options: FhirPathOptions): Evaluator {

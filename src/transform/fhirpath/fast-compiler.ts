@@ -1,5 +1,5 @@
 import type { Expr } from './parser.js';
-import { child, derivesFrom, isResourceType, primitiveKind, typeSpecifier, type ChoiceOption, type PathType } from './model.js';
+import { child, derivesFrom, fhirName, isResourceType, primitiveKind, typeSpecifier, type ChoiceOption, type PathType } from './model.js';
 import { referenceKeyOf, resourceKeyOf } from './keys.js';
 import { joinStrings } from './sof-functions.js';
 
@@ -67,7 +67,7 @@ export function compileExpr(e: Expr, focusType: PathType | undefined): Compiled 
     case 'member':
       return member(e.base ? compileExpr(e.base, focusType) : { fn: (f) => f, type: focusType }, e.name, e.base === null);
     case 'call':
-      return call(e, e.base ? compileExpr(e.base, focusType) : { fn: (f) => f, type: focusType }, focusType);
+      return call(e, e.base ? compileExpr(e.base, focusType) : { fn: (f) => f, type: focusType });
     case 'indexer':
       return indexer(compileExpr(e.base, focusType), e.index);
     case 'binary':
@@ -160,7 +160,7 @@ function indexer(base: Compiled, index: Expr): Compiled {
   return { fn: then(base.fn, (c) => (n < c.length ? [c[n]] : [])), type: base.type, choice: base.choice };
 }
 
-function call(e: Extract<Expr, { kind: 'call' }>, base: Compiled, focusType: PathType | undefined): Compiled {
+function call(e: Extract<Expr, { kind: 'call' }>, base: Compiled): Compiled {
   const { name, args } = e;
   const input = base.fn;
   const typeOnly: Compiled = BOOLEAN_FUNCTIONS.has(name)
@@ -183,7 +183,7 @@ function call(e: Extract<Expr, { kind: 'call' }>, base: Compiled, focusType: Pat
     case 'count/0':
       return { type: INTEGER, fn: then(input, (c) => [c.length]) };
     case 'not/0':
-      return base.type?.type === 'boolean' ? { type: BOOLEAN, fn: then(input, (c) => not(c)) } : typeOnly;
+      return isBoolean(base) ? { type: BOOLEAN, fn: then(input, (c) => not(c)) } : typeOnly;
     case 'where/1':
     case 'exists/1':
       return filter(name, input, base, args[0]!);
@@ -203,8 +203,11 @@ function call(e: Extract<Expr, { kind: 'call' }>, base: Compiled, focusType: Pat
       return { type: STRING, fn: then(input, (c) => keys(c, (x) => referenceKeyOf(x, type))) };
     }
   }
-  void focusType;
   return typeOnly;
+}
+
+function isBoolean(c: Compiled): boolean {
+  return !!c.type && fhirName(c.type.type) === 'boolean';
 }
 
 function keys(c: Collection, key: (x: unknown) => string | undefined): Collection {
@@ -227,7 +230,7 @@ function filter(name: string, input: Fn, base: Compiled, arg: Expr): Compiled {
   const type = name === 'where' ? base.type : BOOLEAN;
   if (base.choice) return { type };
   const crit = compileExpr(arg, base.type);
-  if (!crit.fn || crit.type?.type !== 'boolean') return { type };
+  if (!crit.fn || !isBoolean(crit)) return { type };
   const test = crit.fn;
   const where: Fn = (focus, env) => {
     const c = input(focus, env);
@@ -312,7 +315,7 @@ function binary(op: string, left: Compiled, right: Compiled): Compiled {
     const negate = op === '!=';
     return { type, fn: (focus, env) => equals(l(focus, env), r(focus, env), negate) };
   }
-  if ((op === 'and' || op === 'or') && left.type?.type === 'boolean' && right.type?.type === 'boolean') {
+  if ((op === 'and' || op === 'or') && isBoolean(left) && isBoolean(right)) {
     return { type, fn: op === 'and' ? (f, env) => and(l(f, env), r(f, env)) : (f, env) => or(l(f, env), r(f, env)) };
   }
   return { type };

@@ -1,7 +1,7 @@
 import { ConfigError } from '../../config/config-error.js';
 import type { FhirResource } from '../../events/change-event.js';
 import type { SqlType } from '../transformer.js';
-import { planView, type ColumnPlan, type ViewPlan } from './plan.js';
+import { planView, type ColumnPlan } from './plan.js';
 import { runView, type Fragment } from './run.js';
 import { mappedSqlType, TAG_WHITELIST, taggedSqlType, TYPE_TAGS } from './sql-types.js';
 import { ViewReader } from './view-definition.js';
@@ -25,6 +25,8 @@ export interface CompiledView {
   columns: ViewColumn[];
   /** The rows of one resource: plain objects, keys in column order. Throws TransformError for bad data. */
   rows(resource: FhirResource): Array<Record<string, unknown>>;
+  /** The expressions that run on fhirpath.js rather than as compiled accessors (JSON pointer, text). */
+  interpreted: Array<{ at: string; expression: string }>;
   /** The rows as value arrays in column order, with the position each was reached by (for stable ids). */
   fragments(resource: FhirResource, positions: boolean): Fragment[];
 }
@@ -42,12 +44,11 @@ export function compileView(view: unknown, file?: string): CompiledView {
     name: plan.name,
     resource: plan.resource,
     columns,
+    interpreted: plan.paths.filter((p) => !p.path.fast).map((p) => ({ at: p.at, expression: p.path.expression })),
     fragments: (resource, positions) => runView(plan, resource, positions),
     rows: (resource) => runView(plan, resource, false).map((f) => toObject(names, f.values)),
   };
 }
-
-export type { ViewPlan };
 
 function viewColumn(c: ColumnPlan, file: string): ViewColumn {
   return { name: c.def.name, at: c.def.at, path: c.def.path, type: c.fhirType, collection: c.def.collection, sqlType: sqlTypeOf(c, file) };

@@ -37,6 +37,8 @@ export interface ViewPlan {
   where: Array<{ at: string; path: CompiledPath }>;
   root: SelectPlan;
   columns: ColumnPlan[];
+  /** Every expression of the view with its JSON pointer, as compiled. */
+  paths: Array<{ at: string; path: CompiledPath }>;
 }
 
 export function planView(view: ViewDefinition, file: string): ViewPlan {
@@ -45,6 +47,7 @@ export function planView(view: ViewDefinition, file: string): ViewPlan {
 
 class Planner {
   private readonly literals = new Map<string, string>();
+  private readonly paths: ViewPlan['paths'] = [];
 
   constructor(
     private readonly view: ViewDefinition,
@@ -74,7 +77,7 @@ class Planner {
     });
     const root = this.select({ at: '', column: [], select: this.view.select, unionAll: [] }, rootType);
     this.checkUnique(root.all);
-    return { name: this.view.name, resource: this.view.resource, where, root, columns: root.all };
+    return { name: this.view.name, resource: this.view.resource, where, root, columns: root.all, paths: this.paths };
   }
 
   private select(node: SelectNode, parentType: PathType | undefined): SelectPlan {
@@ -119,7 +122,9 @@ class Planner {
       throw err;
     }
     try {
-      return compilePath(expression, { base: base && baseOption(base) });
+      const path = compilePath(expression, { base: base && baseOption(base) });
+      this.paths.push({ at, path });
+      return path;
     } catch (err) {
       if (err instanceof FhirPathSyntaxError) this.fail(at, err.message);
       throw err;

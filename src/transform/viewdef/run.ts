@@ -129,7 +129,7 @@ function columnValue(run: Run, c: ColumnPlan, focus: unknown, vars: Record<strin
   const r = evaluate(run, c.path, focus, vars, `column ${c.def.name}`);
   if (c.def.collection) return r;
   if (r.length <= 1) return r.length ? r[0] : null;
-  throw new TransformError(`column ${c.def.name}: ${JSON.stringify(c.path.expression)} gave ${r.length} values; declare the column "collection": true or narrow the path`, {
+  throw new TransformError(`column ${c.def.name} (${c.def.at}): ${JSON.stringify(c.path.expression)} gave ${r.length} values; declare the column "collection": true or narrow the path`, {
     transformer: run.view,
     column: c.def.name,
     expression: c.path.expression,
