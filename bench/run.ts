@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const all = readdirSync(here)
-  .filter((f) => f.endsWith('.js') && f !== 'run.js' && !f.startsWith('_'))
+  .filter((f) => f.endsWith('.js') && !['run.js', 'report.js'].includes(f) && !f.startsWith('_'))
   .map((f) => f.replace(/\.js$/, ''));
 const wanted = process.argv.slice(2);
 const unknown = wanted.filter((n) => !all.includes(n));

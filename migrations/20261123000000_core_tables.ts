@@ -15,6 +15,8 @@ export async function up(knex: Knex): Promise<void> {
     t.specificType('last_updated', 'timestamptz');
     t.boolean('deleted').notNullable().defaultTo(false);
     t.jsonb('resource');
+    // Optimistic concurrency: a writer changes a state only at the revision it read (compare-and-swap).
+    t.bigInteger('revision').notNullable().defaultTo(1);
     t.specificType('applied_at', 'timestamptz').notNullable().defaultTo(knex.fn.now());
     t.primary(['resource_type', 'resource_id']);
   });

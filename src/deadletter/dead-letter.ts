@@ -47,17 +47,17 @@ export async function recordDeadLetters(client: pg.ClientBase, poison: Poison[])
         fresh.map((p) => p.event.id ?? null),
         fresh.map((p) => p.event.versionId ?? null),
         fresh.map((p) => p.event.op),
-        fresh.map((p) => payloadOf(p.event)),
+        fresh.map((p) => storable(payloadOf(p.event))),
         fresh.map((p) => p.errorClass),
-        fresh.map((p) => p.message),
-        fresh.map((p) => (p.detail ? JSON.stringify(p.detail) : null)),
+        fresh.map((p) => storable(p.message)),
+        fresh.map((p) => storableJson(p.detail)),
       ],
     );
   }
   for (const p of replays) {
     await client.query(
       `UPDATE fhir_rte.dead_letter SET attempts = attempts + 1, status = 'failed', error_class = $2, error_message = $3, error_detail = $4, updated_at = now() WHERE id = $1`,
-      [replayId(p.event), p.errorClass, p.message, p.detail ? JSON.stringify(p.detail) : null],
+      [replayId(p.event), p.errorClass, storable(p.message), storableJson(p.detail)],
     );
   }
 }
@@ -71,6 +71,19 @@ export async function markRetried(client: pg.ClientBase, events: ChangeEvent[]):
 
 function replayId(e: ChangeEvent): number {
   return (e.origin as { deadLetterId: number }).deadLetterId;
+}
+
+/**
+ * Postgres text cannot hold NUL, and a dead letter must always be storable (it is where bad input goes),
+ * so NUL is written as the JSON escape \u0000 it stood for in most inputs.
+ */
+function storable(text: string | null): string | null {
+  return text === null ? null : text.replaceAll('\u0000', '\\u0000');
+}
+
+/** jsonb refuses NUL inside strings too. */
+function storableJson(value: Record<string, unknown> | undefined): string | null {
+  return value === undefined ? null : JSON.stringify(value, (_, v: unknown) => (typeof v === 'string' ? storable(v) : v));
 }
 
 export function payloadOf(e: ChangeEvent): string | null {

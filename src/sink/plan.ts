@@ -5,6 +5,8 @@ import { instantMicros, isNewer, type Versioned } from './guard.js';
 /** The guard state of one resource as stored in fhir_rte.resource_state. */
 export interface ResourceState extends Versioned {
   deleted: boolean;
+  /** The state's revision when it was read; a write succeeds only at that revision. 0: no state yet. */
+  revision: number;
 }
 
 /** A record that goes to the dead-letter table instead of the tables. */
@@ -31,6 +33,8 @@ export interface ResourcePlan {
   resourceType: string;
   id: string;
   existed: boolean;
+  /** Revision of the state read for this resource (0 when there was none). */
+  revision: number;
   versions: AppliedVersion[];
 }
 
@@ -67,10 +71,10 @@ export function planBatch(batch: ChangeEvent[], states: Map<string, ResourceStat
     }
     const applied = event.op === 'upsert' ? transform(event, version, transformersOf(event.resourceType), plan.poison) : { event, ...version };
     if (!applied) continue;
-    running.set(key, { ...version, deleted: event.op === 'delete' });
+    running.set(key, { ...version, deleted: event.op === 'delete', revision: state?.revision ?? 0 });
     let resource = plans.get(key);
     if (!resource) {
-      resource = { key, resourceType: event.resourceType, id: event.id, existed: states.has(key), versions: [] };
+      resource = { key, resourceType: event.resourceType, id: event.id, existed: states.has(key), revision: states.get(key)?.revision ?? 0, versions: [] };
       plans.set(key, resource);
       plan.resources.push(resource);
     }

@@ -23,7 +23,17 @@ const TRANSIENT_ERRNOS = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMED
 /** Messages node-postgres gives when the connection drops under it (no SQLSTATE, no errno). */
 const TRANSIENT_MESSAGES = /Connection terminated|connection terminated|Client has encountered a connection error|timeout exceeded when trying to connect|Client was closed|the database system is (starting up|shutting down)/;
 
+/**
+ * Another writer (a second process after a rebalance, a backfill beside the live stream) changed a
+ * resource's state between our read and our write. Nothing was written; re-reading and re-planning the
+ * batch resolves it, so it is retried like any transient fault.
+ */
+export class ConcurrentChange extends Error {
+  override readonly name = 'ConcurrentChange';
+}
+
 export function classify(err: unknown): Fault {
+  if (err instanceof ConcurrentChange || (err as { cause?: unknown })?.cause instanceof ConcurrentChange) return 'transient';
   const e = err as { code?: string; message?: string };
   const code = typeof e?.code === 'string' ? e.code : '';
   if (TRANSIENT_CODES.has(code) || code.startsWith('08') || TRANSIENT_ERRNOS.has(code)) return 'transient';

@@ -13,7 +13,6 @@ import {
   flagDeleted,
   historyOfDeletes,
   insertRows,
-  lockResources,
   readStates,
   StatementError,
   writeStates,
@@ -33,14 +32,16 @@ export interface PostgresSinkOptions {
 }
 
 /**
- * Applies batches of ChangeEvents to Postgres, one transaction per batch: lock the batch's resources,
- * read their guard state, plan (guard, transform, collapse), write rows, history, state and dead letters.
+ * Applies batches of ChangeEvents to Postgres, one transaction per batch: read the batch's guard states,
+ * plan (guard, transform, collapse), swap the states (compare-and-swap on their revision), write rows,
+ * history and dead letters.
  * When the database refuses a value, the batch is split in halves until the refused record stands alone;
  * that record is dead-lettered and the rest commits.
  */
 export class PostgresSink implements Sink {
   private readonly byType = new Map<string, Transformer[]>();
   private readonly tablesByType = new Map<string, TableSpec[]>();
+  private readonly inFlight = new Set<{ keys: Set<string>; done: Promise<BatchOutcome> }>();
   /** Set while transient faults keep a batch from committing. */
   stall: Stall | undefined;
 
@@ -54,7 +55,24 @@ export class PostgresSink implements Sink {
     }
   }
 
+  /**
+   * Batches may arrive concurrently (Kafka partitions, a file load with batches in flight). Those that
+   * share no resource run side by side; one that shares a resource with an earlier batch waits for it,
+   * so every resource sees its changes in call order, which matters for input without versions.
+   */
   async apply(batch: ChangeEvent[], signal?: AbortSignal): Promise<BatchOutcome> {
+    const keys = new Set(batch.flatMap((e) => (e.op === 'unreadable' ? [] : [resourceKey(e)])));
+    const earlier = [...this.inFlight].filter((f) => overlaps(f.keys, keys)).map((f) => f.done);
+    const entry = { keys, done: Promise.allSettled(earlier).then(() => this.applyChunks(batch, signal)) };
+    this.inFlight.add(entry);
+    try {
+      return await entry.done;
+    } finally {
+      this.inFlight.delete(entry);
+    }
+  }
+
+  private async applyChunks(batch: ChangeEvent[], signal?: AbortSignal): Promise<BatchOutcome> {
     const total = emptyOutcome();
     for (let i = 0; i < batch.length; i += this.options.maxEvents) {
       addOutcome(total, await this.applyIsolating(batch.slice(i, i + this.options.maxEvents), signal));
@@ -82,7 +100,6 @@ export class PostgresSink implements Sink {
     return this.inTransaction(async (client) => {
       const keyed = events.filter((e): e is Exclude<ChangeEvent, { op: 'unreadable' }> => e.op !== 'unreadable');
       const unique = new Map(keyed.map((e) => [resourceKey(e), e]));
-      if (unique.size) await lockResources(client, [...unique.keys()].sort());
       const states = unique.size
         ? await readStates(client, [...unique.values()].map((e) => e.resourceType), [...unique.values()].map((e) => e.id))
         : new Map();
@@ -128,13 +145,20 @@ export class PostgresSink implements Sink {
   private async write(client: pg.ClientBase, plan: BatchPlan): Promise<void> {
     const { schema, deleteMode } = this.options;
     const w = collectWrites(plan, deleteMode, (type) => this.tablesByType.get(type) ?? []);
+    // The state swap first: it is what serializes concurrent writers of the same resource.
+    await writeStates(client, plan.resources.map((r) => stateOf(r, this.options.storeResources)));
     for (const [spec, tombstones] of w.historyOfDeletes) await historyOfDeletes(client, schema, spec, tombstones);
     for (const [spec, keys] of [...w.clear].reverse()) await deleteRows(client, schema, spec.name, keys);
     for (const [spec, rows] of w.insert) await insertRows(client, schema, spec, rows);
     for (const [spec, tombstones] of w.flag) await flagDeleted(client, schema, spec.name, tombstones);
     for (const [spec, rows] of w.history) await insertRows(client, schema, spec, rows, true);
-    await writeStates(client, plan.resources.map((r) => stateOf(r, this.options.storeResources)));
   }
+}
+
+function overlaps(a: Set<string>, b: Set<string>): boolean {
+  const [small, large] = a.size < b.size ? [a, b] : [b, a];
+  for (const k of small) if (large.has(k)) return true;
+  return false;
 }
 
 function appliedOrStale(plan: BatchPlan): ChangeEvent[] {
@@ -205,6 +229,7 @@ function stateOf(r: ResourcePlan, storeResources: boolean): StateWrite {
     lastUpdated: final.lastUpdatedMicros === null ? null : microsToIso(final.lastUpdatedMicros),
     deleted: !upsert,
     resourceJson: upsert && storeResources ? JSON.stringify(upsert.resource) : null,
+    revision: r.revision + 1,
   };
 }
 

@@ -2,6 +2,7 @@ import type pg from 'pg';
 import { qualified, quoteIdent } from '../../config/identifier.js';
 import type { Row, TableSpec } from '../../transform/transformer.js';
 import type { ResourceState } from '../plan.js';
+import { ConcurrentChange } from './fault.js';
 import { historyTable } from './table-ddl.js';
 
 /**
@@ -32,22 +33,20 @@ async function run(client: pg.ClientBase, table: string, text: string, values: u
   }
 }
 
-/** Serializes writers of the same resources (two consumers after a rebalance, a backfill beside the live stream). */
-export async function lockResources(client: pg.ClientBase, keys: string[]): Promise<void> {
-  await run(
-    client,
-    'fhir_rte.resource_state',
-    `SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT DISTINCT hashtextextended(k, 0) AS h FROM unnest($1::text[]) k ORDER BY 1) s`,
-    [keys],
-  );
-}
-
+/**
+ * The guard state of the batch's resources. LATERAL with LIMIT keeps this an index lookup per key even
+ * when the planner has no statistics yet (a table filled by this very load), where a hash join would
+ * scan the whole state table for every batch.
+ */
 export async function readStates(client: pg.ClientBase, types: string[], ids: string[]): Promise<Map<string, ResourceState>> {
   const { rows } = await run(
     client,
     'fhir_rte.resource_state',
-    `SELECT s.resource_type, s.resource_id, s.version_id, (extract(epoch FROM s.last_updated) * 1000000)::bigint::text AS micros, s.deleted
-       FROM fhir_rte.resource_state s JOIN unnest($1::text[], $2::text[]) AS k(t, i) ON s.resource_type = k.t AND s.resource_id = k.i`,
+    `SELECT k.t AS resource_type, k.i AS resource_id, s.version_id, s.micros, s.deleted, s.revision
+       FROM unnest($1::text[], $2::text[]) AS k(t, i)
+       CROSS JOIN LATERAL (
+         SELECT version_id, (extract(epoch FROM last_updated) * 1000000)::bigint::text AS micros, deleted, revision
+           FROM fhir_rte.resource_state WHERE resource_type = k.t AND resource_id = k.i LIMIT 1) AS s`,
     [types, ids],
   );
   const states = new Map<string, ResourceState>();
@@ -56,6 +55,7 @@ export async function readStates(client: pg.ClientBase, types: string[], ids: st
       versionId: r.version_id,
       lastUpdatedMicros: r.micros === null ? null : BigInt(r.micros),
       deleted: r.deleted,
+      revision: Number(r.revision),
     });
   }
   return states;
@@ -68,27 +68,46 @@ export interface StateWrite {
   lastUpdated: string | null;
   deleted: boolean;
   resourceJson: string | null;
+  /** The revision this write creates: the one read, plus one. */
+  revision: number;
 }
 
+/**
+ * Writes the new guard states with compare-and-swap: a state changes only if it is still at the revision
+ * this batch read. The statement also serializes writers of the same resource (a second one waits on the
+ * row, then finds the revision moved), so no advisory locks are needed. Rows are sorted so that two
+ * writers take their row locks in the same order. Throws ConcurrentChange when any swap failed.
+ */
 export async function writeStates(client: pg.ClientBase, states: StateWrite[]): Promise<void> {
   if (!states.length) return;
-  await run(
+  const sorted = [...states].sort((a, b) => (a.resourceType + '/' + a.id < b.resourceType + '/' + b.id ? -1 : 1));
+  // The resource documents travel as one JSON array, not a jsonb[]: node-postgres escapes every quote of
+  // an array literal in JavaScript, which cost more than the whole insert for ~1 KB resources.
+  const result = await run(
     client,
     'fhir_rte.resource_state',
-    `INSERT INTO fhir_rte.resource_state (resource_type, resource_id, version_id, last_updated, deleted, resource, applied_at)
-     SELECT t, i, v, lu, d, r, now() FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::boolean[], $6::jsonb[]) AS x(t, i, v, lu, d, r)
+    `INSERT INTO fhir_rte.resource_state AS s (resource_type, resource_id, version_id, last_updated, deleted, resource, revision, applied_at)
+     SELECT x.t, x.i, x.v, x.lu, x.d, CASE WHEN json_typeof(r.doc) = 'null' THEN NULL ELSE r.doc::jsonb END, x.rev, now()
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::boolean[], $7::bigint[]) WITH ORDINALITY AS x(t, i, v, lu, d, rev, n)
+       JOIN json_array_elements($6::json) WITH ORDINALITY AS r(doc, n) USING (n)
+      ORDER BY x.n
      ON CONFLICT (resource_type, resource_id) DO UPDATE
        SET version_id = EXCLUDED.version_id, last_updated = EXCLUDED.last_updated, deleted = EXCLUDED.deleted,
-           resource = EXCLUDED.resource, applied_at = EXCLUDED.applied_at`,
+           resource = EXCLUDED.resource, revision = EXCLUDED.revision, applied_at = EXCLUDED.applied_at
+       WHERE s.revision = EXCLUDED.revision - 1`,
     [
-      states.map((s) => s.resourceType),
-      states.map((s) => s.id),
-      states.map((s) => s.versionId),
-      states.map((s) => s.lastUpdated),
-      states.map((s) => s.deleted),
-      states.map((s) => s.resourceJson),
+      sorted.map((s) => s.resourceType),
+      sorted.map((s) => s.id),
+      sorted.map((s) => s.versionId),
+      sorted.map((s) => s.lastUpdated),
+      sorted.map((s) => s.deleted),
+      `[${sorted.map((s) => s.resourceJson ?? 'null').join(',')}]`,
+      sorted.map((s) => s.revision),
     ],
   );
+  if (result.rowCount !== sorted.length) {
+    throw new ConcurrentChange(`${sorted.length - (result.rowCount ?? 0)} resource(s) of this batch were changed by another writer meanwhile`);
+  }
 }
 
 export async function deleteRows(client: pg.ClientBase, schema: string, table: string, keys: string[]): Promise<void> {

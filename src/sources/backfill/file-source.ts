@@ -12,12 +12,14 @@ const LOADABLE = /\.(ndjson|ndjson\.gz|jsonl|json)$/i;
 /**
  * Backfill from files: NDJSON (one resource per line), `.ndjson.gz`, and `.json` files holding a resource
  * or a Bundle. Directories are read recursively in name order. Every line keeps its file and line number
- * as origin, so a dead letter points at the exact input. One batch is applied while the next is read.
+ * as origin, so a dead letter points at the exact input. Batches are applied while the next ones are read.
  */
 export class FileSource implements Source {
   constructor(
     private readonly paths: string[],
     private readonly batchSize = 1000,
+    /** Batches applied at once; the sink keeps each resource's changes in order across them. */
+    private readonly inFlight = 2,
   ) {}
 
   /** The files a run will read; throws for a path that does not exist. */
@@ -26,13 +28,20 @@ export class FileSource implements Source {
   }
 
   async run(apply: ApplyBatch, signal: AbortSignal): Promise<void> {
+    const pending = new Set<Promise<unknown>>();
+    let failure: unknown;
     let batch: ChangeEvent[] = [];
-    let inFlight: Promise<unknown> = Promise.resolve();
     const flush = async () => {
-      await inFlight;
-      inFlight = apply(batch);
-      // Awaited at the next flush; until then a rejection must not count as unhandled.
-      inFlight.catch(() => {});
+      while (pending.size >= this.inFlight) await Promise.race(pending);
+      if (failure) throw failure;
+      const p: Promise<unknown> = apply(batch).then(
+        () => pending.delete(p),
+        (err: unknown) => {
+          failure ??= err;
+          pending.delete(p);
+        },
+      );
+      pending.add(p);
       batch = [];
     };
     for (const file of this.files()) {
@@ -43,7 +52,8 @@ export class FileSource implements Source {
       }
     }
     if (batch.length && !signal.aborted) await flush();
-    await inFlight;
+    await Promise.all(pending);
+    if (failure) throw failure;
   }
 }
 

@@ -1,0 +1,184 @@
+/**
+ * sink: fhir-rte's batch apply against the physical limit of the same writes.
+ *
+ * 100,000 generated events (20,000 Patients with names and addresses, 80,000 Observations, some with
+ * components) go through the PostgresSink with the example transformers (guard, FHIRPath, row replace,
+ * history, resource state). In the same run, the limit inserts exactly the same table rows (computed
+ * beforehand, no FHIRPath) into a twin schema by one bare `INSERT ... SELECT FROM unnest(...)` per table
+ * per batch. Both use batches of 1,000 events, one transaction each.
+ */
+import { join } from 'node:path';
+import { mkdtempSync, chmodSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { pino } from 'pino';
+import type pg from 'pg';
+import type { ChangeEvent, FhirResource } from '../src/events/change-event.js';
+import { random, syntheticObservation, syntheticPatient } from '../src/cli/demo/synthetic-data.js';
+import { startEmbedded } from '../src/sink/postgres/embedded.js';
+import { migrate } from '../src/sink/postgres/migrate.js';
+import { createPool } from '../src/sink/postgres/pool.js';
+import { PostgresSink } from '../src/sink/postgres/postgres-sink.js';
+import { createMissing, planSchema } from '../src/sink/postgres/schema.js';
+import { insertRows, type VersionedRow } from '../src/sink/postgres/statements.js';
+import { loadTransformers } from '../src/transform/load-transformers.js';
+import type { TableSpec, Transformer } from '../src/transform/transformer.js';
+import { report } from './report.js';
+
+const EVENTS = Number(process.env.BENCH_EVENTS ?? 100_000);
+const BATCH = 1000;
+const logger = pino({ level: 'silent' });
+
+export async function run(): Promise<void> {
+  const { url, stop } = await database();
+  const pool = createPool(url, 4, logger);
+  try {
+    const transformers = loadTransformers(join(import.meta.dirname, '..', '..', 'transformers'));
+    const specs = transformers.flatMap((t) => t.tables);
+    await migrate(url);
+    await pool.query('DROP SCHEMA IF EXISTS bench_limit CASCADE');
+    await createMissing(pool, 'bench_limit', await planSchema(pool, 'bench_limit', specs));
+    const events = generate(EVENTS);
+    const batches = chunk(events, BATCH);
+    console.log(`sink: ${events.length} events (${count(events, 'Patient')} Patient, ${count(events, 'Observation')} Observation), batches of ${BATCH}`);
+
+    const limitRows = batches.map((b) => rowsOf(b, transformers, specs));
+    await pool.query('CHECKPOINT');
+    const limit = await timed(async () => {
+      for (const tables of limitRows) await bareInsert(pool, tables);
+    });
+    await pool.query('VACUUM ANALYZE');
+    const sequential = await applyAll(pool, transformers, specs, batches, 1);
+    const pipelined = await applyAll(pool, transformers, specs, batches, 2);
+    await sameRows(pool, specs);
+
+    const rate = (seconds: number) => events.length / seconds;
+    console.log(`  bare unnest insert of the same rows (one connection, one batch at a time): ${limit.toFixed(2)} s, ${Math.round(rate(limit))} events/s`);
+    console.log(`  fhir-rte sink, one batch at a time: ${sequential.toFixed(2)} s, ${Math.round(rate(sequential))} events/s, ratio ${(limit / sequential).toFixed(2)}`);
+    console.log(`  fhir-rte sink, two batches in flight (as fhir-rte load runs): ${pipelined.toFixed(2)} s, ${Math.round(rate(pipelined))} events/s`);
+    report('sink', ['fhir-rte', rate(pipelined), 'events/s'], ['bare INSERT..unnest', rate(limit), 'events/s']);
+  } finally {
+    await pool.end();
+    await stop();
+  }
+}
+
+/** Applies every batch through a fresh PostgresSink, `inFlight` batches at once; returns seconds. */
+async function applyAll(pool: pg.Pool, transformers: Transformer[], specs: TableSpec[], batches: ChangeEvent[][], inFlight: number): Promise<number> {
+  await pool.query('DROP SCHEMA IF EXISTS bench_rte CASCADE');
+  await createMissing(pool, 'bench_rte', await planSchema(pool, 'bench_rte', specs));
+  await pool.query('TRUNCATE fhir_rte.resource_state');
+  await pool.query('CHECKPOINT');
+  const sink = new PostgresSink(pool, {
+    schema: 'bench_rte',
+    transformers,
+    deleteMode: 'logical',
+    storeResources: true,
+    maxEvents: BATCH,
+    retry: { initialMs: 100, maxMs: 5000 },
+    logger,
+  });
+  let applied = 0;
+  let next = 0;
+  const seconds = await timed(async () => {
+    const worker = async () => {
+      while (next < batches.length) {
+        const outcome = await sink.apply(batches[next++]!);
+        applied += outcome.applied;
+      }
+    };
+    await Promise.all(Array.from({ length: inFlight }, worker));
+  });
+  const expected = batches.reduce((n, b) => n + b.length, 0);
+  if (applied !== expected) throw new Error(`sink applied ${applied} of ${expected}`);
+  return seconds;
+}
+
+function generate(n: number): ChangeEvent[] {
+  const rnd = random(7);
+  const events: ChangeEvent[] = [];
+  const patients = Math.round(n / 5);
+  const at = new Date(Date.UTC(2024, 5, 1));
+  const ids: string[] = [];
+  for (let i = 0; i < patients; i++) {
+    const p = syntheticPatient(rnd, undefined, 1, at);
+    ids.push(p.id!);
+    events.push(upsert(p, i));
+  }
+  for (let i = patients; i < n; i++) events.push(upsert(syntheticObservation(rnd, ids[i % patients]!, undefined, at), i));
+  return events;
+}
+
+function upsert(resource: FhirResource, line: number): ChangeEvent {
+  return {
+    op: 'upsert',
+    resourceType: resource.resourceType,
+    id: resource.id!,
+    versionId: resource.meta?.versionId,
+    lastUpdated: resource.meta?.lastUpdated,
+    resource,
+    origin: { kind: 'file', file: 'bench', line },
+    receivedAt: new Date(),
+  };
+}
+
+/** The rows the sink will write for a batch, per table (and history twin), without timing the FHIRPath. */
+function rowsOf(batch: ChangeEvent[], transformers: Transformer[], specs: TableSpec[]): Array<[TableSpec, VersionedRow[], boolean]> {
+  const out = new Map<TableSpec, VersionedRow[]>(specs.map((s) => [s, []]));
+  for (const e of batch) {
+    if (e.op !== 'upsert') continue;
+    for (const t of transformers.filter((x) => x.resourceType === e.resourceType)) {
+      for (const [table, rows] of t.rows(e.resource)) {
+        const spec = specs.find((s) => s.name === table)!;
+        out.get(spec)!.push(...rows.map((row) => ({ row, key: `${e.resourceType}/${e.id}`, version: e.versionId ?? null, deletedAt: null })));
+      }
+    }
+  }
+  return [...out].flatMap(([spec, rows]) => (spec.history ? [[spec, rows, false], [spec, rows, true]] : [[spec, rows, false]]) as Array<[TableSpec, VersionedRow[], boolean]>);
+}
+
+async function bareInsert(pool: pg.Pool, tables: Array<[TableSpec, VersionedRow[], boolean]>): Promise<void> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    for (const [spec, rows, history] of tables) await insertRows(client, 'bench_limit', spec, rows, history);
+    await client.query('COMMIT');
+  } finally {
+    client.release();
+  }
+}
+
+/** Both runs must have written the same rows, or the comparison means nothing. */
+async function sameRows(pool: pg.Pool, specs: TableSpec[]): Promise<void> {
+  for (const spec of specs) {
+    const cols = ['id', 'source_resource_id', 'version', 'parent_reference', ...spec.columns.map((c) => c.name)].map((c) => `"${c}"`).join(', ');
+    const { rows } = await pool.query(
+      `SELECT (SELECT count(*) FROM (SELECT ${cols} FROM bench_rte."${spec.name}" EXCEPT SELECT ${cols} FROM bench_limit."${spec.name}") d)::int AS diff,
+              (SELECT count(*) FROM bench_rte."${spec.name}")::int AS n, (SELECT count(*) FROM bench_limit."${spec.name}")::int AS m`,
+    );
+    if (rows[0].diff !== 0 || rows[0].n !== rows[0].m) throw new Error(`table ${spec.name}: fhir-rte and the limit wrote different rows (${JSON.stringify(rows[0])})`);
+  }
+}
+
+async function database(): Promise<{ url: string; stop: () => Promise<void> }> {
+  if (process.env.DATABASE_URL) return { url: process.env.DATABASE_URL, stop: async () => {} };
+  const dir = mkdtempSync(join(tmpdir(), 'fhir-rte-bench-'));
+  chmodSync(dir, 0o755);
+  const db = await startEmbedded(dir, 0, logger);
+  return { url: db.url, stop: async () => (await db.stop(), rmSync(dir, { recursive: true, force: true })) };
+}
+
+async function timed(work: () => Promise<void>): Promise<number> {
+  const start = process.hrtime.bigint();
+  await work();
+  return Number(process.hrtime.bigint() - start) / 1e9;
+}
+
+function chunk<T>(list: T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < list.length; i += size) out.push(list.slice(i, i + size));
+  return out;
+}
+
+function count(events: ChangeEvent[], type: string): number {
+  return events.filter((e) => e.op !== 'unreadable' && e.resourceType === type).length;
+}
