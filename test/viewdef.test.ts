@@ -94,6 +94,7 @@ describe('load errors name the file and the JSON path', () => {
     ['invalid FHIRPath', view([{ column: [col('a', 'name.where(')] }]), '/select/0/column/0/path', /invalid FHIRPath/],
     ['unknown constant', view([{ forEach: 'name.where(use = %nope)' }]), '/select/0/forEach', /unknown constant %nope/],
     ['constant without value', view([{ column: [col('a', 'id')] }], { constant: [{ name: 'c' }] }), '/constant/0', /exactly one value\[x\]/],
+    ['reserved constant name', view([{ column: [col('a', 'id')] }], { constant: [{ name: 'rowIndex', valueInteger: 1 }] }), '/constant/0/name', /reserved/],
     ['constant of the wrong type', view([{ column: [col('a', 'id')] }], { constant: [{ name: 'd', valueDate: '2020-13-x' }] }), '/constant/0/valueDate', /expected a date/],
     [
       'unionAll branches that differ',

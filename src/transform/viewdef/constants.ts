@@ -16,7 +16,7 @@ const INTEGER64 = /^[+-]?\d{1,19}$/;
 const STRING_TYPES = new Set(['string', 'code', 'id', 'markdown', 'uri', 'url', 'canonical', 'oid', 'uuid', 'base64Binary']);
 
 /** Variables FHIRPath or SQL on FHIR define; any other `%name` must be a constant of the view. */
-const KNOWN_VARIABLES = new Set(['rowIndex', 'context', 'resource', 'rootResource', 'ucum', 'sct', 'loinc']);
+export const KNOWN_VARIABLES = new Set(['rowIndex', 'context', 'resource', 'rootResource', 'ucum', 'sct', 'loinc']);
 
 export class ConstantError extends Error {
   override readonly name = 'ConstantError';

@@ -1,7 +1,7 @@
 import { ConfigError } from '../../config/config-error.js';
 import { compilePath, FhirPathSyntaxError, type CompiledPath, type PathType } from '../fhirpath.js';
 import { fhirName, resourceType } from '../fhirpath/model.js';
-import { ConstantError, LexError, literalOf, substituteConstants } from './constants.js';
+import { ConstantError, KNOWN_VARIABLES, LexError, literalOf, substituteConstants } from './constants.js';
 import type { ColumnDef, SelectNode, ViewDefinition } from './view-definition.js';
 
 /**
@@ -60,11 +60,12 @@ class Planner {
 
   plan(): ViewPlan {
     for (const c of this.view.constants) {
-      if (this.literals.has(c.name)) this.fail(c.at, `constant ${JSON.stringify(c.name)} is defined twice`);
+      if (this.literals.has(c.name)) this.fail(`${c.at}/name`, `constant ${JSON.stringify(c.name)} is defined twice`);
+      if (KNOWN_VARIABLES.has(c.name)) this.fail(`${c.at}/name`, `constant name ${JSON.stringify(c.name)} is reserved (%${c.name} is defined by FHIRPath or SQL on FHIR)`);
       try {
         this.literals.set(c.name, literalOf(c));
       } catch (err) {
-        if (err instanceof ConstantError) this.fail(c.at, err.message);
+        if (err instanceof ConstantError) this.fail(`${c.at}/${c.key}`, err.message);
         throw err;
       }
     }

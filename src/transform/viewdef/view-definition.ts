@@ -18,6 +18,8 @@ export interface ViewDefinition {
 export interface Constant {
   at: string;
   name: string;
+  /** The value[x] key, e.g. `valueDate`. */
+  key: string;
   /** The FHIR type of the value[x] element, e.g. `string`, `dateTime`, `positiveInt`. */
   type: string;
   value: unknown;
@@ -125,7 +127,7 @@ export class ViewReader {
     if (values.length !== 1) this.fail(at, `expected exactly one value[x] for constant ${JSON.stringify(name)}, got ${values.length}`);
     const key = values[0]!;
     const type = key.slice(5, 6).toLowerCase() + key.slice(6);
-    return { at: `${at}/${key}`, name, type, value: c[key] };
+    return { at, name, key, type, value: c[key] };
   }
 
   private name(value: unknown, at: string): string {
