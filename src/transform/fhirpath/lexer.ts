@@ -54,7 +54,8 @@ export function tokenize(text: string): Token[] {
         tokens.push({ kind: 'variable', value, start: i, end });
         i = end;
       } else {
-        const m = /^[A-Za-z_][A-Za-z0-9_-]*/.exec(text.slice(i + 1));
+        // `%vs-name` and `%ext-name` (FHIR's value set and extension shorthands) are the only names with '-'.
+        const m = /^(?:(?:vs|ext)-[A-Za-z0-9_.-]+|[A-Za-z_][A-Za-z0-9_]*)/.exec(text.slice(i + 1));
         if (!m) throw new LexError(`bad variable at ${i}`);
         tokens.push({ kind: 'variable', value: m[0], start: i, end: i + 1 + m[0].length });
         i += 1 + m[0].length;
