@@ -41,11 +41,7 @@ export async function run(): Promise<void> {
     const batches = chunk(events, BATCH);
     console.log(`sink: ${events.length} events (${count(events, 'Patient')} Patient, ${count(events, 'Observation')} Observation), batches of ${BATCH}`);
 
-    const limitRows = batches.map((b) => rowsOf(b, transformers, specs));
-    await pool.query('CHECKPOINT');
-    const limit = await timed(async () => {
-      for (const tables of limitRows) await bareInsert(pool, tables);
-    });
+    const limit = await limitRun(pool, batches.map((b) => rowsOf(b, transformers, specs)));
     await pool.query('VACUUM ANALYZE');
     const sequential = await applyAll(pool, transformers, specs, batches, 1);
     const pipelined = await applyAll(pool, transformers, specs, batches, 2);
@@ -60,6 +56,14 @@ export async function run(): Promise<void> {
     await pool.end();
     await stop();
   }
+}
+
+/** The limit: the precomputed rows, one bare insert per table per batch. The rows are garbage afterwards. */
+async function limitRun(pool: pg.Pool, rows: Array<Array<[TableSpec, VersionedRow[], boolean]>>): Promise<number> {
+  await pool.query('CHECKPOINT');
+  return timed(async () => {
+    for (const tables of rows) await bareInsert(pool, tables);
+  });
 }
 
 /** Applies every batch through a fresh PostgresSink, `inFlight` batches at once; returns seconds. */

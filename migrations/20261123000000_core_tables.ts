@@ -14,7 +14,8 @@ export async function up(knex: Knex): Promise<void> {
     t.text('version_id');
     t.specificType('last_updated', 'timestamptz');
     t.boolean('deleted').notNullable().defaultTo(false);
-    t.jsonb('resource');
+    // json, not jsonb: kept byte for byte as received, and cheaper to write (no binary conversion).
+    t.json('resource');
     // Optimistic concurrency: a writer changes a state only at the revision it read (compare-and-swap).
     t.bigInteger('revision').notNullable().defaultTo(1);
     t.specificType('applied_at', 'timestamptz').notNullable().defaultTo(knex.fn.now());

@@ -87,7 +87,7 @@ export async function writeStates(client: pg.ClientBase, states: StateWrite[]): 
     client,
     'fhir_rte.resource_state',
     `INSERT INTO fhir_rte.resource_state AS s (resource_type, resource_id, version_id, last_updated, deleted, resource, revision, applied_at)
-     SELECT x.t, x.i, x.v, x.lu, x.d, CASE WHEN json_typeof(r.doc) = 'null' THEN NULL ELSE r.doc::jsonb END, x.rev, now()
+     SELECT x.t, x.i, x.v, x.lu, x.d, CASE WHEN json_typeof(r.doc) = 'null' THEN NULL ELSE r.doc END, x.rev, now()
        FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::boolean[], $7::bigint[]) WITH ORDINALITY AS x(t, i, v, lu, d, rev, n)
        JOIN json_array_elements($6::json) WITH ORDINALITY AS r(doc, n) USING (n)
       ORDER BY x.n
