@@ -199,6 +199,8 @@ describe.skipIf(!brokersText)(`Kafka channel mode${why ? ` (skipped: ${why})` : 
 
       await eventually(() => allCommitted(groupId, topic), 'every partition committed after the outage', 120_000);
       expect(p.child.exitCode, 'the process kept running through the outage').toBeNull();
+      // Backpressure: past the stall limit the waiting transactions were let go and their partitions paused.
+      expect(p.logged('sink stalled'), p.output.slice(-3000)).toBeGreaterThan(0);
       await p.stop();
       await expectExact(db.url, workload, topic, groupId, [p]);
     } finally {

@@ -54,9 +54,16 @@ export function kafkaClasspath(): string {
   return classpath;
 }
 
-/** A Kafka cluster id: 16 random bytes, URL-safe base64 without padding, as `kafka-storage random-uuid` prints. */
+/**
+ * A Kafka cluster id: 16 random bytes, URL-safe base64 without padding, as `kafka-storage random-uuid`
+ * prints. Like Kafka's own Uuid.randomUuid, never one starting with '-', which the tool's argument parser
+ * would take for an option.
+ */
 function clusterId(): string {
-  return randomBytes(16).toString('base64url');
+  for (;;) {
+    const id = randomBytes(16).toString('base64url');
+    if (!id.startsWith('-')) return id;
+  }
 }
 
 export interface BrokerOptions {

@@ -4,6 +4,7 @@ import type { ApplyBatch, Source } from '../source.js';
 import { clientOptions, describeConnection } from './client-options.js';
 import { silentLog, type Log } from './log.js';
 import { partitionBatchHandler, type CommittedChunk } from './partition-batch.js';
+import { StallPauses } from './stall-pause.js';
 
 export interface KafkaSourceOptions {
   /** Events per sink transaction (config `batch.maxEvents`). */
@@ -12,6 +13,8 @@ export interface KafkaSourceOptions {
   /** How long a shutdown lets the transaction in flight finish before abandoning it uncommitted. */
   shutdownGraceMs?: number;
   onCommitted?: (chunk: CommittedChunk) => void;
+  /** A transaction pending this long is abandoned and its partition paused for a backoff (default 15 s). */
+  stallMs?: number;
   /** Called on every group join with this member's partitions (topic → partitions). */
   onAssigned?: (assignment: Record<string, number[]>) => void;
   /** kafkajs consumer settings beyond fhir-rte's configuration (tests shorten session timeouts). */
@@ -75,6 +78,7 @@ export class KafkaSource implements Source {
       ...this.options.consumer,
     });
     const abandon = new AbortController();
+    const stalls = new StallPauses(this.log);
     let grace: NodeJS.Timeout | undefined;
     let removeAbortListener = () => {};
     const ended = new Promise<void>((resolve, reject) => {
@@ -111,6 +115,8 @@ export class KafkaSource implements Source {
           maxEvents: this.options.maxEvents,
           abandon: abandon.signal,
           log: this.log,
+          stalls,
+          stallMs: this.options.stallMs,
           onCommitted: this.options.onCommitted,
         }),
       });
@@ -118,6 +124,7 @@ export class KafkaSource implements Source {
     } finally {
       // Waits for the batch in flight, then leaves the group so its partitions move at once rather than
       // after the session timeout.
+      stalls.clear();
       await disconnect(consumer, this.log);
       if (grace) clearTimeout(grace);
       removeAbortListener();

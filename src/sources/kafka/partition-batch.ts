@@ -6,6 +6,7 @@ import { whileHeartbeating } from './heartbeat.js';
 import type { Log } from './log.js';
 import { eventsFromRecord } from './message-events.js';
 import { commitWithRetry } from './commit.js';
+import { StalledError, type StallPauses } from './stall-pause.js';
 
 /** What one committed transaction covered; for metrics and the benchmark's latency. */
 export interface CommittedChunk {
@@ -28,6 +29,9 @@ export interface PartitionBatchOptions {
   abandon: AbortSignal;
   log: Log;
   heartbeatEveryMs?: number;
+  /** A transaction pending longer than this is abandoned and its partition paused (see stall-pause.ts). */
+  stallMs?: number;
+  stalls: StallPauses;
   onCommitted?: (chunk: CommittedChunk) => void;
 }
 
@@ -39,8 +43,9 @@ export interface PartitionBatchOptions {
  * most the chunk in flight, and the sink's version guard makes the replay change nothing.
  */
 export function partitionBatchHandler(options: PartitionBatchOptions): (payload: EachBatchPayload) => Promise<void> {
-  const { apply, maxEvents, abandon, log, onCommitted } = options;
+  const { apply, maxEvents, abandon, log, onCommitted, stalls } = options;
   const heartbeatEveryMs = options.heartbeatEveryMs ?? 1_000;
+  const stallMs = options.stallMs ?? 15_000;
 
   return async (payload) => {
     const { batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, isRunning, isStale } = payload;
@@ -50,9 +55,18 @@ export function partitionBatchHandler(options: PartitionBatchOptions): (payload:
       // Stopping, or the partition was revoked or seeked: leave the rest unresolved for its next owner.
       if (!isRunning() || isStale() || abandon.aborted) return;
       const chunk = nextChunk(topic, partition, messages, start, maxEvents);
-      const outcome = chunk.events.length
-        ? await whileHeartbeating(heartbeat, heartbeatEveryMs, abandon, (signal) => applyOrAbandon(apply, chunk.events, signal))
-        : { received: 0, applied: 0, stale: 0, deadLettered: 0 };
+      let outcome: BatchOutcome = { received: 0, applied: 0, stale: 0, deadLettered: 0 };
+      if (chunk.events.length) {
+        try {
+          outcome = await whileHeartbeating(heartbeat, heartbeatEveryMs, abandon, (signal) => applyWithin(stallMs, apply, chunk.events, signal));
+        } catch (err) {
+          if (!(err instanceof StalledError)) throw err;
+          // Unresolved, the chunk and the rest of the batch are fetched again after the resume.
+          stalls.pause(topic, partition, payload.pause, err);
+          return;
+        }
+        stalls.committed(topic, partition);
+      }
       start += chunk.records.length;
 
       // The last record of the fetched batch may be followed by control records (transactional producers);
@@ -95,6 +109,19 @@ function nextChunk(topic: string, partition: number, messages: KafkaMessage[], s
     for (const e of eventsFromRecord({ topic, partition, offset: m.offset, key: m.key ?? null, value: m.value }, receivedAt)) events.push(e);
   }
   return { records, events };
+}
+
+/** The sink's outcome, or a StalledError once `stallMs` passes without a commit. */
+async function applyWithin(stallMs: number, apply: ApplyBatch, events: ChangeEvent[], signal: AbortSignal): Promise<BatchOutcome> {
+  const stall = new AbortController();
+  const timer = setTimeout(() => stall.abort(new StalledError(stallMs)), stallMs);
+  try {
+    return await applyOrAbandon(apply, events, AbortSignal.any([signal, stall.signal]));
+  } catch (err) {
+    throw stall.signal.aborted && !signal.aborted ? stall.signal.reason : err;
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Resolves with the sink's outcome, or rejects when the signal aborts first (the sink may still finish; its commit is then a harmless duplicate). */

@@ -1,0 +1,53 @@
+import type { Log } from './log.js';
+
+/** A transaction that did not commit within the stall limit: the sink is waiting out a fault. */
+export class StalledError extends Error {
+  override readonly name = 'StalledError';
+  constructor(readonly afterMs: number) {
+    super(`the sink did not commit within ${afterMs} ms`);
+  }
+}
+
+/**
+ * Backpressure for a sink that stalls (database away, locked, or far slower than the stream). The sink
+ * retries transient faults forever, so a transaction would otherwise hold its partition's fetched records
+ * for the whole outage. Past the stall limit the transaction is abandoned uncommitted, the partition is
+ * paused in kafkajs (its fetches stop, its records are let go) and resumed after a backoff that doubles up
+ * to 30 s; kafkajs then fetches again from the last committed record. During a long outage every partition
+ * ends up paused: memory holds no records, the member keeps heartbeating from kafkajs's own loop, and a
+ * rebalance finds no batch in flight. The first transaction that commits resets the partition's backoff.
+ */
+export class StallPauses {
+  private readonly delays = new Map<string, number>();
+  private readonly timers = new Set<NodeJS.Timeout>();
+
+  constructor(
+    private readonly log: Log,
+    private readonly firstDelayMs = 1_000,
+    private readonly maxDelayMs = 30_000,
+  ) {}
+
+  /** Pauses the partition with kafkajs's `pause()` (which returns its resume) and schedules the resume. */
+  pause(topic: string, partition: number, pause: () => () => void, err: StalledError): void {
+    const key = `${topic}|${partition}`;
+    const delay = this.delays.get(key) ?? this.firstDelayMs;
+    this.delays.set(key, Math.min(delay * 2, this.maxDelayMs));
+    const resume = pause();
+    this.log.warn({ topic, partition, resumeInMs: delay, error: err.message }, 'sink stalled: partition paused, its batch let go uncommitted');
+    const timer = setTimeout(() => {
+      this.timers.delete(timer);
+      resume();
+    }, delay);
+    this.timers.add(timer);
+  }
+
+  committed(topic: string, partition: number): void {
+    this.delays.delete(`${topic}|${partition}`);
+  }
+
+  /** On shutdown: no resume may fire into a disconnected consumer. */
+  clear(): void {
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+  }
+}
