@@ -41,6 +41,7 @@ describe('fhir-rte load with the example transformers', () => {
     expect(await count('SELECT count(*) AS n FROM patient')).toBe(ofType('Patient').length);
     expect(await count('SELECT count(*) AS n FROM patient_name')).toBe(ofType('Patient').flatMap((p) => p.name ?? []).length);
     expect(await count('SELECT count(*) AS n FROM patient_address')).toBe(ofType('Patient').flatMap((p) => p.address ?? []).length);
+    expect(await count('SELECT count(*) AS n FROM patient_telecom')).toBe(ofType('Patient').flatMap((p) => p.telecom ?? []).length);
     expect(await count('SELECT count(*) AS n FROM encounter')).toBe(ofType('Encounter').length);
     expect(await count('SELECT count(*) AS n FROM condition')).toBe(ofType('Condition').length);
 

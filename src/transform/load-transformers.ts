@@ -4,6 +4,7 @@ import { ConfigError } from '../config/config-error.js';
 import { readStructuredFile } from '../config/read-file.js';
 import { isRulesFile, loadRules } from './rules/load-rules.js';
 import type { Transformer } from './transformer.js';
+import { isViewDefinition, loadViewDefinition } from './viewdef/view-transformer.js';
 
 /** A transformer file format: rules (Smile CDR style) or a SQL-on-FHIR ViewDefinition. */
 export interface TransformerFormat {
@@ -12,7 +13,10 @@ export interface TransformerFormat {
   load(json: unknown, file: string): Transformer[];
 }
 
-export const formats: TransformerFormat[] = [{ name: 'rules', accepts: isRulesFile, load: loadRules }];
+export const formats: TransformerFormat[] = [
+  { name: 'rules', accepts: isRulesFile, load: loadRules },
+  { name: 'view', accepts: isViewDefinition, load: (json, file) => [loadViewDefinition(json, file)] },
+];
 
 /**
  * Loads every .json/.yaml/.yml file below `dir` (sorted, so the table order is stable), compiles each with
