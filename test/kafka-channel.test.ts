@@ -91,7 +91,7 @@ describe.skipIf(!brokersText)(`Kafka channel mode${why ? ` (skipped: ${why})` : 
     const databaseUrl = await freshDatabase('kc');
     const topic = uniqueName('channel-kill');
     const groupId = uniqueName('g');
-    const workload = buildWorkload({ patients: 1500, observations: 1500, partitions: PARTITIONS, seed: 2 });
+    const workload = buildWorkload({ patients: 2500, observations: 2500, partitions: PARTITIONS, seed: 2 });
     await createTopic(kafka, topic, PARTITIONS);
     await produceWorkload(kafka, topic, workload.records);
 
