@@ -1,6 +1,7 @@
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import pg from 'pg';
 import type { Logger } from 'pino';
 
@@ -17,7 +18,8 @@ const DATABASE = 'fhir_rte';
  * it runs the server as the `postgres` user, creating it when missing, because Postgres refuses root.
  */
 export async function startEmbedded(dataDir: string, preferredPort: number, logger: Logger): Promise<EmbeddedDatabase> {
-  const pgdata = join(dataDir, 'pgdata');
+  mkdirSync(dataDir, { recursive: true });
+  const pgdata = serverDataDir(dataDir, logger);
   const running = runningServer(pgdata);
   if (running) {
     // Another fhir-rte (say `demo --serve`) owns this data directory: share its server, leave it running.
@@ -25,7 +27,6 @@ export async function startEmbedded(dataDir: string, preferredPort: number, logg
     await ensureDatabase(`postgres://postgres@127.0.0.1:${running.port}/postgres`);
     return { url: `postgres://postgres@127.0.0.1:${running.port}/${DATABASE}`, stop: async () => {} };
   }
-  mkdirSync(dataDir, { recursive: true });
   const port = (await isFree(preferredPort)) ? preferredPort : await anyFreePort();
   const EmbeddedPostgres = await importEmbeddedPostgres();
   const output: string[] = [];
@@ -63,6 +64,29 @@ export async function startEmbedded(dataDir: string, preferredPort: number, logg
       await server.stop();
     },
   };
+}
+
+/**
+ * Where the server keeps its files: `<dataDir>/pgdata`, unless fhir-rte runs as root in a directory the
+ * `postgres` user cannot enter (a project under /root, say). Then the files live under /var/tmp/fhir-rte
+ * (kept across reboots), and `<dataDir>/pgdata-location` says where.
+ */
+function serverDataDir(dataDir: string, logger: Logger): string {
+  const local = join(dataDir, 'pgdata');
+  if (process.getuid?.() !== 0 || othersCanEnter(resolve(dataDir))) return local;
+  const id = createHash('sha1').update(resolve(dataDir)).digest('hex').slice(0, 12);
+  const elsewhere = join('/var/tmp', 'fhir-rte', id, 'pgdata');
+  mkdirSync(dirname(elsewhere), { recursive: true, mode: 0o755 });
+  writeFileSync(join(dataDir, 'pgdata-location'), `${elsewhere}\n`);
+  logger.info({ dataDir: elsewhere }, 'the postgres user cannot enter the data directory; keeping the server files elsewhere');
+  return elsewhere;
+}
+
+function othersCanEnter(dir: string): boolean {
+  for (let d = dir; ; d = dirname(d)) {
+    if ((statSync(d).mode & 0o001) === 0) return false;
+    if (d === dirname(d)) return true;
+  }
 }
 
 /** The server a live postmaster.pid names: its first line is the pid, its fourth the port. */

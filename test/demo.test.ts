@@ -1,0 +1,55 @@
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { expect, it } from 'vitest';
+import { cli } from './support/cli.js';
+import { freePort } from './support/free-port.js';
+
+const EXAMPLES = join(import.meta.dirname, '..', 'transformers');
+
+/** A working directory with a config that puts the embedded Postgres in it, on a free port. */
+async function project(mode: number): Promise<{ dir: string; config: string }> {
+  const dir = mkdtempSync(join(tmpdir(), 'fhir-rte-demo-'));
+  chmodSync(dir, mode);
+  const config = join(dir, 'fhir-rte.yaml');
+  writeFileSync(config, `embedded:\n  dataDir: ${join(dir, '.fhir-rte')}\n  port: ${await freePort()}\ntransformers: ${EXAMPLES}\n`);
+  return { dir, config };
+}
+
+it('demo runs on the embedded Postgres with no database configured, and a rerun finds everything stale', async () => {
+  const { dir, config } = await project(0o755);
+  try {
+    const first = await cli(['demo', '--patients', '25', '-c', config], { DATABASE_URL: '' });
+    expect(first.stderr).toMatch(/embedded Postgres at postgres:\/\/postgres@127\.0\.0\.1:\d+\/fhir_rte/);
+    expect(first.code).toBe(0);
+    expect(first.stdout).toMatch(/Generated 25 synthetic patients: (\d+) resources/);
+    const [, resources] = /: (\d+) resources, then (\d+) updates and (\d+) deletes/.exec(first.stdout)!;
+    expect(first.stdout).toMatch(/Loaded in [\d.]+s: \d+ received, \d+ applied, 0 stale \(already there\), 0 dead-lettered/);
+    expect(first.stdout).toMatch(/public\.patient\s+25\s+0/);
+    expect(first.stdout).toMatch(/public\.patient_history\s+\d+/);
+    expect(first.stdout).toContain('city');
+    expect(first.stdout).toContain('avg_systolic_mmhg');
+    expect(Number(resources)).toBeGreaterThan(100);
+    expect(existsSync(join(dir, '.fhir-rte', 'pgdata', 'PG_VERSION'))).toBe(true);
+
+    const second = await cli(['demo', '--patients', '25', '-c', config], { DATABASE_URL: '' });
+    expect(second.code).toBe(0);
+    expect(second.stdout).toMatch(/Loaded in [\d.]+s: (\d+) received, 0 applied, \1 stale/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+it.runIf(process.getuid?.() === 0)('as root in a directory the postgres user cannot enter, the server files live under /var/tmp', async () => {
+  const { dir, config } = await project(0o700);
+  try {
+    const run = await cli(['demo', '--patients', '5', '-c', config], { DATABASE_URL: '' });
+    expect(run.code).toBe(0);
+    const location = readFileSync(join(dir, '.fhir-rte', 'pgdata-location'), 'utf8').trim();
+    expect(location).toMatch(/^\/var\/tmp\/fhir-rte\/[0-9a-f]{12}\/pgdata$/);
+    expect(existsSync(join(location, 'PG_VERSION'))).toBe(true);
+    rmSync(dirname(location), { recursive: true, force: true });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

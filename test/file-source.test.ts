@@ -1,0 +1,64 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { addOutcome, emptyOutcome } from '../src/sink/sink.js';
+import { FileSource } from '../src/sources/backfill/file-source.js';
+import { freshDatabase } from './support/database.js';
+import { patient } from './support/events.js';
+import { openTestSink, transformerDir, type TestSink } from './support/sink.js';
+
+const RULES = `transformers:\n  - resourceType: Patient\n    tableName: patient\n    columns:\n      - { columnName: gender, fhirPath: Patient.gender, columnType: STRING }\n`;
+
+let t: TestSink;
+let dir: string;
+beforeAll(async () => {
+  t = await openTestSink(await freshDatabase('files'), transformerDir({ 'p.yaml': RULES }));
+  dir = mkdtempSync(join(tmpdir(), 'fhir-rte-files-'));
+  const lines = [JSON.stringify(patient('gz-1', 1)), '', '{"resourceType": "Patient", "id": ', JSON.stringify(patient('gz-2', 1))];
+  writeFileSync(join(dir, 'a.ndjson.gz'), gzipSync(lines.join('\n') + '\n'));
+  writeFileSync(
+    join(dir, 'b.json'),
+    JSON.stringify({
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [
+        { resource: patient('gz-1', 2), request: { method: 'PUT', url: 'Patient/gz-1' } },
+        { fullUrl: 'urn:uuid:x', resource: { resourceType: 'Patient', gender: 'other' }, request: { method: 'POST', url: 'Patient' } },
+        { request: { method: 'DELETE', url: 'Patient/gz-2' } },
+        { request: { method: 'PATCH', url: 'Patient/gz-1' }, resource: { resourceType: 'Binary' } },
+      ],
+    }),
+  );
+  writeFileSync(
+    join(dir, 'c.json'),
+    JSON.stringify({
+      resourceType: 'Bundle',
+      type: 'history',
+      entry: [
+        { request: { method: 'DELETE', url: 'Patient/gz-1' }, response: { status: '204', etag: 'W/"3"' } },
+        { resource: patient('hist', 1), request: { method: 'PUT', url: 'Patient/hist' }, response: { status: '200', etag: 'W/"1"' } },
+      ],
+    }),
+  );
+});
+afterAll(() => t?.close());
+
+it('reads .ndjson.gz and Bundle files; every input is applied, stale or dead-lettered with file, line and entry', async () => {
+  const totals = emptyOutcome();
+  await new FileSource([dir], 2).run(async (batch) => addOutcome(totals, await t.sink.apply(batch)), new AbortController().signal);
+  expect(totals).toEqual({ received: 9, applied: 6, stale: 0, deadLettered: 3 });
+  const rows = await t.rows(`SELECT source_resource_id, version, gender, deleted_at IS NOT NULL AS deleted FROM patient ORDER BY 1`);
+  expect(rows).toEqual([
+    { source_resource_id: 'Patient/gz-1', version: '3', gender: 'male', deleted: true },
+    { source_resource_id: 'Patient/gz-2', version: null, gender: 'female', deleted: true }, // an unversioned DELETE
+    { source_resource_id: 'Patient/hist', version: '1', gender: 'female', deleted: false },
+  ]);
+  const letters = await t.rows(`SELECT source, error_class, error_message FROM fhir_rte.dead_letter ORDER BY id`);
+  expect(letters).toEqual([
+    { source: `file ${join(dir, 'a.ndjson.gz')}:3`, error_class: 'InvalidJson', error_message: expect.stringContaining('not valid JSON') },
+    { source: `file ${join(dir, 'b.json')}:1 entry 1`, error_class: 'NotAFhirResource', error_message: 'Patient has no "id"' },
+    { source: `file ${join(dir, 'b.json')}:1 entry 3`, error_class: 'UnsupportedOperation', error_message: 'Bundle entry: request.method PATCH is not a create, update or delete' },
+  ]);
+});
