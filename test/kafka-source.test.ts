@@ -122,6 +122,38 @@ describe.skipIf(!brokers)(`Kafka source${why ? ` (skipped: ${why})` : ''}`, () =
     expect([...seen.values()].flat()).toHaveLength(200);
   });
 
+  it('still makes progress when the sink is slow rather than away: smaller transactions, longer limits', async () => {
+    const topic = uniqueName('src-slow');
+    const groupId = uniqueName('g');
+    await createTopic(kafka, topic, 1);
+    await produce(kafka, topic, Array.from({ length: 120 }, (_, i) => ({ key: `Patient/w${i}`, value: JSON.stringify({ resourceType: 'Patient', id: `w${i}` }) })));
+
+    // 25 ms an event: the first transaction (120 events, 3 s) outlasts the 1 s stall limit, a later, smaller one does not.
+    const applied: number[] = [];
+    let abandoned = 0;
+    const apply = async (batch: ChangeEvent[], signal?: AbortSignal): Promise<BatchOutcome> => {
+      const until = Date.now() + batch.length * 25;
+      while (Date.now() < until) {
+        if (signal?.aborted) {
+          abandoned += 1;
+          throw signal.reason;
+        }
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      applied.push(batch.length);
+      return { received: batch.length, applied: batch.length, stale: 0, deadLettered: 0 };
+    };
+    const stop = new AbortController();
+    stops.push(stop);
+    const running = new KafkaSource(config(topic, groupId), { maxEvents: 1000, stallMs: 1_000 }).run(apply, stop.signal);
+    const ends = await endOffsets(kafka, topic);
+    await eventually(async () => (await committedOffsets(kafka, groupId, topic)).get(0) === ends.get(0), 'the slow partition committed to its end', 60_000);
+    stop.abort();
+    await running;
+    expect(abandoned).toBeGreaterThan(0);
+    expect(applied.reduce((a, b) => a + b, 0)).toBe(120);
+  });
+
   it('heartbeats while a transaction waits longer than the session timeout, so no rebalance replays it', async () => {
     const topic = uniqueName('src-stall');
     const groupId = uniqueName('g');

@@ -54,11 +54,12 @@ export function partitionBatchHandler(options: PartitionBatchOptions): (payload:
     while (start < messages.length) {
       // Stopping, or the partition was revoked or seeked: leave the rest unresolved for its next owner.
       if (!isRunning() || isStale() || abandon.aborted) return;
-      const chunk = nextChunk(topic, partition, messages, start, maxEvents);
+      const chunk = nextChunk(topic, partition, messages, start, stalls.maxEvents(topic, partition, maxEvents));
+      const limitMs = stalls.limitMs(topic, partition, stallMs);
       let outcome: BatchOutcome = { received: 0, applied: 0, stale: 0, deadLettered: 0 };
       if (chunk.events.length) {
         try {
-          outcome = await whileHeartbeating(heartbeat, heartbeatEveryMs, abandon, (signal) => applyWithin(stallMs, apply, chunk.events, signal));
+          outcome = await whileHeartbeating(heartbeat, heartbeatEveryMs, abandon, (signal) => applyWithin(limitMs, apply, chunk.events, signal));
         } catch (err) {
           if (!(err instanceof StalledError)) throw err;
           // Unresolved, the chunk and the rest of the batch are fetched again after the resume.

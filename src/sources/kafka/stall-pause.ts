@@ -16,9 +16,14 @@ export class StalledError extends Error {
  * to 30 s; kafkajs then fetches again from the last committed record. During a long outage every partition
  * ends up paused: memory holds no records, the member keeps heartbeating from kafkajs's own loop, and a
  * rebalance finds no batch in flight. The first transaction that commits resets the partition's backoff.
+ *
+ * A sink that is merely slow (huge resources, a busy database) must still make progress, so every stall in
+ * a row also doubles the partition's stall limit (up to 16 times the first) and halves its transaction
+ * (down to one record): the attempts grow longer and smaller until one commits.
  */
 export class StallPauses {
   private readonly delays = new Map<string, number>();
+  private readonly streaks = new Map<string, number>();
   private readonly timers = new Set<NodeJS.Timeout>();
 
   constructor(
@@ -32,6 +37,7 @@ export class StallPauses {
     const key = `${topic}|${partition}`;
     const delay = this.delays.get(key) ?? this.firstDelayMs;
     this.delays.set(key, Math.min(delay * 2, this.maxDelayMs));
+    this.streaks.set(key, (this.streaks.get(key) ?? 0) + 1);
     const resume = pause();
     this.log.warn({ topic, partition, resumeInMs: delay, error: err.message }, 'sink stalled: partition paused, its batch let go uncommitted');
     const timer = setTimeout(() => {
@@ -43,6 +49,17 @@ export class StallPauses {
 
   committed(topic: string, partition: number): void {
     this.delays.delete(`${topic}|${partition}`);
+    this.streaks.delete(`${topic}|${partition}`);
+  }
+
+  /** The stall limit for the partition's next transaction: doubled for every stall in a row, at most 16 times. */
+  limitMs(topic: string, partition: number, baseMs: number): number {
+    return baseMs * 2 ** Math.min(4, this.streaks.get(`${topic}|${partition}`) ?? 0);
+  }
+
+  /** Events for the partition's next transaction: halved for every stall in a row, at least one record. */
+  maxEvents(topic: string, partition: number, base: number): number {
+    return Math.max(1, base >> Math.min(30, this.streaks.get(`${topic}|${partition}`) ?? 0));
   }
 
   /** On shutdown: no resume may fire into a disconnected consumer. */
