@@ -154,6 +154,27 @@ describe.skipIf(!brokers)(`Kafka source${why ? ` (skipped: ${why})` : ''}`, () =
     expect(applied.reduce((a, b) => a + b, 0)).toBe(120);
   });
 
+  it('follows a topicPattern: consumes the matching topics and picks up one created later', async () => {
+    const prefix = uniqueName('pat');
+    const groupId = uniqueName('g');
+    await createTopic(kafka, `${prefix}-a`, 2);
+    await createTopic(kafka, `${uniqueName('other')}`, 1);
+    await produce(kafka, `${prefix}-a`, Array.from({ length: 20 }, (_, i) => ({ key: `Patient/a${i}`, value: JSON.stringify({ resourceType: 'Patient', id: `a${i}` }) })));
+    const { apply, events } = recorder();
+    const stop = new AbortController();
+    stops.push(stop);
+    const source = new KafkaSource({ ...config('unused', groupId), topics: undefined, topicPattern: `^${prefix}-` }, { maxEvents: 100, topicRefreshMs: 500 });
+    const running = source.run(apply, stop.signal);
+    await eventually(() => events.length === 20, 'the first topic consumed', 60_000);
+
+    await createTopic(kafka, `${prefix}-b`, 1);
+    await produce(kafka, `${prefix}-b`, Array.from({ length: 5 }, (_, i) => ({ key: `Patient/b${i}`, value: JSON.stringify({ resourceType: 'Patient', id: `b${i}` }) })));
+    await eventually(async () => (await committedOffsets(kafka, groupId, `${prefix}-b`)).get(0) === '5', 'the new topic consumed and committed', 60_000);
+    stop.abort();
+    await running;
+    expect(events.map((e) => (e.origin as { topic: string }).topic).sort()).toEqual([...Array(20).fill(`${prefix}-a`), ...Array(5).fill(`${prefix}-b`)]);
+  });
+
   it('heartbeats while a transaction waits longer than the session timeout, so no rebalance replays it', async () => {
     const topic = uniqueName('src-stall');
     const groupId = uniqueName('g');

@@ -1,10 +1,11 @@
-import { Kafka, type Consumer, type ConsumerConfig } from 'kafkajs';
+import { Kafka, type Admin, type Consumer, type ConsumerConfig } from 'kafkajs';
 import type { KafkaConfig } from '../../config/config.js';
 import type { ApplyBatch, Source } from '../source.js';
 import { clientOptions, describeConnection } from './client-options.js';
 import { silentLog, type Log } from './log.js';
 import { partitionBatchHandler, type CommittedChunk } from './partition-batch.js';
 import { StallPauses } from './stall-pause.js';
+import { awaitMatchingTopics, watchForNewTopics } from './topic-watch.js';
 
 export interface KafkaSourceOptions {
   /** Events per sink transaction (config `batch.maxEvents`). */
@@ -15,6 +16,8 @@ export interface KafkaSourceOptions {
   onCommitted?: (chunk: CommittedChunk) => void;
   /** A transaction pending this long is abandoned and its partition paused for a backoff (default 15 s). */
   stallMs?: number;
+  /** With topicPattern: how often to look for new matching topics (default 30 s). */
+  topicRefreshMs?: number;
   /** Called on every group join with this member's partitions (topic → partitions). */
   onAssigned?: (assignment: Record<string, number[]>) => void;
   /** kafkajs consumer settings beyond fhir-rte's configuration (tests shorten session timeouts). */
@@ -25,6 +28,8 @@ export interface KafkaSourceOptions {
  * Channel mode: consumes change events from Kafka in a consumer group and applies them through the sink.
  * Several fhir-rte processes with one group id share the partitions; Kafka moves a partition to another
  * member when one leaves or dies, and that member resumes from the last committed offset.
+ *
+ * Topics: the configured list, or the topics matching `topicPattern`, watched for new ones (topic-watch.ts).
  *
  * Supervision: kafkajs restarts its consumer after a retriable crash (broker away, coordinator moved). A
  * crash it will not restart, or a failed start (broker down at boot), ends the session; `run` then starts a
@@ -47,7 +52,8 @@ export class KafkaSource implements Source {
     while (!signal.aborted) {
       const started = Date.now();
       try {
-        await this.session(apply, signal);
+        // A session that ends for new topics is followed at once by one that subscribes to them.
+        if ((await this.session(apply, signal)) === 'topics-changed') continue;
       } catch (err) {
         this.log.error({ error: (err as Error).message, retryInMs: delay }, 'kafka consumer stopped; starting a new one');
       }
@@ -60,9 +66,10 @@ export class KafkaSource implements Source {
     this.log.info({}, 'kafka source stopped');
   }
 
-  /** One client and consumer, from connect to disconnect. Resolves on shutdown, rejects when the consumer gave up. */
-  private async session(apply: ApplyBatch, signal: AbortSignal): Promise<void> {
+  /** One client and consumer, from connect to disconnect. Resolves on shutdown or new topics, rejects when the consumer gave up. */
+  private async session(apply: ApplyBatch, signal: AbortSignal): Promise<SessionEnd> {
     const kafka = new Kafka(clientOptions(this.config, this.log));
+    const admin = kafka.admin();
     const consumer = kafka.consumer({
       groupId: this.config.groupId,
       sessionTimeout: this.config.sessionTimeoutMs,
@@ -81,7 +88,10 @@ export class KafkaSource implements Source {
     const stalls = new StallPauses(this.log);
     let grace: NodeJS.Timeout | undefined;
     let removeAbortListener = () => {};
-    const ended = new Promise<void>((resolve, reject) => {
+    let stopWatching = () => {};
+    let endFor: (reason: SessionEnd) => void = () => {};
+    const ended = new Promise<SessionEnd>((resolve, reject) => {
+      endFor = resolve;
       consumer.on(consumer.events.CRASH, ({ payload }) => {
         if (!payload.restart) reject(payload.error);
         else this.log.warn({ error: payload.error.message }, 'kafka consumer crashed; kafkajs restarts it');
@@ -90,7 +100,7 @@ export class KafkaSource implements Source {
         // Let the transaction in flight finish (then it is committed), but not forever: a database that is
         // away would hold shutdown hostage. Past the grace period it is abandoned, its offsets uncommitted.
         grace = setTimeout(() => abandon.abort(new Error('shutdown: transaction abandoned')), this.options.shutdownGraceMs ?? 10_000);
-        resolve();
+        resolve('shutdown');
       };
       if (signal.aborted) onAbort();
       else signal.addEventListener('abort', onAbort, { once: true });
@@ -104,8 +114,10 @@ export class KafkaSource implements Source {
     });
 
     try {
+      const topics = await this.topics(admin, signal);
+      if (!topics.length) return 'shutdown';
       await consumer.connect();
-      await consumer.subscribe({ topics: this.topics(), fromBeginning: this.config.fromBeginning });
+      await consumer.subscribe({ topics, fromBeginning: this.config.fromBeginning });
       await consumer.run({
         autoCommit: false,
         eachBatchAutoResolve: false,
@@ -120,22 +132,34 @@ export class KafkaSource implements Source {
           onCommitted: this.options.onCommitted,
         }),
       });
-      await ended;
+      if (this.config.topicPattern) {
+        stopWatching = watchForNewTopics(admin, new RegExp(this.config.topicPattern), topics, this.options.topicRefreshMs ?? 30_000, (added) => {
+          this.log.info({ added }, 'new topics match topicPattern; resubscribing');
+          endFor('topics-changed');
+        }, this.log);
+      }
+      return await ended;
     } finally {
+      stopWatching();
       // Waits for the batch in flight, then leaves the group so its partitions move at once rather than
       // after the session timeout.
       stalls.clear();
       await disconnect(consumer, this.log);
       if (grace) clearTimeout(grace);
       removeAbortListener();
+      await admin.disconnect().catch(() => {});
     }
   }
 
-  private topics(): Array<string | RegExp> {
-    if (this.config.topicPattern) return [new RegExp(this.config.topicPattern)];
-    return this.config.topics ?? [];
+  /** The configured topics, or those matching topicPattern now (waiting until one does). */
+  private async topics(admin: Admin, signal: AbortSignal): Promise<string[]> {
+    if (!this.config.topicPattern) return this.config.topics ?? [];
+    await admin.connect();
+    return awaitMatchingTopics(admin, new RegExp(this.config.topicPattern), this.options.topicRefreshMs ?? 30_000, signal, this.log);
   }
 }
+
+type SessionEnd = 'shutdown' | 'topics-changed';
 
 async function disconnect(consumer: Consumer, log: Log): Promise<void> {
   try {
