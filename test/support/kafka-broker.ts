@@ -67,14 +67,24 @@ function clusterId(): string {
 }
 
 export interface BrokerOptions {
-  /** Default partitions of auto-created topics (tests create theirs explicitly). */
   heapMb?: number;
+  /**
+   * Adds two secured listeners beside PLAINTEXT: SASL_PLAINTEXT (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, for
+   * these users) and SSL requiring a client certificate signed by `tls.caFile`.
+   */
+  secure?: { users: Record<string, string>; tls: { caFile: string; keystoreFile: string } };
 }
 
-export async function startKafkaBroker(options: BrokerOptions = {}): Promise<TestKafka> {
+export interface SecureListeners {
+  sasl: string[];
+  ssl: string[];
+}
+
+export async function startKafkaBroker(options: BrokerOptions = {}): Promise<TestKafka & { secure?: SecureListeners }> {
   const classpath = kafkaClasspath();
   const dir = mkdtempSync(join(tmpdir(), 'fhir-rte-kafka-'));
   const [port, controllerPort] = [await freePort(), await freePort()];
+  const secure = options.secure ? { sasl: await freePort(), ssl: await freePort(), ...options.secure } : undefined;
   const dataDir = join(dir, 'data');
   mkdirSync(dataDir);
   const properties = join(dir, 'server.properties');
@@ -84,10 +94,11 @@ export async function startKafkaBroker(options: BrokerOptions = {}): Promise<Tes
       'process.roles=broker,controller',
       'node.id=1',
       `controller.quorum.voters=1@127.0.0.1:${controllerPort}`,
-      `listeners=PLAINTEXT://127.0.0.1:${port},CONTROLLER://127.0.0.1:${controllerPort}`,
-      `advertised.listeners=PLAINTEXT://127.0.0.1:${port}`,
+      `listeners=PLAINTEXT://127.0.0.1:${port},CONTROLLER://127.0.0.1:${controllerPort}${secure ? `,SASL_PLAINTEXT://127.0.0.1:${secure.sasl},SSL://127.0.0.1:${secure.ssl}` : ''}`,
+      `advertised.listeners=PLAINTEXT://127.0.0.1:${port}${secure ? `,SASL_PLAINTEXT://127.0.0.1:${secure.sasl},SSL://127.0.0.1:${secure.ssl}` : ''}`,
       'controller.listener.names=CONTROLLER',
-      'listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT',
+      `listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT${secure ? ',SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL' : ''}`,
+      ...(secure ? secureProperties(secure) : []),
       'inter.broker.listener.name=PLAINTEXT',
       `log.dirs=${dataDir}`,
       'num.partitions=1',
@@ -132,7 +143,11 @@ export async function startKafkaBroker(options: BrokerOptions = {}): Promise<Tes
     classpath,
   ];
 
-  const format = spawnSync('java', [...jvm, 'kafka.tools.StorageTool', 'format', '-t', clusterId(), '-c', properties], { encoding: 'utf8', timeout: 120_000 });
+  // SCRAM credentials live in the KRaft metadata log: they are written when the storage is formatted.
+  const scram = Object.entries(secure?.users ?? {}).flatMap(([name, password]) =>
+    ['SCRAM-SHA-256', 'SCRAM-SHA-512'].flatMap((m) => ['--add-scram', `${m}=[name=${name},password=${password}]`]),
+  );
+  const format = spawnSync('java', [...jvm, 'kafka.tools.StorageTool', 'format', '-t', clusterId(), '-c', properties, ...scram], { encoding: 'utf8', timeout: 120_000 });
   if (format.error) throw new Error(`cannot run java to format the Kafka storage: ${format.error.message}`);
   if (format.status !== 0) throw new Error(`kafka StorageTool format failed (exit ${format.status}):\n${format.stdout}\n${format.stderr}`);
 
@@ -169,6 +184,7 @@ export async function startKafkaBroker(options: BrokerOptions = {}): Promise<Tes
     throw err;
   }
   return {
+    secure: secure ? { sasl: [`127.0.0.1:${secure.sasl}`], ssl: [`127.0.0.1:${secure.ssl}`] } : undefined,
     brokers: [`127.0.0.1:${port}`],
     port,
     logFile,
@@ -182,6 +198,24 @@ export async function startKafkaBroker(options: BrokerOptions = {}): Promise<Tes
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+function secureProperties(secure: NonNullable<BrokerOptions['secure']>): string[] {
+  const plainUsers = Object.entries(secure.users)
+    .map(([name, password]) => `user_${name}="${password}"`)
+    .join(' ');
+  return [
+    'sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512',
+    `listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required ${plainUsers};`,
+    'listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;',
+    'listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;',
+    // PEM files (KIP-651): the broker's key and certificate in one file, the CA that signs client certificates.
+    'listener.name.ssl.ssl.keystore.type=PEM',
+    `listener.name.ssl.ssl.keystore.location=${secure.tls.keystoreFile}`,
+    'listener.name.ssl.ssl.truststore.type=PEM',
+    `listener.name.ssl.ssl.truststore.location=${secure.tls.caFile}`,
+    'listener.name.ssl.ssl.client.auth=required',
+  ];
 }
 
 /** Ready when the broker answers metadata and can create and remove a topic (the controller is active). */
