@@ -5,6 +5,7 @@ import { clientOptions, describeConnection } from './client-options.js';
 import { silentLog, type Log } from './log.js';
 import { partitionBatchHandler, type CommittedChunk } from './partition-batch.js';
 import { StallPauses } from './stall-pause.js';
+import { sessionEnding, type SessionEnd } from './session-end.js';
 import { awaitMatchingTopics, watchForNewTopics } from './topic-watch.js';
 
 export interface KafkaSourceOptions {
@@ -86,28 +87,8 @@ export class KafkaSource implements Source {
     });
     const abandon = new AbortController();
     const stalls = new StallPauses(this.log);
-    let grace: NodeJS.Timeout | undefined;
-    let removeAbortListener = () => {};
+    const ending = sessionEnding(consumer, signal, this.options.shutdownGraceMs ?? 10_000, abandon, this.log);
     let stopWatching = () => {};
-    let endFor: (reason: SessionEnd) => void = () => {};
-    const ended = new Promise<SessionEnd>((resolve, reject) => {
-      endFor = resolve;
-      consumer.on(consumer.events.CRASH, ({ payload }) => {
-        if (!payload.restart) reject(payload.error);
-        else this.log.warn({ error: payload.error.message }, 'kafka consumer crashed; kafkajs restarts it');
-      });
-      const onAbort = () => {
-        // Let the transaction in flight finish (then it is committed), but not forever: a database that is
-        // away would hold shutdown hostage. Past the grace period it is abandoned, its offsets uncommitted.
-        grace = setTimeout(() => abandon.abort(new Error('shutdown: transaction abandoned')), this.options.shutdownGraceMs ?? 10_000);
-        resolve('shutdown');
-      };
-      if (signal.aborted) onAbort();
-      else signal.addEventListener('abort', onAbort, { once: true });
-      removeAbortListener = () => signal.removeEventListener('abort', onAbort);
-    });
-    // A crash before `ended` is awaited (during connect) must not become an unhandled rejection.
-    ended.catch(() => {});
     consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
       this.log.info({ memberId: payload.memberId, assignment: payload.memberAssignment }, 'joined consumer group');
       this.options.onAssigned?.(payload.memberAssignment);
@@ -135,18 +116,17 @@ export class KafkaSource implements Source {
       if (this.config.topicPattern) {
         stopWatching = watchForNewTopics(admin, new RegExp(this.config.topicPattern), topics, this.options.topicRefreshMs ?? 30_000, (added) => {
           this.log.info({ added }, 'new topics match topicPattern; resubscribing');
-          endFor('topics-changed');
+          ending.end('topics-changed');
         }, this.log);
       }
-      return await ended;
+      return await ending.ended;
     } finally {
       stopWatching();
       // Waits for the batch in flight, then leaves the group so its partitions move at once rather than
       // after the session timeout.
       stalls.clear();
       await disconnect(consumer, this.log);
-      if (grace) clearTimeout(grace);
-      removeAbortListener();
+      ending.dispose();
       await admin.disconnect().catch(() => {});
     }
   }
@@ -158,8 +138,6 @@ export class KafkaSource implements Source {
     return awaitMatchingTopics(admin, new RegExp(this.config.topicPattern), this.options.topicRefreshMs ?? 30_000, signal, this.log);
   }
 }
-
-type SessionEnd = 'shutdown' | 'topics-changed';
 
 async function disconnect(consumer: Consumer, log: Log): Promise<void> {
   try {
