@@ -32,6 +32,17 @@ describe.skipIf(!brokersText)(`Kafka channel mode${why ? ` (skipped: ${why})` : 
     return p;
   }
 
+  async function groupMembers(groupId: string): Promise<string[]> {
+    const admin = kafka.admin();
+    await admin.connect();
+    try {
+      const { groups } = await admin.describeGroups([groupId]);
+      return groups[0]?.members.map((m) => m.memberId) ?? [];
+    } finally {
+      await admin.disconnect();
+    }
+  }
+
   async function committedCount(groupId: string, topic: string): Promise<number> {
     const committed = await committedOffsets(kafka, groupId, topic);
     return [...committed.values()].reduce((n, o) => n + Math.max(0, Number(o)), 0);
@@ -130,8 +141,13 @@ describe.skipIf(!brokersText)(`Kafka channel mode${why ? ` (skipped: ${why})` : 
     // Stop one while the stream flows: it finishes or abandons its batch, leaves the group, exits.
     const producing = produceWorkload(kafka, topic, during);
     await new Promise((r) => setTimeout(r, 200));
+    const memberA = latestMemberId(a);
     const exit = await a.stop();
     expect(exit.code, a.output.slice(-3000)).toBe(0);
+    const exitedAt = Date.now();
+    // It left the group (rather than being dropped when its 10 s session ran out).
+    await eventually(async () => !(await groupMembers(groupId)).includes(memberA!), 'the stopped member gone from the group', 5_000, 100);
+    expect(Date.now() - exitedAt).toBeLessThan(10_000);
     await producing;
     // Records that only the remaining process can apply, on the partitions the stopped one held.
     await produceWorkload(kafka, topic, after);
@@ -231,6 +247,12 @@ function latestAssignment(p: ChannelProcess): number[] | undefined {
   if (!last) return undefined;
   const assignment = (JSON.parse(last) as { assignment: Record<string, number[]> }).assignment;
   return Object.values(assignment).flat();
+}
+
+function latestMemberId(p: ChannelProcess): string | undefined {
+  const lines = p.output.split('\n').filter((l) => l.includes('"msg":"joined consumer group"'));
+  const last = lines[lines.length - 1];
+  return last ? (JSON.parse(last) as { memberId: string }).memberId : undefined;
 }
 
 function sharing(a: ChannelProcess, b: ChannelProcess): boolean {
