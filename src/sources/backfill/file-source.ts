@@ -19,7 +19,7 @@ export class FileSource implements Source {
     private readonly paths: string[],
     private readonly batchSize = 1000,
     /** Batches applied at once; the sink keeps each resource's changes in order across them. */
-    private readonly inFlight = 2,
+    private readonly inFlight = 3,
   ) {}
 
   /** The files a run will read; throws for a path that does not exist. */
