@@ -14,6 +14,7 @@ import { pino } from 'pino';
 import type pg from 'pg';
 import type { ChangeEvent, FhirResource } from '../src/events/change-event.js';
 import { random, syntheticObservation, syntheticPatient } from '../src/cli/demo/synthetic-data.js';
+import { eventsFromJson } from '../src/events/from-fhir.js';
 import { startEmbedded } from '../src/sink/postgres/embedded.js';
 import { migrate } from '../src/sink/postgres/migrate.js';
 import { createPool } from '../src/sink/postgres/pool.js';
@@ -125,16 +126,7 @@ function generate(n: number): ChangeEvent[] {
 }
 
 function upsert(resource: FhirResource, line: number): ChangeEvent {
-  return {
-    op: 'upsert',
-    resourceType: resource.resourceType,
-    id: resource.id!,
-    versionId: resource.meta?.versionId,
-    lastUpdated: resource.meta?.lastUpdated,
-    resource,
-    origin: { kind: 'file', file: 'bench', line },
-    receivedAt: new Date(),
-  };
+  return eventsFromJson(resource, { kind: 'file', file: 'bench', line })[0]!;
 }
 
 /** The rows the sink will write for a batch, per table (and history twin), without timing the FHIRPath. */

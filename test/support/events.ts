@@ -1,19 +1,11 @@
 import type { ChangeEvent, FhirResource } from '../../src/events/change-event.js';
+import { eventsFromJson } from '../../src/events/from-fhir.js';
 
 let offset = 0;
 
 /** An upsert as a source would deliver it, with meta.versionId/lastUpdated when given. */
 export function upsert(resource: FhirResource): ChangeEvent {
-  return {
-    op: 'upsert',
-    resourceType: resource.resourceType,
-    id: resource.id!,
-    versionId: resource.meta?.versionId,
-    lastUpdated: resource.meta?.lastUpdated,
-    resource,
-    origin: { kind: 'kafka', topic: 'test', partition: 0, offset: String(offset++) },
-    receivedAt: new Date(),
-  };
+  return eventsFromJson(resource, { kind: 'kafka', topic: 'test', partition: 0, offset: String(offset++) })[0]!;
 }
 
 export function del(resourceType: string, id: string, versionId?: string, lastUpdated?: string): ChangeEvent {
