@@ -223,6 +223,37 @@ describe.skipIf(!brokersText)(`Kafka channel mode${why ? ` (skipped: ${why})` : 
       await db.destroy();
     }
   });
+
+  it('stops on SIGTERM while the database is away: the stalled batch is abandoned uncommitted, the process exits, a new one ends exact', async () => {
+    const db = await startTestPostgres();
+    try {
+      const topic = uniqueName('channel-term');
+      const groupId = uniqueName('g');
+      const workload = buildWorkload({ patients: 1500, observations: 1500, partitions: PARTITIONS, seed: 6 });
+      await createTopic(kafka, topic, PARTITIONS);
+      await produceWorkload(kafka, topic, workload.records);
+
+      const first = channel(db.url, topic, groupId);
+      await eventually(async () => (await committedCount(groupId, topic)) > workload.records.length * 0.2, 'progress before the outage', 90_000, 50);
+      await db.stop();
+      await new Promise((r) => setTimeout(r, 2_000));
+      const before = await committedCount(groupId, topic);
+      const stoppedAt = Date.now();
+      const exit = await first.stop(40_000);
+      // Within the 10 s grace period and the time to leave the group, not killed.
+      expect(exit, first.output.slice(-3000)).toEqual({ code: 0, signal: null });
+      expect(Date.now() - stoppedAt).toBeLessThan(30_000);
+      expect(await committedCount(groupId, topic), 'nothing committed for the abandoned batch').toBe(before);
+
+      await db.start();
+      const second = channel(db.url, topic, groupId);
+      await eventually(() => allCommitted(groupId, topic), 'every partition committed by the new process', 120_000);
+      await second.stop();
+      await expectExact(db.url, workload, topic, groupId, [first, second]);
+    } finally {
+      await db.destroy();
+    }
+  });
 });
 
 /** The first `fraction` of every partition's records, and the rest: each half keeps per-partition order. */

@@ -61,6 +61,8 @@ export function partitionBatchHandler(options: PartitionBatchOptions): (payload:
         try {
           outcome = await whileHeartbeating(heartbeat, heartbeatEveryMs, abandon, (signal) => applyWithin(limitMs, apply, chunk.events, signal));
         } catch (err) {
+          // Shutdown's grace period ran out: the chunk stays uncommitted for the group's next owner.
+          if (abandon.aborted) return;
           if (!(err instanceof StalledError)) throw err;
           // Unresolved, the chunk and the rest of the batch are fetched again after the resume.
           stalls.pause(topic, partition, payload.pause, err);
