@@ -18,6 +18,7 @@ async function commands(): Promise<Array<(program: Command) => void>> {
     import('./commands/schema.js'),
     import('./commands/dead-letter.js'),
     import('./commands/demo.js'),
+    import('./commands/rebuild.js'),
     import('./commands/start.js'),
     import('./commands/flatten.js'),
   ] as Array<Promise<{ register: (program: Command) => void }>>);

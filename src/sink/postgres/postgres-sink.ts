@@ -180,12 +180,12 @@ function collectWrites(plan: BatchPlan, deleteMode: 'logical' | 'hard', tablesOf
     const tables = tablesOf(r.resourceType);
     if (!tables.length) continue;
     const final = r.versions[r.versions.length - 1]!;
-    const lastUpsert = [...r.versions].reverse().find((v) => v.rows);
+    const live = lastUpsert(r);
     const tombstone = final.event.op === 'delete' ? tombstoneOf(r.key, final) : undefined;
-    const replace = lastUpsert && !(tombstone && deleteMode === 'hard');
+    const replace = live && !(tombstone && deleteMode === 'hard');
     if (r.existed && (replace || (tombstone && deleteMode === 'hard'))) for (const t of tables) push(w.clear, t, r.key);
     for (const t of tables) {
-      if (replace) push(w.insert, t, ...versionedRows(lastUpsert, t, r.key, tombstone));
+      if (replace) push(w.insert, t, ...versionedRows(live, t, r.key, tombstone));
       else if (tombstone && deleteMode === 'logical') push(w.flag, t, tombstone);
       if (t.history) collectHistory(w, t, r);
     }
@@ -221,16 +221,22 @@ function tombstoneOf(key: string, v: AppliedVersion): Tombstone {
 
 function stateOf(r: ResourcePlan, storeResources: boolean): StateWrite {
   const final = r.versions[r.versions.length - 1]!;
-  const upsert = final.event.op === 'upsert' ? final.event : undefined;
+  const live = lastUpsert(r)?.event;
   return {
     resourceType: r.resourceType,
     id: r.id,
     versionId: final.versionId,
     lastUpdated: final.lastUpdatedMicros === null ? null : microsToIso(final.lastUpdatedMicros),
-    deleted: !upsert,
-    resourceJson: upsert && storeResources ? JSON.stringify(upsert.resource) : null,
+    deleted: final.event.op === 'delete',
+    // The last live document, also under a tombstone (null keeps the one stored before).
+    resourceJson: live?.op === 'upsert' && storeResources ? JSON.stringify(live.resource) : null,
     revision: r.revision + 1,
   };
+}
+
+function lastUpsert(r: ResourcePlan): AppliedVersion | undefined {
+  for (let i = r.versions.length - 1; i >= 0; i--) if (r.versions[i]!.rows) return r.versions[i];
+  return undefined;
 }
 
 function push<K, V>(map: Map<K, V[]>, key: K, ...values: V[]): void {

@@ -93,7 +93,9 @@ export async function writeStates(client: pg.ClientBase, states: StateWrite[]): 
       ORDER BY x.n
      ON CONFLICT (resource_type, resource_id) DO UPDATE
        SET version_id = EXCLUDED.version_id, last_updated = EXCLUDED.last_updated, deleted = EXCLUDED.deleted,
-           resource = EXCLUDED.resource, revision = EXCLUDED.revision, applied_at = EXCLUDED.applied_at
+           -- A tombstone keeps the last live document, so rebuild can still derive the deleted rows.
+           resource = CASE WHEN EXCLUDED.deleted AND EXCLUDED.resource IS NULL THEN s.resource ELSE EXCLUDED.resource END,
+           revision = EXCLUDED.revision, applied_at = EXCLUDED.applied_at
        WHERE s.revision = EXCLUDED.revision - 1`,
     [
       sorted.map((s) => s.resourceType),
@@ -108,6 +110,23 @@ export async function writeStates(client: pg.ClientBase, states: StateWrite[]): 
   if (result.rowCount !== sorted.length) {
     throw new ConcurrentChange(`${sorted.length - (result.rowCount ?? 0)} resource(s) of this batch were changed by another writer meanwhile`);
   }
+}
+
+/**
+ * Claims states at the revisions read, without changing them otherwise: a writer that rewrites rows from
+ * stored documents (rebuild) must not overwrite what a live writer applied meanwhile.
+ */
+export async function claimStates(client: pg.ClientBase, claims: Array<{ resourceType: string; id: string; revision: number }>): Promise<void> {
+  if (!claims.length) return;
+  const result = await run(
+    client,
+    'fhir_rte.resource_state',
+    `UPDATE fhir_rte.resource_state AS s SET revision = s.revision + 1
+       FROM unnest($1::text[], $2::text[], $3::bigint[]) AS x(t, i, rev)
+      WHERE s.resource_type = x.t AND s.resource_id = x.i AND s.revision = x.rev`,
+    [claims.map((c) => c.resourceType), claims.map((c) => c.id), claims.map((c) => c.revision)],
+  );
+  if (result.rowCount !== claims.length) throw new ConcurrentChange(`${claims.length - (result.rowCount ?? 0)} resource(s) were changed by another writer meanwhile`);
 }
 
 export async function deleteRows(client: pg.ClientBase, schema: string, table: string, keys: string[]): Promise<void> {
