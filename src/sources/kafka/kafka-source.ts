@@ -2,6 +2,7 @@ import { Kafka, type Admin, type Consumer, type ConsumerConfig } from 'kafkajs';
 import type { KafkaConfig } from '../../config/config.js';
 import type { ApplyBatch, Source } from '../source.js';
 import { clientOptions, describeConnection } from './client-options.js';
+import { registerCompressionCodecs } from './codecs.js';
 import { silentLog, type Log } from './log.js';
 import { partitionBatchHandler, type CommittedChunk } from './partition-batch.js';
 import { StallPauses } from './stall-pause.js';
@@ -45,6 +46,7 @@ export class KafkaSource implements Source {
     private readonly options: KafkaSourceOptions,
   ) {
     this.log = options.log ?? silentLog;
+    registerCompressionCodecs();
   }
 
   async run(apply: ApplyBatch, signal: AbortSignal): Promise<void> {
