@@ -108,8 +108,24 @@ function kafkaConfig(raw: Partial<KafkaConfig> | undefined, env: NodeJS.ProcessE
     partitionsConsumedConcurrently: raw?.partitionsConsumedConcurrently ?? 2,
     sessionTimeoutMs: raw?.sessionTimeoutMs ?? 30_000,
     ssl: raw?.ssl,
-    sasl: raw?.sasl,
+    sasl: saslConfig(raw?.sasl, env, where),
   };
+}
+
+const SASL_MECHANISMS = ['plain', 'scram-sha-256', 'scram-sha-512'] as const;
+
+/** SASL from the file, completed or overridden by KAFKA_SASL_MECHANISM, _USERNAME and _PASSWORD: secrets belong in the environment. */
+function saslConfig(raw: Partial<NonNullable<KafkaConfig['sasl']>> | undefined, env: NodeJS.ProcessEnv, where: string): KafkaConfig['sasl'] {
+  const mechanism = env.KAFKA_SASL_MECHANISM || raw?.mechanism;
+  const username = env.KAFKA_SASL_USERNAME || raw?.username;
+  const password = env.KAFKA_SASL_PASSWORD || raw?.password;
+  if (!mechanism && !username && !password) return undefined;
+  if (!SASL_MECHANISMS.includes(mechanism as (typeof SASL_MECHANISMS)[number])) {
+    throw new ConfigError(where, '/kafka/sasl/mechanism', `expected one of ${SASL_MECHANISMS.join(', ')} (or KAFKA_SASL_MECHANISM)`);
+  }
+  if (!username) throw new ConfigError(where, '/kafka/sasl/username', 'expected a username (or KAFKA_SASL_USERNAME)');
+  if (!password) throw new ConfigError(where, '/kafka/sasl/password', 'expected a password (or KAFKA_SASL_PASSWORD)');
+  return { mechanism: mechanism as (typeof SASL_MECHANISMS)[number], username, password };
 }
 
 function checkRegExp(pattern: string, where: string): void {

@@ -71,7 +71,7 @@ export const configSchema = {
         sasl: {
           type: 'object',
           additionalProperties: false,
-          required: ['mechanism', 'username', 'password'],
+          // username and password may come from KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD instead (config.ts).
           properties: {
             mechanism: { enum: ['plain', 'scram-sha-256', 'scram-sha-512'] },
             username: { type: 'string' },
