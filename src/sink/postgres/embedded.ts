@@ -27,7 +27,7 @@ export async function startEmbedded(dataDir: string, preferredPort: number, logg
     await ensureDatabase(`postgres://postgres@127.0.0.1:${running.port}/postgres`);
     return { url: `postgres://postgres@127.0.0.1:${running.port}/${DATABASE}`, stop: async () => {} };
   }
-  const port = (await isFree(preferredPort)) ? preferredPort : await anyFreePort();
+  const port = preferredPort > 0 && (await isFree(preferredPort)) ? preferredPort : await anyFreePort();
   const EmbeddedPostgres = await importEmbeddedPostgres();
   const output: string[] = [];
   const remember = (m: unknown) => {
