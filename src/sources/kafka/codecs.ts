@@ -1,4 +1,7 @@
-import { CompressionCodecs, CompressionTypes } from 'kafkajs';
+// kafkajs is CommonJS: Node's ESM loader cannot see these as named exports (tsx and vitest can, which hid it).
+import kafkajs from 'kafkajs';
+
+const { CompressionCodecs, CompressionTypes } = kafkajs;
 import SnappyCodec from 'kafkajs-snappy';
 import * as lz4 from 'lz4js';
 import { decompress as zstdDecompress } from 'fzstd';
