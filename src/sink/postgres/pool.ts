@@ -15,7 +15,11 @@ export function createPool(url: string, size: number, logger: Logger): pg.Pool {
     connectionTimeoutMillis: 10_000,
     idleTimeoutMillis: 30_000,
   });
-  pool.on('error', (err) => logger.warn({ err: err.message }, 'idle database connection failed; it will be replaced'));
+  pool.on('error', (err) => {
+    // pool.end() resolves before its connections have closed; a server stopped right after (the
+    // embedded one) ends them, which is no fault.
+    if (!pool.ending) logger.warn({ err: err.message }, 'idle database connection failed; it will be replaced');
+  });
   // A connection that dies while checked out also emits 'error' on its client; the query in flight
   // already rejects with it (and is retried), so this must only be logged, never crash the process.
   pool.on('connect', (client) => client.on('error', (err) => logger.debug({ err: err.message }, 'database connection failed')));
