@@ -16,7 +16,8 @@ let dir: string;
 beforeAll(async () => {
   t = await openTestSink(await freshDatabase('files'), transformerDir({ 'p.yaml': RULES }));
   dir = mkdtempSync(join(tmpdir(), 'fhir-rte-files-'));
-  const lines = [JSON.stringify(patient('gz-1', 1)), '', '{"resourceType": "Patient", "id": ', JSON.stringify(patient('gz-2', 1))];
+  // gz-2's line is pretty-printed: the stored document is the text as delivered, not a re-serialization.
+  const lines = [JSON.stringify(patient('gz-1', 1)), '', '{"resourceType": "Patient", "id": ', JSON.stringify(patient('gz-2', 1), null, 1).replaceAll('\n', '')];
   writeFileSync(join(dir, 'a.ndjson.gz'), gzipSync(lines.join('\n') + '\n'));
   writeFileSync(
     join(dir, 'b.json'),
@@ -55,6 +56,8 @@ it('reads .ndjson.gz and Bundle files; every input is applied, stale or dead-let
     { source_resource_id: 'Patient/gz-2', version: null, gender: 'female', deleted: true }, // an unversioned DELETE
     { source_resource_id: 'Patient/hist', version: '1', gender: 'female', deleted: false },
   ]);
+  const [stored] = await t.rows(`SELECT resource::text AS doc FROM fhir_rte.resource_state WHERE resource_id = 'gz-2'`);
+  expect(stored!.doc).toBe(JSON.stringify(patient('gz-2', 1), null, 1).replaceAll('\n', ''));
   const letters = await t.rows(`SELECT source, error_class, error_message FROM fhir_rte.dead_letter ORDER BY id`);
   expect(letters).toEqual([
     { source: `file ${join(dir, 'a.ndjson.gz')}:3`, error_class: 'InvalidJson', error_message: expect.stringContaining('not valid JSON') },

@@ -91,7 +91,7 @@ export function payloadOf(e: ChangeEvent): string | null {
     case 'unreadable':
       return e.raw;
     case 'upsert':
-      return JSON.stringify(e.resource);
+      return e.raw ?? JSON.stringify(e.resource);
     case 'delete':
       return null;
   }

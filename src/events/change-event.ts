@@ -28,6 +28,8 @@ export interface UpsertEvent extends EventBase {
   versionId?: string;
   lastUpdated?: string;
   resource: FhirResource;
+  /** The resource's JSON text exactly as delivered, when the delivery carried it alone (an NDJSON line, a Kafka value). */
+  raw?: string;
 }
 
 export interface DeleteEvent extends EventBase {

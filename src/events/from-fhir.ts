@@ -16,7 +16,17 @@ export function eventsFromText(text: string, origin: Origin, receivedAt = new Da
   } catch (err) {
     return [unreadable(text, origin, receivedAt, 'InvalidJson', `not valid JSON: ${(err as Error).message}`)];
   }
-  return eventsFromJson(value, origin, receivedAt, text);
+  return eventsFromParsedText(value, text, origin, receivedAt);
+}
+
+/**
+ * Like eventsFromJson for a value parsed from `text`: a bare resource's upsert keeps that text as its
+ * `raw` document, so the sink stores the resource exactly as delivered without serializing it again.
+ */
+export function eventsFromParsedText(value: unknown, text: string, origin: Origin, receivedAt = new Date()): ChangeEvent[] {
+  const events = eventsFromJson(value, origin, receivedAt, text);
+  const only = events.length === 1 ? events[0] : undefined;
+  return only?.op === 'upsert' && only.resource === value ? [{ ...only, raw: text }] : events;
 }
 
 export function eventsFromJson(value: unknown, origin: Origin, receivedAt = new Date(), raw?: string): ChangeEvent[] {

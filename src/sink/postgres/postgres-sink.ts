@@ -229,7 +229,7 @@ function stateOf(r: ResourcePlan, storeResources: boolean): StateWrite {
     lastUpdated: final.lastUpdatedMicros === null ? null : microsToIso(final.lastUpdatedMicros),
     deleted: final.event.op === 'delete',
     // The last live document, also under a tombstone (null keeps the one stored before).
-    resourceJson: live?.op === 'upsert' && storeResources ? JSON.stringify(live.resource) : null,
+    resourceJson: live?.op === 'upsert' && storeResources ? (live.raw ?? JSON.stringify(live.resource)) : null,
     revision: r.revision + 1,
   };
 }

@@ -1,5 +1,5 @@
 import type { ChangeEvent, Origin } from '../../events/change-event.js';
-import { eventsFromJson, parseReference, unreadable } from '../../events/from-fhir.js';
+import { eventsFromParsedText, parseReference, unreadable } from '../../events/from-fhir.js';
 import { eventsFromHapiMessage, hapiResourceModifiedMessage } from '../../events/hapi-message.js';
 
 /** The parts of a Kafka record that decide what change it carries. */
@@ -34,7 +34,7 @@ export function eventsFromRecord(record: KafkaRecord, receivedAt = new Date()): 
   } catch (err) {
     return [unreadable(text, origin, receivedAt, 'InvalidJson', `not valid JSON: ${(err as Error).message}`)];
   }
-  if (isObject(value) && 'resourceType' in value) return eventsFromJson(value, origin, receivedAt, text);
+  if (isObject(value) && 'resourceType' in value) return eventsFromParsedText(value, text, origin, receivedAt);
   const hapi = hapiResourceModifiedMessage(value);
   if (hapi) return eventsFromHapiMessage(hapi, text, origin, receivedAt);
   return [
