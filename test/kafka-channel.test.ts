@@ -1,4 +1,4 @@
-import { afterAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeEach, describe, expect, inject, it } from 'vitest';
 import { freshDatabase } from './support/database.js';
 import { startTestPostgres } from './support/embedded-postgres.js';
 import { startKafkaBroker } from './support/kafka-broker.js';
@@ -22,9 +22,23 @@ describe.skipIf(!brokersText)(`Kafka channel mode${why ? ` (skipped: ${why})` : 
   const kafka = testKafka(brokers);
   const processes: ChannelProcess[] = [];
   const transformersDir = workloadTransformers();
+  let firstOfTest = 0;
+  beforeEach(() => {
+    firstOfTest = processes.length;
+  });
   afterAll(async () => {
     await Promise.all(processes.map((p) => p.stop(5_000)));
   });
+
+  /** `eventually`, and on a timeout the output of this test's fhir-rte processes, to see why. */
+  async function waitFor(check: () => Promise<boolean> | boolean, what: string, timeoutMs?: number, everyMs?: number): Promise<void> {
+    try {
+      await eventually(check, what, timeoutMs, everyMs);
+    } catch (err) {
+      const outputs = processes.slice(firstOfTest).map((p, i) => `--- process ${i + 1} (exit ${p.child.exitCode ?? p.child.signalCode ?? 'running'}) ---\n${p.output.slice(-6000)}`);
+      throw new Error(`${(err as Error).message}\n${outputs.join('\n')}`);
+    }
+  }
 
   function channel(databaseUrl: string, topic: string, groupId: string): ChannelProcess {
     const p = new ChannelProcess(writeChannelConfig({ databaseUrl, transformersDir, brokers, topic, groupId }));
@@ -73,7 +87,7 @@ describe.skipIf(!brokersText)(`Kafka channel mode${why ? ` (skipped: ${why})` : 
     await produceWorkload(kafka, topic, workload.records);
 
     const p = channel(databaseUrl, topic, groupId);
-    await eventually(() => allCommitted(groupId, topic), 'every partition committed to its end', 120_000);
+    await waitFor(() => allCommitted(groupId, topic), 'every partition committed to its end', 120_000);
     const exit = await p.stop();
     expect(exit, p.output.slice(-3000)).toEqual({ code: 0, signal: null });
     await expectExact(databaseUrl, workload, topic, groupId, [p]);
@@ -108,13 +122,13 @@ describe.skipIf(!brokersText)(`Kafka channel mode${why ? ` (skipped: ${why})` : 
 
     const first = channel(databaseUrl, topic, groupId);
     const total = workload.records.length;
-    await eventually(async () => (await committedCount(groupId, topic)) > total * 0.2, 'a fifth of the stream committed', 90_000, 50);
+    await waitFor(async () => (await committedCount(groupId, topic)) > total * 0.2, 'a fifth of the stream committed', 90_000, 50);
     first.kill('SIGKILL');
     expect((await first.exited).signal).toBe('SIGKILL');
     expect(await committedCount(groupId, topic), 'killed mid-stream, not after the end').toBeLessThan(total);
 
     const second = channel(databaseUrl, topic, groupId);
-    await eventually(() => allCommitted(groupId, topic), 'every partition committed after the restart', 120_000);
+    await waitFor(() => allCommitted(groupId, topic), 'every partition committed after the restart', 120_000);
     await second.stop();
     await expectExact(databaseUrl, workload, topic, groupId, [first, second]);
   });
@@ -130,10 +144,10 @@ describe.skipIf(!brokersText)(`Kafka channel mode${why ? ` (skipped: ${why})` : 
     await produceWorkload(kafka, topic, early);
 
     const a = channel(databaseUrl, topic, groupId);
-    await eventually(async () => (await committedCount(groupId, topic)) > 0, 'the first process committing', 60_000, 100);
+    await waitFor(async () => (await committedCount(groupId, topic)) > 0, 'the first process committing', 60_000, 100);
     const b = channel(databaseUrl, topic, groupId);
     // Both members hold partitions, none twice.
-    await eventually(() => sharing(a, b), 'both processes holding partitions', 60_000, 200);
+    await waitFor(() => sharing(a, b), 'both processes holding partitions', 60_000, 200);
     const heldByA = latestAssignment(a)!;
     const owned = [...heldByA, ...latestAssignment(b)!].sort((x, y) => x - y);
     expect(owned).toEqual(Array.from({ length: PARTITIONS }, (_, i) => i));
@@ -146,14 +160,14 @@ describe.skipIf(!brokersText)(`Kafka channel mode${why ? ` (skipped: ${why})` : 
     expect(exit.code, a.output.slice(-3000)).toBe(0);
     const exitedAt = Date.now();
     // It left the group (rather than being dropped when its 10 s session ran out).
-    await eventually(async () => !(await groupMembers(groupId)).includes(memberA!), 'the stopped member gone from the group', 5_000, 100);
+    await waitFor(async () => !(await groupMembers(groupId)).includes(memberA!), 'the stopped member gone from the group', 5_000, 100);
     expect(Date.now() - exitedAt).toBeLessThan(10_000);
     await producing;
     // Records that only the remaining process can apply, on the partitions the stopped one held.
     await produceWorkload(kafka, topic, after);
     expect(after.some((r) => heldByA.includes(r.partition))).toBe(true);
-    await eventually(() => latestAssignment(b)?.length === PARTITIONS, 'the remaining process holding every partition', 60_000, 200);
-    await eventually(() => allCommitted(groupId, topic), 'every partition committed', 120_000);
+    await waitFor(() => latestAssignment(b)?.length === PARTITIONS, 'the remaining process holding every partition', 60_000, 200);
+    await waitFor(() => allCommitted(groupId, topic), 'every partition committed', 120_000);
     await b.stop();
     await expectExact(databaseUrl, workload, topic, groupId, [a, b]);
   });
@@ -171,12 +185,12 @@ describe.skipIf(!brokersText)(`Kafka channel mode${why ? ` (skipped: ${why})` : 
       await produceWorkload(own, topic, early);
       const p = new ChannelProcess(writeChannelConfig({ databaseUrl, transformersDir, brokers: broker.brokers, topic, groupId }));
       processes.push(p);
-      await eventually(async () => (await committedOffsets(own, groupId, topic)).size > 0, 'progress before the restart', 90_000, 100);
+      await waitFor(async () => (await committedOffsets(own, groupId, topic)).size > 0, 'progress before the restart', 90_000, 100);
       await broker.stop();
       await new Promise((r) => setTimeout(r, 5_000));
       await broker.start();
       await produceWorkload(own, topic, late);
-      await eventually(async () => {
+      await waitFor(async () => {
         const [ends, committed] = await Promise.all([endOffsets(own, topic), committedOffsets(own, groupId, topic)]);
         return [...ends].every(([part, end]) => committed.get(part) === end);
       }, 'every partition committed after the broker restart', 150_000, 500);
@@ -202,7 +216,7 @@ describe.skipIf(!brokersText)(`Kafka channel mode${why ? ` (skipped: ${why})` : 
       await produceWorkload(kafka, topic, early);
 
       const p = channel(db.url, topic, groupId);
-      await eventually(async () => (await committedCount(groupId, topic)) > early.length * 0.2, 'progress before the outage', 90_000, 50);
+      await waitFor(async () => (await committedCount(groupId, topic)) > early.length * 0.2, 'progress before the outage', 90_000, 50);
       await db.stop();
       const stoppedAt = Date.now();
       // The stream goes on while the database is away.
@@ -213,7 +227,7 @@ describe.skipIf(!brokersText)(`Kafka channel mode${why ? ` (skipped: ${why})` : 
       expect(await committedCount(groupId, topic)).toBeLessThanOrEqual(before + 1000);
       await db.start();
 
-      await eventually(() => allCommitted(groupId, topic), 'every partition committed after the outage', 120_000);
+      await waitFor(() => allCommitted(groupId, topic), 'every partition committed after the outage', 120_000);
       expect(p.child.exitCode, 'the process kept running through the outage').toBeNull();
       // Backpressure: past the stall limit the waiting transactions were let go and their partitions paused.
       expect(p.logged('sink stalled'), p.output.slice(-3000)).toBeGreaterThan(0);
@@ -234,7 +248,7 @@ describe.skipIf(!brokersText)(`Kafka channel mode${why ? ` (skipped: ${why})` : 
       await produceWorkload(kafka, topic, workload.records);
 
       const first = channel(db.url, topic, groupId);
-      await eventually(async () => (await committedCount(groupId, topic)) > workload.records.length * 0.2, 'progress before the outage', 90_000, 50);
+      await waitFor(async () => (await committedCount(groupId, topic)) > workload.records.length * 0.2, 'progress before the outage', 90_000, 50);
       await db.stop();
       await new Promise((r) => setTimeout(r, 2_000));
       const before = await committedCount(groupId, topic);
@@ -247,14 +261,15 @@ describe.skipIf(!brokersText)(`Kafka channel mode${why ? ` (skipped: ${why})` : 
 
       await db.start();
       const second = channel(db.url, topic, groupId);
-      await eventually(() => allCommitted(groupId, topic), 'every partition committed by the new process', 120_000);
+      await waitFor(() => allCommitted(groupId, topic), 'every partition committed by the new process', 120_000);
       await second.stop();
       await expectExact(db.url, workload, topic, groupId, [first, second]);
     } finally {
       await db.destroy();
     }
   });
-});
+  // Each test waits at most 120 s for one condition; a slow, shared CI machine gets the rest as headroom.
+}, 240_000);
 
 /** The first `fraction` of every partition's records, and the rest: each half keeps per-partition order. */
 function splitPerPartition(records: WorkloadRecord[], fraction: number): [WorkloadRecord[], WorkloadRecord[]] {
