@@ -179,10 +179,10 @@ describe('column strategies', () => {
       ['too-long', 'TransformError'],
       ['two-categories', 'TransformError'],
     ]);
-    expect(letters[0].error_message).toContain('exceeds maximumSize 10');
-    expect(letters[0].error_detail).toMatchObject({ table: 'observation', column: 'code_text' });
-    expect(letters[1].error_message).toContain('2 values where one was expected');
-    expect(JSON.parse(letters[1].payload)).toMatchObject({ id: 'two-categories' });
+    expect(letters[0]!.error_message).toContain('exceeds maximumSize 10');
+    expect(letters[0]!.error_detail).toMatchObject({ table: 'observation', column: 'code_text' });
+    expect(letters[1]!.error_message).toContain('2 values where one was expected');
+    expect(JSON.parse(letters[1]!.payload)).toMatchObject({ id: 'two-categories' });
   });
 });
 
@@ -198,9 +198,9 @@ describe('poison records', () => {
     expect(await patientRows('fp-ok-2')).toHaveLength(1);
     expect(await patientRows('fp-bad')).toHaveLength(0);
     const [letter] = (await deadLetters()).filter((d) => d.resource_id === 'fp-bad');
-    expect(letter).toMatchObject({ error_class: 'TransformError', operation: 'upsert', version_id: '1', status: 'failed', source: 'kafka test[0]@' + batch[1]!.origin.offset });
-    expect(letter.error_message).toMatch(/nickname.*failed/);
-    expect(letter.error_detail).toMatchObject({ column: 'nickname', expression: "Patient.name.where(use = 'nickname').given.upper()" });
+    expect(letter).toMatchObject({ error_class: 'TransformError', operation: 'upsert', version_id: '1', status: 'failed', source: 'kafka test[0]@' + (batch[1]!.origin as { offset: string }).offset });
+    expect(letter!.error_message).toMatch(/nickname.*failed/);
+    expect(letter!.error_detail).toMatchObject({ column: 'nickname', expression: "Patient.name.where(use = 'nickname').given.upper()" });
     // The guard did not move: a fixed version of the record applies.
     expect(await t.sink.apply([upsert(patient('fp-bad', 1))])).toMatchObject({ applied: 1 });
   });
@@ -214,8 +214,8 @@ describe('poison records', () => {
     expect(ok).toEqual([{ n: 9 }]);
     const [letter] = (await deadLetters()).filter((d) => d.resource_id === 'db-bad');
     expect(letter).toMatchObject({ error_class: 'DatabaseRejected', operation: 'upsert' });
-    expect(letter.error_detail.sqlState).toMatch(/^22/);
-    expect(letter.error_detail.table).toBe('patient');
+    expect(letter!.error_detail.sqlState).toMatch(/^22/);
+    expect(letter!.error_detail.table).toBe('patient');
     const [state] = await t.rows(`SELECT count(*)::int AS n FROM fhir_rte.resource_state WHERE resource_id = 'db-bad'`);
     expect(state).toEqual({ n: 0 });
   });
@@ -225,8 +225,8 @@ describe('poison records', () => {
     expect(await t.sink.apply([upsert(patient('nul-ok', 1)), upsert(nul)])).toEqual({ received: 2, applied: 1, stale: 0, deadLettered: 1 });
     const [letter] = (await deadLetters()).filter((d) => d.resource_id === 'nul');
     expect(letter).toMatchObject({ error_class: 'DatabaseRejected' });
-    expect(letter.error_detail.sqlState).toMatch(/^22/);
-    expect(letter.payload).toContain('\\u0000');
+    expect(letter!.error_detail.sqlState).toMatch(/^22/);
+    expect(letter!.payload).toContain('\\u0000');
   });
 });
 

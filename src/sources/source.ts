@@ -1,8 +1,11 @@
 import type { ChangeEvent } from '../events/change-event.js';
 import type { BatchOutcome } from '../sink/sink.js';
 
-/** Applies a batch; resolves after the transaction that applied or dead-lettered it has committed. */
-export type ApplyBatch = (batch: ChangeEvent[]) => Promise<BatchOutcome>;
+/**
+ * Applies a batch; resolves after the transaction that applied or dead-lettered it has committed. The
+ * signal lets a source give up waiting (shutdown, a revoked partition): retries stop and nothing commits.
+ */
+export type ApplyBatch = (batch: ChangeEvent[], signal?: AbortSignal) => Promise<BatchOutcome>;
 
 /**
  * A Source turns deliveries into ChangeEvents and acknowledges them (Kafka offset, HTTP 2xx, file progress)

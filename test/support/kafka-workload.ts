@@ -3,6 +3,7 @@ import pg from 'pg';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { random } from '../../src/cli/demo/synthetic-data.js';
 
 /**
  * A change stream with everything a channel meets: creates, updates and deletes of many Patients and
@@ -55,18 +56,6 @@ export function workloadTransformers(): string {
     ].join('\n'),
   );
   return dir;
-}
-
-/** A deterministic pseudo-random source, so a failing run can be reproduced. */
-function random(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 export function partitionOf(key: string, partitions: number): number {

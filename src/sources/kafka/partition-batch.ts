@@ -133,7 +133,7 @@ function applyOrAbandon(apply: ApplyBatch, events: ChangeEvent[], signal: AbortS
   return new Promise((resolve, reject) => {
     const onAbort = () => reject(abortError(signal));
     signal.addEventListener('abort', onAbort, { once: true });
-    (apply as (batch: ChangeEvent[], signal?: AbortSignal) => Promise<BatchOutcome>)(events, signal).then(
+    apply(events, signal).then(
       (outcome) => {
         signal.removeEventListener('abort', onAbort);
         resolve(outcome);
