@@ -3,9 +3,9 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { BIN } from './cli.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const cli = join(root, 'test', 'support', 'kafka-cli.ts');
 
 export interface ChannelConfig {
   databaseUrl: string;
@@ -59,7 +59,9 @@ export class ChannelProcess {
     // The test runner's own database and broker settings must not override the process's configuration.
     delete env.DATABASE_URL;
     delete env.KAFKA_BROKERS;
-    this.child = spawn(process.execPath, ['--import', 'tsx', cli, 'start', '-c', configFile], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    // The built CLI, as users run it (npm test builds first): running the sources through a TypeScript
+    // loader once hid a module that only failed under Node's own ESM loader.
+    this.child = spawn(process.execPath, [BIN, 'start', '-c', configFile], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
     const keep = (b: Buffer) => {
       this.output += b.toString();
       if (this.output.length > 200_000) this.output = this.output.slice(-100_000);
