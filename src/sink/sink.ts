@@ -28,3 +28,15 @@ export function addOutcome(total: BatchOutcome, part: BatchOutcome): BatchOutcom
   total.deadLettered += part.deadLettered;
   return total;
 }
+
+/**
+ * The database reported a fault that is neither transient nor caused by one record (a table dropped or
+ * drifted, a permission revoked, a disk full): retrying cannot help and skipping would lose input, so
+ * a source must stop and say why (and exit non-zero) instead of acknowledging anything.
+ */
+export class SinkFailure extends Error {
+  override readonly name = 'SinkFailure';
+  constructor(override readonly cause: unknown) {
+    super(`the database refused the batch for a reason retrying cannot fix: ${(cause as Error)?.message ?? String(cause)}`);
+  }
+}

@@ -5,7 +5,7 @@ import { resourceKey, type ChangeEvent } from '../../events/change-event.js';
 import type { TableSpec, Transformer } from '../../transform/transformer.js';
 import { microsToIso } from '../guard.js';
 import { planBatch, type AppliedVersion, type BatchPlan, type Poison, type ResourcePlan } from '../plan.js';
-import { addOutcome, emptyOutcome, type BatchOutcome, type Sink } from '../sink.js';
+import { addOutcome, emptyOutcome, SinkFailure, type BatchOutcome, type Sink } from '../sink.js';
 import { classify, sqlDetail } from './fault.js';
 import { retryTransient, type RetryPolicy, type Stall } from './retry.js';
 import {
@@ -84,6 +84,8 @@ export class PostgresSink implements Sink {
     try {
       return await this.retrying(() => this.transaction(events), signal);
     } catch (err) {
+      if (signal?.aborted) throw err;
+      if (classify(err) === 'fatal') throw err instanceof SinkFailure ? err : new SinkFailure(err);
       if (classify(err) !== 'poison') throw err;
       if (events.length === 1) return this.retrying(() => this.deadLetterAlone(events[0]!, err), signal);
       const mid = Math.ceil(events.length / 2);
