@@ -53,3 +53,16 @@ it('Postgres stopped mid-stream and started again: nothing lost, nothing dead-le
   expect(await t.rows(`SELECT count(*)::int AS n FROM fhir_rte.dead_letter`)).toEqual([{ n: 0 }]);
   expect(t.sink.stall).toBeUndefined();
 });
+
+it('a batch waiting for the database gives up when its signal aborts, and commits nothing', async () => {
+  await server.stop();
+  const abort = new AbortController();
+  const started = Date.now();
+  const pending = t.sink.apply([upsert(patient('aborted', 1))], abort.signal);
+  setTimeout(() => abort.abort(), 300);
+  await expect(pending).rejects.toMatchObject({ name: 'AbortError' });
+  expect(Date.now() - started).toBeLessThan(5000);
+  expect(t.sink.stall).toBeUndefined();
+  await server.start();
+  expect(await t.rows(`SELECT count(*)::int AS n FROM patient WHERE source_resource_id = 'Patient/aborted'`)).toEqual([{ n: 0 }]);
+});

@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ChangeEvent } from '../src/events/change-event.js';
 import { eventsFromText } from '../src/events/from-fhir.js';
+import { ConcurrentChange } from '../src/sink/postgres/fault.js';
+import { writeStates } from '../src/sink/postgres/statements.js';
 import { freshDatabase } from './support/database.js';
 import { del, patient, upsert } from './support/events.js';
 import { openTestSink, transformerDir, type TestSink } from './support/sink.js';
@@ -269,5 +271,43 @@ describe('dead letters are always storable', () => {
     expect(await t.sink.apply(events)).toEqual({ received: 1, applied: 0, stale: 0, deadLettered: 1 });
     const [letter] = (await deadLetters()).filter((d) => d.source === 'file nul.ndjson:7');
     expect(letter).toMatchObject({ error_class: 'InvalidJson', payload: raw.replace('\u0000', '\\u0000') });
+  });
+});
+
+describe('ordering and concurrency', () => {
+  it('a tombstone without a version keeps the version it deleted, so version-only updates are still ordered', async () => {
+    await t.sink.apply([upsert(patient('vdel', 3))]);
+    await t.sink.apply([del('Patient', 'vdel')]);
+    // A Bundle entry versioned only by its etag: versionId without lastUpdated.
+    const versionOnly = (v: number) => ({ ...upsert(patient('vdel', v)), lastUpdated: undefined });
+    expect(await t.sink.apply([versionOnly(2)])).toMatchObject({ applied: 0, stale: 1 });
+    expect((await patientRows('vdel'))[0]!.deleted_at).toBeInstanceOf(Date);
+    expect(await t.sink.apply([versionOnly(4)])).toMatchObject({ applied: 1, stale: 0 });
+    expect(await patientRows('vdel')).toMatchObject([{ version: '4', deleted_at: null }]);
+  });
+
+  it('a batch that shares a resource with an earlier one in flight waits for it, so unversioned changes keep their order', async () => {
+    const bare = (gender: string) => upsert({ resourceType: 'Patient', id: 'order', gender });
+    // maxEvents is 1,000: the first call's change to 'order' comes in its second transaction, after a full
+    // one; without the ordering rule the second call would commit 'male' before it, and 'female' would win.
+    const crowd = Array.from({ length: 1000 }, (_, i) => upsert(patient(`crowd-${i}`, 1)));
+    const [first, second] = await Promise.all([t.sink.apply([...crowd, bare('female')]), t.sink.apply([bare('male')])]);
+    expect(first.applied).toBe(1001);
+    expect(second.applied).toBe(1);
+    expect(await patientRows('order')).toMatchObject([{ gender: 'male' }]);
+  });
+
+  it("a state write at a revision another writer has moved fails as a concurrent change, writing nothing", async () => {
+    await t.sink.apply([upsert(patient('cas', 1))]);
+    const [read] = await t.rows<{ revision: string }>(`SELECT revision FROM fhir_rte.resource_state WHERE resource_id = 'cas'`);
+    await t.sink.apply([upsert(patient('cas', 2))]); // the other writer
+    const client = await t.pool.connect();
+    try {
+      const stale = { resourceType: 'Patient', id: 'cas', versionId: '9', lastUpdated: null, deleted: false, resourceJson: null, revision: Number(read!.revision) + 1 };
+      await expect(writeStates(client, [stale])).rejects.toBeInstanceOf(ConcurrentChange);
+    } finally {
+      client.release();
+    }
+    expect(await t.rows(`SELECT version_id FROM fhir_rte.resource_state WHERE resource_id = 'cas'`)).toEqual([{ version_id: '2' }]);
   });
 });

@@ -12,11 +12,6 @@ export function isIdentifier(name: string): boolean {
   return IDENTIFIER.test(name);
 }
 
-export function normalizeIdentifier(name: string): string {
-  if (!isIdentifier(name)) throw new Error(`${JSON.stringify(name)} is not a valid SQL identifier (letters, digits and _, at most 63)`);
-  return name.toLowerCase();
-}
-
 /** Double-quotes a validated identifier. Refuses anything that did not pass validation. */
 export function quoteIdent(name: string): string {
   if (!IDENTIFIER.test(name)) throw new Error(`refusing to quote invalid SQL identifier ${JSON.stringify(name)}`);

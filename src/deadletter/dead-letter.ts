@@ -41,11 +41,11 @@ export async function recordDeadLetters(client: pg.ClientBase, poison: Poison[])
          SELECT 1 FROM fhir_rte.dead_letter d
          WHERE d.source = x.source AND d.error_class = x.error_class AND d.payload IS NOT DISTINCT FROM x.payload)`,
       [
-        fresh.map((p) => describeOrigin(p.event.origin)),
-        fresh.map((p) => JSON.stringify(p.event.origin)),
-        fresh.map((p) => p.event.resourceType ?? null),
-        fresh.map((p) => p.event.id ?? null),
-        fresh.map((p) => p.event.versionId ?? null),
+        fresh.map((p) => storable(describeOrigin(p.event.origin))),
+        fresh.map((p) => storableJson(p.event.origin)),
+        fresh.map((p) => storable(p.event.resourceType ?? null)),
+        fresh.map((p) => storable(p.event.id ?? null)),
+        fresh.map((p) => storable(p.event.versionId ?? null)),
         fresh.map((p) => p.event.op),
         fresh.map((p) => storable(payloadOf(p.event))),
         fresh.map((p) => p.errorClass),
@@ -82,7 +82,7 @@ function storable(text: string | null): string | null {
 }
 
 /** jsonb refuses NUL inside strings too. */
-function storableJson(value: Record<string, unknown> | undefined): string | null {
+function storableJson(value: object | undefined): string | null {
   return value === undefined ? null : JSON.stringify(value, (_, v: unknown) => (typeof v === 'string' ? storable(v) : v));
 }
 

@@ -11,5 +11,9 @@ export function eventsFromDeadLetter(dl: DeadLetter, now = new Date()): ChangeEv
   if (dl.operation === 'delete' && dl.resourceType && dl.resourceId) {
     return [{ op: 'delete', resourceType: dl.resourceType, id: dl.resourceId, versionId: dl.versionId ?? undefined, origin, receivedAt: dl.createdAt }];
   }
-  return eventsFromText(dl.payload ?? '', origin, now);
+  // The payload is the resource; a version that came with its delivery (a Bundle entry's etag, a HAPI
+  // payloadVersion) is only in the dead letter's version_id, and without it the guard could not order it.
+  return eventsFromText(dl.payload ?? '', origin, now).map((e) =>
+    e.op === 'upsert' && e.versionId === undefined && dl.versionId ? { ...e, versionId: dl.versionId } : e,
+  );
 }

@@ -9,12 +9,14 @@ export type FhirResource = { resourceType: string; id?: string; meta?: { version
 >;
 
 /** Where an event came from; copied verbatim into a dead letter so an operator can find the input again. */
-export type Origin =
+export type Origin = (
   | { kind: 'kafka'; topic: string; partition: number; offset: string }
-  | { kind: 'http'; requestId: string; method: string; path: string }
-  | { kind: 'file'; file: string; line: number; entry?: number }
-  | { kind: 'fhir-server'; url: string }
-  | { kind: 'replay'; deadLetterId: number };
+  | { kind: 'file'; file: string; line: number }
+  | { kind: 'replay'; deadLetterId: number }
+) & {
+  /** The Bundle entry, when the delivery was a Bundle. */
+  entry?: number;
+};
 
 interface EventBase {
   origin: Origin;
@@ -61,16 +63,13 @@ export function resourceKey(e: { resourceType: string; id: string }): string {
 }
 
 export function describeOrigin(o: Origin): string {
+  const entry = o.entry === undefined ? '' : ` entry ${o.entry}`;
   switch (o.kind) {
     case 'kafka':
-      return `kafka ${o.topic}[${o.partition}]@${o.offset}`;
-    case 'http':
-      return `http ${o.method} ${o.path} (request ${o.requestId})`;
+      return `kafka ${o.topic}[${o.partition}]@${o.offset}${entry}`;
     case 'file':
-      return `file ${o.file}:${o.line}${o.entry === undefined ? '' : ` entry ${o.entry}`}`;
-    case 'fhir-server':
-      return `fhir-server ${o.url}`;
+      return `file ${o.file}:${o.line}${entry}`;
     case 'replay':
-      return `replay of dead letter ${o.deadLetterId}`;
+      return `replay of dead letter ${o.deadLetterId}${entry}`;
   }
 }

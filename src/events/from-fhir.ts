@@ -33,8 +33,19 @@ export function eventsFromJson(value: unknown, origin: Origin, receivedAt = new 
   const problem = resourceProblem(value);
   if (problem) return [unreadable(raw ?? JSON.stringify(value), origin, receivedAt, 'NotAFhirResource', problem)];
   const resource = value as FhirResource;
-  if (resource.resourceType === 'Bundle') return eventsFromBundle(resource, origin, receivedAt);
+  if (resource.resourceType === 'Bundle') return eventsFromBundle(resource, origin, receivedAt, raw);
   return [upsertOrUnreadable(resource, origin, receivedAt)];
+}
+
+/**
+ * Version ids reach SQL, the guard and dead letters: one outside FHIR's id syntax (`[A-Za-z0-9-.]{1,64}`)
+ * makes the event unreadable input here, rather than a value the database refuses later.
+ */
+export function withValidVersion(event: ChangeEvent): ChangeEvent {
+  if (event.op === 'unreadable' || event.versionId === undefined || RESOURCE_ID.test(event.versionId)) return event;
+  const raw = event.op === 'upsert' ? (event.raw ?? JSON.stringify(event.resource)) : JSON.stringify({ delete: `${event.resourceType}/${event.id}`, versionId: event.versionId });
+  const message = `${event.resourceType}/${event.id} has an invalid version id ${JSON.stringify(event.versionId)}`;
+  return unreadable(raw, event.origin, event.receivedAt, 'NotAFhirResource', message, event.resourceType);
 }
 
 /** Why a JSON value is not a FHIR resource, or undefined when it is one. */
@@ -52,7 +63,7 @@ function upsertOrUnreadable(resource: FhirResource, origin: Origin, receivedAt: 
     const why = id === undefined ? 'has no "id"' : `has an invalid "id" ${JSON.stringify(id)}`;
     return unreadable(JSON.stringify(resource), origin, receivedAt, 'NotAFhirResource', `${resource.resourceType} ${why}`, resource.resourceType);
   }
-  return {
+  return withValidVersion({
     op: 'upsert',
     resourceType: resource.resourceType,
     id,
@@ -61,7 +72,7 @@ function upsertOrUnreadable(resource: FhirResource, origin: Origin, receivedAt: 
     resource,
     origin,
     receivedAt,
-  };
+  });
 }
 
 interface VersionHint {
@@ -76,13 +87,15 @@ interface BundleEntry {
   fullUrl?: string;
 }
 
-function eventsFromBundle(bundle: FhirResource, origin: Origin, receivedAt: Date): ChangeEvent[] {
-  const entries = Array.isArray(bundle.entry) ? (bundle.entry as BundleEntry[]) : [];
+function eventsFromBundle(bundle: FhirResource, origin: Origin, receivedAt: Date, raw?: string): ChangeEvent[] {
+  if (bundle.entry === undefined) return [];
+  if (!Array.isArray(bundle.entry)) {
+    return [unreadable(raw ?? JSON.stringify(bundle), origin, receivedAt, 'NotAFhirResource', `Bundle "entry" is ${kindOf(bundle.entry)}, not an array`, 'Bundle')];
+  }
   const events: ChangeEvent[] = [];
-  entries.forEach((entry, index) => {
-    const at: Origin = origin.kind === 'file' ? { ...origin, entry: index } : origin;
+  (bundle.entry as BundleEntry[]).forEach((entry, index) => {
     if (isNotificationStatus(entry, index, bundle)) return;
-    events.push(eventFromEntry(entry, at, receivedAt));
+    events.push(eventFromEntry(entry, { ...origin, entry: index }, receivedAt));
   });
   return events;
 }
@@ -122,7 +135,7 @@ function deleteFromEntry(entry: BundleEntry, origin: Origin, receivedAt: Date, h
   if (!ref) {
     return unreadable(JSON.stringify(entry), origin, receivedAt, 'NotAFhirResource', `DELETE entry: request.url ${JSON.stringify(entry.request?.url)} is not Type/id`);
   }
-  return { op: 'delete', resourceType: ref.resourceType, id: ref.id, versionId: hint.versionId ?? ref.versionId, lastUpdated: hint.lastUpdated, origin, receivedAt };
+  return withValidVersion({ op: 'delete', resourceType: ref.resourceType, id: ref.id, versionId: hint.versionId ?? ref.versionId, lastUpdated: hint.lastUpdated, origin, receivedAt });
 }
 
 function withIdFromUrl(resource: FhirResource, entry: BundleEntry): FhirResource {
@@ -132,7 +145,7 @@ function withIdFromUrl(resource: FhirResource, entry: BundleEntry): FhirResource
 
 /** `Patient/1`, `Patient/1/_history/2`, or an absolute URL ending so; not conditional URLs (`Patient?identifier=`). */
 export function parseReference(url: string): { resourceType: string; id: string; versionId?: string } | undefined {
-  const m = /(?:^|\/)([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/([^/?#]+))?\/?$/.exec(url);
+  const m = /(?:^|\/)([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/([A-Za-z0-9\-.]{1,64}))?\/?$/.exec(url);
   if (!m) return undefined;
   return { resourceType: m[1]!, id: m[2]!, versionId: m[3] };
 }

@@ -1,5 +1,5 @@
 import type { ChangeEvent, FhirResource, Origin } from './change-event.js';
-import { eventsFromJson, parseReference, resourceProblem, unreadable } from './from-fhir.js';
+import { eventsFromJson, parseReference, resourceProblem, unreadable, withValidVersion } from './from-fhir.js';
 
 /**
  * The HAPI FHIR / Smile CDR resource-modified channel message, as HAPI serialises it with Jackson onto its
@@ -56,7 +56,7 @@ export function eventsFromHapiMessage(message: HapiResourceModifiedMessage, raw:
     const ref = idHint ?? (body.resource?.id ? { resourceType: body.resource.resourceType, id: body.resource.id } : undefined);
     if (!ref) return bad('NotAFhirResource', 'DELETE without a payloadId or a payload naming the resource');
     const versionId = idHint?.versionId ?? stringOrUndefined(body.resource?.meta?.versionId);
-    return [{ op: 'delete', resourceType: ref.resourceType, id: ref.id, versionId, origin, receivedAt }];
+    return [withValidVersion({ op: 'delete', resourceType: ref.resourceType, id: ref.id, versionId, origin, receivedAt })];
   }
 
   if (operation === 'TRANSACTION') {
@@ -71,7 +71,7 @@ export function eventsFromHapiMessage(message: HapiResourceModifiedMessage, raw:
   const resource = body.resource.id || !idHint || idHint.resourceType !== body.resource.resourceType ? body.resource : { ...body.resource, id: idHint.id };
   return eventsFromJson(resource, origin, receivedAt, raw).map((event) =>
     // HAPI puts the version in meta.versionId; older messages may have it only in payloadId's _history part.
-    event.op === 'upsert' && event.versionId === undefined && idHint?.versionId ? { ...event, versionId: idHint.versionId } : event,
+    event.op === 'upsert' && event.versionId === undefined && idHint?.versionId ? withValidVersion({ ...event, versionId: idHint.versionId }) : event,
   );
 }
 

@@ -39,8 +39,8 @@ export function instantMicros(value: string | undefined): bigint | undefined {
 
 /** Microseconds since the epoch as an ISO timestamp with microseconds, for a timestamptz parameter. */
 export function microsToIso(micros: bigint): string {
-  const ms = Number(micros / 1000n);
-  const iso = new Date(ms).toISOString();
-  const extra = (micros % 1000n).toString().padStart(3, '0');
-  return iso.replace('Z', `${extra}Z`);
+  // Floor division, so instants before 1970 keep a positive sub-millisecond part.
+  const ms = micros / 1000n - (micros % 1000n < 0n ? 1n : 0n);
+  const extra = micros - ms * 1000n;
+  return new Date(Number(ms)).toISOString().replace('Z', `${extra.toString().padStart(3, '0')}Z`);
 }

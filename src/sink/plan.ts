@@ -36,6 +36,8 @@ export interface ResourcePlan {
   /** Revision of the state read for this resource (0 when there was none). */
   revision: number;
   versions: AppliedVersion[];
+  /** The guard state after the batch: what resource_state must hold. */
+  state: ResourceState;
 }
 
 export interface BatchPlan {
@@ -71,19 +73,31 @@ export function planBatch(batch: ChangeEvent[], states: Map<string, ResourceStat
     }
     const applied = event.op === 'upsert' ? transform(event, version, transformersOf(event.resourceType), plan.poison) : { event, ...version };
     if (!applied) continue;
-    running.set(key, { ...version, deleted: event.op === 'delete', revision: state?.revision ?? 0 });
+    const next = nextState(event, version, state);
+    running.set(key, next);
     let resource = plans.get(key);
     if (!resource) {
-      resource = { key, resourceType: event.resourceType, id: event.id, existed: states.has(key), revision: states.get(key)?.revision ?? 0, versions: [] };
+      resource = { key, resourceType: event.resourceType, id: event.id, existed: states.has(key), revision: states.get(key)?.revision ?? 0, versions: [], state: next };
       plans.set(key, resource);
       plan.resources.push(resource);
     }
     resource.versions.push(applied);
+    resource.state = next;
   }
   return plan;
 }
 
 type Version = { versionId: string | null; lastUpdatedMicros: bigint | null };
+
+/**
+ * The guard state after an applied event. A delete without a version keeps the version it deleted:
+ * otherwise an older update carrying only a versionId (a Bundle entry's etag, a HAPI payloadVersion)
+ * could no longer be compared and would bring the resource back.
+ */
+function nextState(event: UpsertEvent | DeleteEvent, version: Version, before: ResourceState | undefined): ResourceState {
+  const versionId = version.versionId ?? (event.op === 'delete' ? (before?.versionId ?? null) : null);
+  return { versionId, lastUpdatedMicros: version.lastUpdatedMicros, deleted: event.op === 'delete', revision: before?.revision ?? 0 };
+}
 
 function versionOf(event: UpsertEvent | DeleteEvent): Version {
   const micros = instantMicros(event.lastUpdated) ?? (event.op === 'delete' ? BigInt(event.receivedAt.getTime()) * 1000n : undefined);

@@ -1,6 +1,7 @@
 import { readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { ConfigError } from '../config/config-error.js';
+import { isIdentifier } from '../config/identifier.js';
 import { readStructuredFile } from '../config/read-file.js';
 import { isRulesFile, loadRules } from './rules/load-rules.js';
 import type { Transformer } from './transformer.js';
@@ -57,6 +58,9 @@ function checkUniqueTables(transformers: Transformer[]): void {
   for (const t of transformers) {
     const names = t.tables.flatMap((table) => (table.history ? [table.name, `${table.name}_history`] : [table.name]));
     for (const name of names) {
+      if (!isIdentifier(name)) {
+        throw new ConfigError(t.file, '', `table ${JSON.stringify(name)} (with retainAllHistory, the history twin of a table) is longer than Postgres' 63 characters; shorten the table name`);
+      }
       const other = owner.get(name);
       if (other) throw new ConfigError(t.file, '', `table ${JSON.stringify(name)} is also written by ${other.name}; every table needs one transformer`);
       owner.set(name, t);

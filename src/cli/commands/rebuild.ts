@@ -37,7 +37,8 @@ export function register(program: Command): void {
         if (opts.json) process.stdout.write(`${JSON.stringify(outcome)}\n`);
         else {
           process.stdout.write(`rebuilt ${outcome.resources} resource(s) into ${outcome.rows} row(s); ${outcome.withoutDocument} without a stored document\n`);
-          for (const f of outcome.failed) process.stdout.write(`failed: ${f.resource}: ${f.error} (its old rows are kept)\n`);
+          const fate = opts.recreate ? 'it has no rows until fixed, its tables were recreated' : 'its old rows are kept';
+          for (const f of outcome.failed) process.stdout.write(`failed: ${f.resource}: ${f.error} (${fate})\n`);
         }
         if (outcome.failed.length) process.exitCode = 4;
       } finally {

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { markRetried, recordDeadLetters } from '../../deadletter/dead-letter.js';
-import { resourceKey, type ChangeEvent } from '../../events/change-event.js';
+import { describeOrigin, resourceKey, type ChangeEvent } from '../../events/change-event.js';
 import type { TableSpec, Transformer } from '../../transform/transformer.js';
 import { microsToIso } from '../guard.js';
 import { planBatch, type AppliedVersion, type BatchPlan, type Poison, type ResourcePlan } from '../plan.js';
@@ -39,11 +39,11 @@ export interface PostgresSinkOptions {
  * that record is dead-lettered and the rest commits.
  */
 export class PostgresSink implements Sink {
+  /** The transformers of each resource type. */
   private readonly byType = new Map<string, Transformer[]>();
-  private readonly tablesByType = new Map<string, TableSpec[]>();
   private readonly inFlight = new Set<{ keys: Set<string>; done: Promise<BatchOutcome> }>();
-  /** Set while transient faults keep a batch from committing. */
-  stall: Stall | undefined;
+  /** Batches that transient faults keep from committing, each with its own stall. */
+  private readonly stalls = new Map<object, Stall>();
 
   constructor(
     private readonly pool: pg.Pool,
@@ -51,7 +51,6 @@ export class PostgresSink implements Sink {
   ) {
     for (const t of options.transformers) {
       this.byType.set(t.resourceType, [...(this.byType.get(t.resourceType) ?? []), t]);
-      this.tablesByType.set(t.resourceType, [...(this.tablesByType.get(t.resourceType) ?? []), ...t.tables]);
     }
   }
 
@@ -60,6 +59,11 @@ export class PostgresSink implements Sink {
    * share no resource run side by side; one that shares a resource with an earlier batch waits for it,
    * so every resource sees its changes in call order, which matters for input without versions.
    */
+  /** The longest-running stall, while any batch waits for the database: for health checks and metrics. */
+  get stall(): Stall | undefined {
+    return [...this.stalls.values()].sort((a, b) => a.since.getTime() - b.since.getTime())[0];
+  }
+
   async apply(batch: ChangeEvent[], signal?: AbortSignal): Promise<BatchOutcome> {
     const keys = new Set(batch.flatMap((e) => (e.op === 'unreadable' ? [] : [resourceKey(e)])));
     const earlier = [...this.inFlight].filter((f) => overlaps(f.keys, keys)).map((f) => f.done);
@@ -75,6 +79,7 @@ export class PostgresSink implements Sink {
   private async applyChunks(batch: ChangeEvent[], signal?: AbortSignal): Promise<BatchOutcome> {
     const total = emptyOutcome();
     for (let i = 0; i < batch.length; i += this.options.maxEvents) {
+      signal?.throwIfAborted();
       addOutcome(total, await this.applyIsolating(batch.slice(i, i + this.options.maxEvents), signal));
     }
     return total;
@@ -94,8 +99,14 @@ export class PostgresSink implements Sink {
     }
   }
 
-  private retrying<T>(attempt: () => Promise<T>, signal?: AbortSignal): Promise<T> {
-    return retryTransient(attempt, this.options.retry, this.options.logger, (s) => (this.stall = s), signal);
+  private async retrying<T>(attempt: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    const call = {};
+    const onStall = (s: Stall | undefined) => (s ? this.stalls.set(call, s) : this.stalls.delete(call));
+    try {
+      return await retryTransient(attempt, this.options.retry, this.options.logger, onStall, signal);
+    } finally {
+      this.stalls.delete(call);
+    }
   }
 
   private async transaction(events: ChangeEvent[]): Promise<BatchOutcome> {
@@ -124,7 +135,10 @@ export class PostgresSink implements Sink {
       detail: { ...sqlDetail(cause), ...(table ? { table } : {}) },
     };
     await this.inTransaction((client) => recordDeadLetters(client, [poison]));
-    this.options.logger.warn({ source: event.origin, err: poison.message }, 'record dead-lettered');
+    // Postgres quotes the refused value in its message, which may be patient data: the log names only
+    // where it came from and why; the dead letter holds the rest.
+    const { sqlState, column, constraint } = poison.detail ?? {};
+    this.options.logger.warn({ source: describeOrigin(event.origin), sqlState, table, column, constraint }, 'record dead-lettered: the database refused a value');
     return { received: 1, applied: 0, stale: 0, deadLettered: 1 };
   }
 
@@ -137,16 +151,17 @@ export class PostgresSink implements Sink {
       client.release();
       return result;
     } catch (err) {
-      await client.query('ROLLBACK').catch(() => {});
-      // A connection that failed mid-transaction may be dead: never hand it out again.
-      client.release(true);
+      // A connection whose rollback fails, or that failed for a transient reason, may be dead: never
+      // hand it out again. One that refused a value (poison) is healthy and goes back to the pool.
+      const healthy = classify(err) !== 'transient' && (await client.query('ROLLBACK').then(() => true, () => false));
+      client.release(!healthy);
       throw err;
     }
   }
 
   private async write(client: pg.ClientBase, plan: BatchPlan): Promise<void> {
     const { schema, deleteMode } = this.options;
-    const w = collectWrites(plan, deleteMode, (type) => this.tablesByType.get(type) ?? []);
+    const w = collectWrites(plan, deleteMode, (type) => (this.byType.get(type) ?? []).flatMap((t) => t.tables));
     // The state swap first: it is what serializes concurrent writers of the same resource.
     await writeStates(client, plan.resources.map((r) => stateOf(r, this.options.storeResources)));
     for (const [spec, tombstones] of w.historyOfDeletes) await historyOfDeletes(client, schema, spec, tombstones);
@@ -218,18 +233,19 @@ function versionedRows(v: AppliedVersion, table: TableSpec, key: string, tombsto
 }
 
 function tombstoneOf(key: string, v: AppliedVersion): Tombstone {
-  return { key, version: v.versionId, deletedAt: microsToIso(v.lastUpdatedMicros ?? BigInt(v.event.receivedAt.getTime()) * 1000n) };
+  // A delete always has a time: its lastUpdated, or its arrival (see plan.ts versionOf).
+  return { key, version: v.versionId, deletedAt: microsToIso(v.lastUpdatedMicros!) };
 }
 
 function stateOf(r: ResourcePlan, storeResources: boolean): StateWrite {
-  const final = r.versions[r.versions.length - 1]!;
   const live = lastUpsert(r)?.event;
+  const micros = r.state.lastUpdatedMicros;
   return {
     resourceType: r.resourceType,
     id: r.id,
-    versionId: final.versionId,
-    lastUpdated: final.lastUpdatedMicros === null ? null : microsToIso(final.lastUpdatedMicros),
-    deleted: final.event.op === 'delete',
+    versionId: r.state.versionId ?? null,
+    lastUpdated: micros === null || micros === undefined ? null : microsToIso(micros),
+    deleted: r.state.deleted,
     // The last live document, also under a tombstone (null keeps the one stored before).
     resourceJson: live?.op === 'upsert' && storeResources ? (live.raw ?? JSON.stringify(live.resource)) : null,
     revision: r.revision + 1,

@@ -29,6 +29,7 @@ export async function retryTransient<T>(
   let delay = policy.initialMs;
   let stall: Stall | undefined;
   for (;;) {
+    signal?.throwIfAborted();
     try {
       const result = await attempt();
       if (stall) {

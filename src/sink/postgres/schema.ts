@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { quoteIdent } from '../../config/identifier.js';
 import type { TableSpec } from '../../transform/transformer.js';
 import { historyTable, SYSTEM_COLUMN_DDL, tableDdl } from './table-ddl.js';
 
@@ -19,7 +20,7 @@ export interface SchemaPlan {
 
 /** Every table's DDL, parents before children, for `fhir-rte schema`. */
 export function schemaDdl(schema: string, specs: TableSpec[]): string[] {
-  return [`CREATE SCHEMA IF NOT EXISTS "${schema}"`, ...specs.flatMap((s) => tableDdl(schema, s))];
+  return [`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)}`, ...specs.flatMap((s) => tableDdl(schema, s))];
 }
 
 /** Compares the configured tables with what the database has. */
@@ -44,7 +45,7 @@ export async function createMissing(db: pg.Pool, schema: string, plan: SchemaPla
   const client = await db.connect();
   try {
     await client.query('BEGIN');
-    await client.query(`CREATE SCHEMA IF NOT EXISTS "${schema}"`);
+    await client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)}`);
     for (const m of plan.missing) for (const ddl of m.ddl) await client.query(ddl);
     await client.query('COMMIT');
     return plan.missing.map((m) => m.table);

@@ -47,7 +47,7 @@ export class FileSource implements Source {
     for (const file of this.files()) {
       for await (const events of read(file)) {
         if (signal.aborted) break;
-        batch.push(...events);
+        for (const e of events) batch.push(e); // not push(...events): a Bundle may hold more entries than a call takes arguments
         if (batch.length >= this.batchSize) await flush();
       }
     }
@@ -70,7 +70,14 @@ function expand(path: string): string[] {
 
 async function* read(file: string): AsyncGenerator<ChangeEvent[]> {
   if (/\.json$/i.test(file)) {
-    yield eventsFromText(await readFile(file, 'utf8'), { kind: 'file', file, line: 1 });
+    let text: string;
+    try {
+      text = await readFile(file, 'utf8');
+    } catch (err) {
+      yield [unreadable('', { kind: 'file', file, line: 1 }, new Date(), 'UnreadableFile', `cannot read ${file}: ${(err as Error).message}`)];
+      return;
+    }
+    yield eventsFromText(withoutBom(text), { kind: 'file', file, line: 1 });
     return;
   }
   const raw = createReadStream(file);
@@ -80,11 +87,16 @@ async function* read(file: string): AsyncGenerator<ChangeEvent[]> {
     for await (const text of createInterface({ input, crlfDelay: Infinity })) {
       line++;
       if (text.trim() === '') continue;
-      yield eventsFromText(text, { kind: 'file', file, line });
+      yield eventsFromText(line === 1 ? withoutBom(text) : text, { kind: 'file', file, line });
     }
   } catch (err) {
     // A corrupt or truncated file: what was read counts, the rest is one dead letter that says why.
     const message = `cannot read ${file} after line ${line}: ${(err as Error).message}`;
     yield [unreadable('', { kind: 'file', file, line: line + 1 }, new Date(), 'UnreadableFile', message)];
   }
+}
+
+/** Editors on some systems start UTF-8 files with a byte-order mark, which JSON.parse refuses. */
+function withoutBom(text: string): string {
+  return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
 }
