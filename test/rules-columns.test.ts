@@ -78,3 +78,18 @@ it('a value that is not of the column type dead-letters the resource with the co
   const [letter] = await t.rows<{ error_message: string }>(`SELECT error_message FROM fhir_rte.dead_letter WHERE resource_id = 'o3'`);
   expect(letter!.error_message).toBe('column obs.i: expected an integer, got "forty-two"');
 });
+
+it('a complex value in a STRING column dead-letters the resource: rules point at primitives or use JSON', async () => {
+  const rules = transformerDir({
+    'p.yaml': `transformers:\n  - resourceType: Patient\n    tableName: person\n    columns:\n      - { columnName: name, fhirPath: Patient.name, columnType: STRING }\n`,
+  });
+  const sink = await openTestSink(await freshDatabase('complex'), rules);
+  try {
+    const outcome = await sink.sink.apply([upsert({ resourceType: 'Patient', id: 'c1', name: [{ family: 'X' }] })]);
+    expect(outcome).toMatchObject({ applied: 0, deadLettered: 1 });
+    const [letter] = await sink.rows<{ error_message: string }>(`SELECT error_message FROM fhir_rte.dead_letter`);
+    expect(letter!.error_message).toBe('column person.name: a text column got a complex value {"family":"X"}; point the path at a primitive or use columnType JSON');
+  } finally {
+    await sink.close();
+  }
+});

@@ -1,3 +1,4 @@
+import { sqlValue, SqlValueError } from '../sql-value.js';
 import type { SqlType } from '../transformer.js';
 import type { ColumnType, MultiplePrimitiveStrategy } from './rules-schema.js';
 
@@ -65,71 +66,11 @@ function fit(rule: ColumnRule, value: unknown): unknown {
   throw new ColumnValueError(`value of ${chars.length} characters exceeds maximumSize ${rule.maximumSize} (overflowStrategy ERROR)`);
 }
 
-const INTEGER = /^[+-]?\d+$/;
-const DECIMAL = /^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/;
-const DATE = /^(\d{4})(-(\d{2})(-(\d{2}))?)?/;
-
 function convert(type: ColumnType, v: unknown): unknown {
-  if (v === null || v === undefined) return null;
-  switch (type) {
-    case 'STRING':
-      return primitive(v, 'STRING');
-    case 'JSON':
-      return JSON.stringify(v);
-    case 'INT':
-      return integer(v, -2147483648, 2147483647);
-    case 'LONG':
-      return String(integer(v, Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER));
-    case 'DECIMAL':
-      return decimal(v);
-    case 'BOOLEAN':
-      return boolean(v);
-    case 'DATE':
-      return date(v);
-    case 'TIMESTAMP':
-      return timestamp(v);
+  try {
+    return sqlValue(v, sqlTypeOf(type), 'refuse');
+  } catch (err) {
+    if (err instanceof SqlValueError) throw new ColumnValueError(err.message);
+    throw err;
   }
-}
-
-function primitive(v: unknown, type: string): string | number | boolean {
-  if (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') return v;
-  throw new ColumnValueError(`${type} column got a complex value ${preview(v)}; point the path at a primitive or use columnType JSON`);
-}
-
-function integer(v: unknown, min: number, max: number): number {
-  const p = primitive(v, 'integer');
-  const n = typeof p === 'number' ? p : typeof p === 'string' && INTEGER.test(p) ? Number(p) : NaN;
-  if (!Number.isInteger(n)) throw new ColumnValueError(`expected an integer, got ${preview(v)}`);
-  if (n < min || n > max) throw new ColumnValueError(`integer ${n} is out of range ${min}..${max}`);
-  return n;
-}
-
-function decimal(v: unknown): string {
-  const p = primitive(v, 'DECIMAL');
-  const s = String(p);
-  if (typeof p === 'boolean' || !DECIMAL.test(s)) throw new ColumnValueError(`expected a decimal, got ${preview(v)}`);
-  return s;
-}
-
-function boolean(v: unknown): boolean {
-  if (typeof v === 'boolean') return v;
-  if (v === 'true' || v === 'false') return v === 'true';
-  throw new ColumnValueError(`expected a boolean, got ${preview(v)}`);
-}
-
-/** FHIR dates may be partial (`2020`, `2020-04`); a partial date maps to its first day. */
-function date(v: unknown): string {
-  const m = typeof v === 'string' ? DATE.exec(v) : null;
-  if (!m) throw new ColumnValueError(`expected a FHIR date, got ${preview(v)}`);
-  return `${m[1]}-${m[3] ?? '01'}-${m[5] ?? '01'}`;
-}
-
-function timestamp(v: unknown): string {
-  if (typeof v !== 'string' || !DATE.test(v)) throw new ColumnValueError(`expected a FHIR dateTime or instant, got ${preview(v)}`);
-  return v.length <= 10 ? date(v) : v;
-}
-
-function preview(v: unknown): string {
-  const s = JSON.stringify(v) ?? String(v);
-  return s.length > 60 ? `${s.slice(0, 57)}...` : s;
 }

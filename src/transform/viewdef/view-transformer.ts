@@ -4,7 +4,7 @@ import type { FhirResource } from '../../events/change-event.js';
 import { rowId } from '../row-id.js';
 import { TransformError, type Row, type RowSet, type TableSpec, type Transformer } from '../transformer.js';
 import { compileView, type CompiledView } from './compile-view.js';
-import { sqlValue, SqlValueError } from './sql-types.js';
+import { sqlValue, SqlValueError } from '../sql-value.js';
 
 /**
  * A ViewDefinition as a fhir-rte Transformer: one table named after the view (lower case, like every
