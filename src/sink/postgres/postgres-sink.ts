@@ -8,6 +8,7 @@ import { planBatch, type AppliedVersion, type BatchPlan, type Poison, type Resou
 import { addOutcome, emptyOutcome, SinkFailure, type BatchOutcome, type Sink } from '../sink.js';
 import { classify, sqlDetail } from './fault.js';
 import { retryTransient, type RetryPolicy, type Stall } from './retry.js';
+import { inTransaction } from './transaction.js';
 import {
   deleteRows,
   flagDeleted,
@@ -110,7 +111,7 @@ export class PostgresSink implements Sink {
   }
 
   private async transaction(events: ChangeEvent[]): Promise<BatchOutcome> {
-    return this.inTransaction(async (client) => {
+    return inTransaction(this.pool, async (client) => {
       const keyed = events.filter((e): e is Exclude<ChangeEvent, { op: 'unreadable' }> => e.op !== 'unreadable');
       const unique = new Map(keyed.map((e) => [resourceKey(e), e]));
       const states = unique.size
@@ -134,29 +135,12 @@ export class PostgresSink implements Sink {
       message: `the database refused the record${table ? ` in table ${table}` : ''}: ${(cause as Error).message}`,
       detail: { ...sqlDetail(cause), ...(table ? { table } : {}) },
     };
-    await this.inTransaction((client) => recordDeadLetters(client, [poison]));
+    await inTransaction(this.pool, (client) => recordDeadLetters(client, [poison]));
     // Postgres quotes the refused value in its message, which may be patient data: the log names only
     // where it came from and why; the dead letter holds the rest.
     const { sqlState, column, constraint } = poison.detail ?? {};
     this.options.logger.warn({ source: describeOrigin(event.origin), sqlState, table, column, constraint }, 'record dead-lettered: the database refused a value');
     return { received: 1, applied: 0, stale: 0, deadLettered: 1 };
-  }
-
-  private async inTransaction<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-    const client = await this.pool.connect();
-    try {
-      await client.query('BEGIN');
-      const result = await work(client);
-      await client.query('COMMIT');
-      client.release();
-      return result;
-    } catch (err) {
-      // A connection whose rollback fails, or that failed for a transient reason, may be dead: never
-      // hand it out again. One that refused a value (poison) is healthy and goes back to the pool.
-      const healthy = classify(err) !== 'transient' && (await client.query('ROLLBACK').then(() => true, () => false));
-      client.release(!healthy);
-      throw err;
-    }
   }
 
   private async write(client: pg.ClientBase, plan: BatchPlan): Promise<void> {

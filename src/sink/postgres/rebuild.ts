@@ -5,6 +5,7 @@ import type { FhirResource } from '../../events/change-event.js';
 import type { TableSpec, Transformer } from '../../transform/transformer.js';
 import { retryTransient, type RetryPolicy } from './retry.js';
 import { planSchema } from './schema.js';
+import { inTransaction } from './transaction.js';
 import { claimStates, deleteRows, insertRows, type VersionedRow } from './statements.js';
 
 export interface RebuildOptions {
@@ -54,33 +55,23 @@ export async function rebuild(pool: pg.Pool, options: RebuildOptions): Promise<R
 
 /** Rebuilds the page after `after`; returns the last key of the page, or undefined at the end. */
 async function rebuildPage(pool: pg.Pool, options: RebuildOptions, types: string[], after: [string, string], outcome: RebuildOutcome): Promise<[string, string] | undefined> {
-  const client = await pool.connect();
-  try {
-    await client.query('BEGIN');
+  const done = await inTransaction(pool, async (client) => {
     const states = await readPage(client, types, after, options.pageSize);
-    if (!states.length) {
-      await client.query('COMMIT');
-      client.release();
-      return undefined;
-    }
+    if (!states.length) return undefined;
     const page = flatten(states, options);
     await claimStates(client, page.rebuilt);
     for (const [spec, rows] of page.rows) await deleteRows(client, options.schema, spec.name, [...new Set(rows.keys)]);
     for (const [spec, rows] of page.rows) await insertRows(client, options.schema, spec, rows.rows);
-    await client.query('COMMIT');
-    client.release();
-    // Counted only once committed: a page retried after a lost race is not counted twice.
-    outcome.resources += page.rebuilt.length;
-    outcome.rows += [...page.rows.values()].reduce((n, r) => n + r.rows.length, 0);
-    outcome.withoutDocument += page.withoutDocument;
-    outcome.failed.push(...page.failed);
-    const last = states[states.length - 1]!;
-    return [last.resourceType, last.id];
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => {});
-    client.release(true);
-    throw err;
-  }
+    return { page, last: states[states.length - 1]! };
+  });
+  if (!done) return undefined;
+  // Counted only once committed: a page retried after a lost race is not counted twice.
+  const { page, last } = done;
+  outcome.resources += page.rebuilt.length;
+  outcome.rows += [...page.rows.values()].reduce((n, r) => n + r.rows.length, 0);
+  outcome.withoutDocument += page.withoutDocument;
+  outcome.failed.push(...page.failed);
+  return [last.resourceType, last.id];
 }
 
 async function readPage(client: pg.ClientBase, types: string[], after: [string, string], limit: number): Promise<StoredState[]> {

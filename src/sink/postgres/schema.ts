@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { quoteIdent } from '../../config/identifier.js';
+import { inTransaction } from './transaction.js';
 import type { TableSpec } from '../../transform/transformer.js';
 import { historyTable, SYSTEM_COLUMN_DDL, tableDdl } from './table-ddl.js';
 
@@ -42,19 +43,11 @@ export async function planSchema(db: pg.ClientBase | pg.Pool, schema: string, sp
 
 /** Creates what is missing; leaves drifted tables alone. */
 export async function createMissing(db: pg.Pool, schema: string, plan: SchemaPlan): Promise<string[]> {
-  const client = await db.connect();
-  try {
-    await client.query('BEGIN');
+  await inTransaction(db, async (client) => {
     await client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)}`);
     for (const m of plan.missing) for (const ddl of m.ddl) await client.query(ddl);
-    await client.query('COMMIT');
-    return plan.missing.map((m) => m.table);
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => {});
-    throw err;
-  } finally {
-    client.release();
-  }
+  });
+  return plan.missing.map((m) => m.table);
 }
 
 export function describeDrift(d: Drift): string {
