@@ -3,7 +3,7 @@ import { freshDatabase } from './support/database.js';
 import { startTestPostgres } from './support/embedded-postgres.js';
 import { startKafkaBroker } from './support/kafka-broker.js';
 import { ChannelProcess, writeChannelConfig } from './support/kafka-process.js';
-import { committedOffsets, createTopic, endOffsets, eventually, testKafka, uniqueName } from './support/kafka-topics.js';
+import { committedOffsets, createTopic, endOffsets, eventually, produce, testKafka, uniqueName } from './support/kafka-topics.js';
 import { buildWorkload, checkTables, produceWorkload, workloadTransformers, type Workload, type WorkloadRecord } from './support/kafka-workload.js';
 import pg from 'pg';
 
@@ -37,6 +37,19 @@ describe.skipIf(!brokersText)(`Kafka channel mode${why ? ` (skipped: ${why})` : 
     } catch (err) {
       const outputs = processes.slice(firstOfTest).map((p, i) => `--- process ${i + 1} (exit ${p.child.exitCode ?? p.child.signalCode ?? 'running'}) ---\n${p.output.slice(-6000)}`);
       throw new Error(`${(err as Error).message}\n${outputs.join('\n')}`);
+    }
+  }
+
+  /** The process's exit, or a failure with its output when it is still running after `timeoutMs`. */
+  async function exitOf(p: ChannelProcess, timeoutMs: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`still running after ${timeoutMs} ms; output:\n${p.output.slice(-6000)}`)), timeoutMs);
+    });
+    try {
+      return await Promise.race([p.exited, late]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -266,6 +279,108 @@ describe.skipIf(!brokersText)(`Kafka channel mode${why ? ` (skipped: ${why})` : 
       await expectExact(db.url, workload, topic, groupId, [first, second]);
     } finally {
       await db.destroy();
+    }
+  });
+  it('dates a tombstone by its record timestamp: consumed as a backlog and replayed by a new group, a resource deleted and then updated again stays live', async () => {
+    const databaseUrl = await freshDatabase('kc');
+    const topic = uniqueName('channel-tombstone');
+    await createTopic(kafka, topic, 1);
+    // Two hours ago, a minute apart: version 1, the delete (a tombstone: no version of its own), version 2.
+    const t0 = Date.now() - 2 * 3_600_000;
+    const at = (minutes: number) => t0 + minutes * 60_000;
+    const patient = (id: string, versionId: string, minutes: number) =>
+      JSON.stringify({ resourceType: 'Patient', id, meta: { versionId, lastUpdated: new Date(at(minutes)).toISOString() }, gender: 'female', name: [{ family: `${id}-${versionId}` }] });
+    const record = (id: string, value: string | null, minutes: number) => ({ key: `Patient/${id}`, value, timestamp: String(at(minutes)) });
+    await produce(kafka, topic, [
+      record('numeric', patient('numeric', '1', 0), 0),
+      record('numeric', null, 1),
+      record('numeric', patient('numeric', '2', 2), 2),
+      // Medplum's versionIds are UUIDs: only lastUpdated orders its versions.
+      record('uuid', patient('uuid', '5f0c1a9e-0000-4000-8000-000000000001', 0), 0),
+      record('uuid', null, 1),
+      record('uuid', patient('uuid', '5f0c1a9e-0000-4000-8000-000000000002', 2), 2),
+      // Deleted for good; a late redelivery of its old version must not bring it back.
+      record('gone', patient('gone', '1', 0), 0),
+      record('gone', null, 1),
+      record('gone', patient('gone', '1', 0), 3),
+    ]);
+
+    const expectRows = async (after: string) => {
+      const client = new pg.Client({ connectionString: databaseUrl });
+      await client.connect();
+      try {
+        const { rows } = await client.query<{ source_resource_id: string; version: string | null; deleted_at: Date | null; family: string }>(
+          'SELECT source_resource_id, version, deleted_at, family FROM kc_patient ORDER BY source_resource_id',
+        );
+        expect(rows, after).toMatchObject([
+          // The tombstone is dated by its record (minute 1), not by when it was consumed, so the later version 2 applies.
+          { source_resource_id: 'Patient/gone', deleted_at: new Date(at(1)), family: 'gone-1' },
+          { source_resource_id: 'Patient/numeric', version: '2', deleted_at: null, family: 'numeric-2' },
+          { source_resource_id: 'Patient/uuid', version: '5f0c1a9e-0000-4000-8000-000000000002', deleted_at: null, family: 'uuid-5f0c1a9e-0000-4000-8000-000000000002' },
+        ]);
+      } finally {
+        await client.end();
+      }
+    };
+
+    // A backlog: the consumer starts after everything was produced.
+    const firstGroup = uniqueName('g');
+    const first = channel(databaseUrl, topic, firstGroup);
+    await waitFor(() => allCommitted(firstGroup, topic), 'the backlog committed', 90_000);
+    expect(await first.stop(), first.output.slice(-3000)).toEqual({ code: 0, signal: null });
+    await expectRows('after the backlog');
+
+    // A replay from offset 0 (a new group), as after a crash before a commit: every event is stale now,
+    // the tombstone included, since it is older than version 2.
+    const secondGroup = uniqueName('g');
+    const second = channel(databaseUrl, topic, secondGroup);
+    await waitFor(() => allCommitted(secondGroup, topic), 'the replay committed', 90_000);
+    expect(await second.stop(), second.output.slice(-3000)).toEqual({ code: 0, signal: null });
+    await expectRows('after the replay');
+  });
+
+  it('exits with code 1 when a table is dropped under it: the refused batch stays uncommitted, nothing is dead-lettered, the output names the table', async () => {
+    const databaseUrl = await freshDatabase('kc');
+    const topic = uniqueName('channel-fatal');
+    const groupId = uniqueName('g');
+    // No poison, so any dead letter would be one written for the failure.
+    const workload = buildWorkload({ patients: 600, observations: 600, partitions: PARTITIONS, seed: 7, poisonEvery: 1_000_000 });
+    const [early, late] = splitPerPartition(workload.records, 0.5);
+    await createTopic(kafka, topic, PARTITIONS);
+    await produceWorkload(kafka, topic, early);
+
+    const p = channel(databaseUrl, topic, groupId);
+    await waitFor(() => allCommitted(groupId, topic), 'the first half committed', 90_000);
+    const client = new pg.Client({ connectionString: databaseUrl });
+    await client.connect();
+    try {
+      await client.query('DROP TABLE kc_patient CASCADE');
+      await produceWorkload(kafka, topic, late);
+
+      // It stops on its own, rather than replaying the refused batch forever.
+      const exit = await exitOf(p, 60_000);
+      expect(exit, p.output.slice(-3000)).toEqual({ code: 1, signal: null });
+      expect(p.output).toContain('kc_patient');
+      // One refused batch, reported at error level with where it was, and its offsets left uncommitted.
+      const refused = p.output
+        .split('\n')
+        .filter((l) => l.includes('"msg":"the database refused a batch'))
+        .map((l) => JSON.parse(l) as { level: number; topic: string; partition: number; fromOffset: string; toOffset: string; sqlState?: string; error: string });
+      expect(refused, p.output.slice(-3000)).toHaveLength(1);
+      const [failed] = refused;
+      expect(failed).toMatchObject({ level: 50, topic, sqlState: '42P01' });
+      expect(failed!.error).toContain('kc_patient');
+      const committed = await committedOffsets(kafka, groupId, topic);
+      expect(Number(committed.get(failed!.partition)), 'committed past the refused batch').toBeLessThanOrEqual(Number(failed!.fromOffset));
+      expect(await allCommitted(groupId, topic)).toBe(false);
+      // The process said why it stopped, at error level, and left the group.
+      expect(p.logged('fhir-rte start stops')).toBe(1);
+      expect(await groupMembers(groupId)).toEqual([]);
+      // Nothing dead-lettered for it: the records wait in Kafka for the cause to be fixed.
+      const { rows } = await client.query<{ n: string }>('SELECT count(*) AS n FROM fhir_rte.dead_letter');
+      expect(rows[0]!.n).toBe('0');
+    } finally {
+      await client.end();
     }
   });
   // Each test waits at most 120 s for one condition; a slow, shared CI machine gets the rest as headroom.

@@ -1,14 +1,15 @@
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import type { KafkaConfig } from '../src/config/config.js';
 import type { ChangeEvent } from '../src/events/change-event.js';
-import type { BatchOutcome } from '../src/sink/sink.js';
+import { SinkFailure, type BatchOutcome } from '../src/sink/sink.js';
 import { KafkaSource } from '../src/sources/kafka/kafka-source.js';
 import { committedOffsets, createTopic, endOffsets, eventually, produce, testKafka, uniqueName } from './support/kafka-topics.js';
 
 /**
  * The Kafka source's own contract against a real broker: order within a partition, every record handed
  * over once per commit, offsets committed to the end, poison passed on as unreadable events, and
- * heartbeats that keep a member whose transaction waits longer than the session timeout.
+ * heartbeats that keep a member whose transaction waits longer than the session timeout, events dated by
+ * their records' timestamps, and a stop (not a restart) on a fault retrying cannot fix.
  * (The end-to-end checks through the Postgres sink are in kafka-channel.test.ts.)
  */
 const brokers = inject('kafkaBrokers');
@@ -202,5 +203,68 @@ describe.skipIf(!brokers)(`Kafka source${why ? ` (skipped: ${why})` : ''}`, () =
     await running;
     // Had the member been dropped, the stalled batch would have been fetched and applied again.
     expect(events).toHaveLength(50);
+  });
+
+  it('dates every event by its record timestamp, not by when it is read', async () => {
+    const topic = uniqueName('src-time');
+    const groupId = uniqueName('g');
+    await createTopic(kafka, topic, 1);
+    const t0 = Date.now() - 3_600_000;
+    const deleteEntry = { resourceType: 'Bundle', type: 'transaction', entry: [{ request: { method: 'DELETE', url: 'Patient/t3' } }] };
+    await produce(kafka, topic, [
+      { key: 'Patient/t1', value: null, timestamp: String(t0) },
+      { key: 'Patient/t2', value: JSON.stringify({ resourceType: 'Patient', id: 't2' }), timestamp: String(t0 + 1_000) },
+      { key: 'Patient/t3', value: JSON.stringify(deleteEntry), timestamp: String(t0 + 2_000) },
+    ]);
+    const { apply, events } = recorder();
+    const stop = new AbortController();
+    stops.push(stop);
+    const running = new KafkaSource(config(topic, groupId), { maxEvents: 100 }).run(apply, stop.signal);
+    await eventually(() => events.length === 3, 'the three records consumed', 60_000);
+    stop.abort();
+    await running;
+    expect(events.map((e) => [e.op, e.receivedAt.getTime()])).toEqual([
+      ['delete', t0],
+      ['upsert', t0 + 1_000],
+      ['delete', t0 + 2_000],
+    ]);
+  });
+
+  it('stops on a SinkFailure: run rejects with it, the refused chunk stays uncommitted, the member leaves the group', async () => {
+    const topic = uniqueName('src-fatal');
+    const groupId = uniqueName('g');
+    await createTopic(kafka, topic, 1);
+    await produce(kafka, topic, Array.from({ length: 30 }, (_, i) => ({ key: `Patient/f${i}`, value: JSON.stringify({ resourceType: 'Patient', id: `f${i}` }) })));
+
+    // The first chunk (offsets 0-9) commits; the second meets a dropped table.
+    const tried: string[] = [];
+    const failure = new SinkFailure(Object.assign(new Error('relation "public.f_patient" does not exist'), { code: '42P01' }));
+    const apply = async (batch: ChangeEvent[]): Promise<BatchOutcome> => {
+      const first = batch[0]!.origin as { offset: string };
+      tried.push(first.offset);
+      if (first.offset !== '0') throw failure;
+      return { received: batch.length, applied: batch.length, stale: 0, deadLettered: 0 };
+    };
+    const errors: Array<Record<string, unknown>> = [];
+    const log = { debug() {}, info() {}, warn() {}, error: (o: object, msg?: string) => void errors.push({ ...o, msg }) };
+    const stop = new AbortController();
+    stops.push(stop);
+    const running = new KafkaSource(config(topic, groupId), { maxEvents: 10, log }).run(apply, stop.signal);
+    const outcome = await Promise.race([running.then(() => 'resolved', (err: unknown) => err), new Promise((r) => setTimeout(() => r('still running'), 60_000))]);
+    stop.abort();
+    expect(outcome).toBe(failure);
+    // Tried once, not replayed in a loop; reported with where it was.
+    expect(tried).toEqual(['0', '10']);
+    expect(errors).toEqual([expect.objectContaining({ topic, partition: 0, fromOffset: '10', toOffset: '19', sqlState: '42P01' })]);
+    expect((await committedOffsets(kafka, groupId, topic)).get(0)).toBe('10');
+    // It left the group rather than waiting out its session.
+    const admin = kafka.admin();
+    await admin.connect();
+    try {
+      const { groups } = await admin.describeGroups([groupId]);
+      expect(groups[0]?.members).toEqual([]);
+    } finally {
+      await admin.disconnect();
+    }
   });
 });

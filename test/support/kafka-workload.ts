@@ -9,8 +9,14 @@ import { random } from '../../src/cli/demo/synthetic-data.js';
  * A change stream with everything a channel meets: creates, updates and deletes of many Patients and
  * Observations, in every accepted shape (bare resources, tombstones, transaction and history Bundles,
  * HAPI resource-modified messages), with duplicates, versions out of order, late old versions after a
- * delete, and poison messages. It knows each record's partition and offset, the newest state of every
- * resource, and exactly which records are poison, so a test can check the tables to the row.
+ * delete, resources deleted and then updated again (a tombstone followed by a newer version), and poison
+ * messages. It knows each record's partition and offset, the newest state of every resource, and exactly
+ * which records are poison, so a test can check the tables to the row.
+ *
+ * Patients carry `meta.lastUpdated` as a server sets it, an hour before the test runs, and every Patient
+ * record carries its change's time as its Kafka timestamp, as a producer beside the server would. A
+ * tombstone has no version of its own: it is ordered by that timestamp, so versions made after it apply
+ * whether they arrive before or after it, however late the stream is consumed or replayed.
  */
 
 export interface WorkloadRecord {
@@ -19,6 +25,8 @@ export interface WorkloadRecord {
   partition: number;
   /** Known in advance: the topic is fresh and this producer its only writer, so offsets count from 0. */
   offset: number;
+  /** The record's Kafka timestamp (ms); the time of producing when absent. */
+  timestamp?: number;
 }
 
 export interface Expected {
@@ -67,8 +75,14 @@ export function partitionOf(key: string, partitions: number): number {
 const GENDERS = ['male', 'female', 'other', 'unknown'];
 const STATUSES = ['registered', 'preliminary', 'final', 'amended'];
 
-function patient(id: string, v: number) {
-  return { resourceType: 'Patient', id, meta: { versionId: String(v) }, gender: GENDERS[v % 4], name: [{ family: `Fam-${id}-v${v}` }] };
+function patient(id: string, v: number, lastUpdated: number) {
+  return {
+    resourceType: 'Patient',
+    id,
+    meta: { versionId: String(v), lastUpdated: new Date(lastUpdated).toISOString() },
+    gender: GENDERS[v % 4],
+    name: [{ family: `Fam-${id}-v${v}` }],
+  };
 }
 function observation(id: string, v: number) {
   return {
@@ -84,22 +98,52 @@ function hapi(operationType: string, fields: Record<string, unknown>) {
   return JSON.stringify({ headers: { retryCount: 0, customHeaders: {} }, payload: { operationType, mediaType: 'application/fhir+json', ...fields } });
 }
 
-export function buildWorkload(options: { patients: number; observations: number; partitions: number; poisonEvery?: number; seed?: number }): Workload {
-  const rnd = random(options.seed ?? 42);
-  const perPartition: Array<Array<{ key: string | null; value: string | null; poison?: boolean }>> = Array.from({ length: options.partitions }, () => []);
-  const expected = new Map<string, Expected>();
-  const push = (key: string, value: string | null) => perPartition[partitionOf(key, options.partitions)]!.push({ key, value });
+type StreamRecord = [key: string, value: string | null, timestamp?: number];
 
-  const streams: Array<Array<[string, string | null]>> = [];
+export function buildWorkload(options: {
+  patients: number;
+  observations: number;
+  partitions: number;
+  poisonEvery?: number;
+  seed?: number;
+  /** When the Patients' history starts (ms); an hour ago by default, so consuming it is always a backlog. */
+  since?: number;
+}): Workload {
+  const rnd = random(options.seed ?? 42);
+  const perPartition: Array<Array<{ key: string | null; value: string | null; timestamp?: number }>> = Array.from({ length: options.partitions }, () => []);
+  const expected = new Map<string, Expected>();
+  const push = (key: string, value: string | null, timestamp?: number) => perPartition[partitionOf(key, options.partitions)]!.push({ key, value, timestamp });
+  const since = options.since ?? Date.now() - 3_600_000;
+
+  const streams: StreamRecord[][] = [];
   for (let i = 0; i < options.patients; i++) {
     const id = `pt-${i}`;
     const key = `Patient/${id}`;
     const versions = 1 + Math.floor(rnd() * 4);
-    const order = shuffledVersions(versions, rnd);
-    const stream: Array<[string, string | null]> = order.map((v) => [key, JSON.stringify(patient(id, v))]);
-    // A tombstone carries no version, so it is ordered by arrival: it must come last for its resource.
-    const deleted = rnd() < 0.2;
-    if (deleted) stream.push([key, null]);
+    // The server's history: version v at `since + v minutes`; for some, a delete after version k (half a
+    // minute later), and when k < versions the resource was updated again after it.
+    const at = (v: number) => since + v * 60_000 + i;
+    const upsert = (v: number): StreamRecord => [key, JSON.stringify(patient(id, v, at(v))), at(v)];
+    const deleteAfter = rnd() < 0.35 ? 1 + Math.floor(rnd() * versions) : 0;
+    const range = (from: number, to: number) => Array.from({ length: Math.max(0, to - from + 1) }, (_, k) => from + k);
+    let stream: StreamRecord[];
+    if (!deleteAfter) {
+      stream = jitter(range(1, versions).map(upsert), rnd);
+    } else {
+      // The versions it deleted, then the tombstone among the versions made after it, each part a little
+      // out of order: the tombstone may come after a newer version (it is then stale) or before it (the
+      // newer version then applies), however late the partition is consumed or replayed. A version it
+      // deleted may arrive again after it (stale). The tombstone does not overtake a version it deleted:
+      // with numeric versionIds, the guard compares that version with the one the tombstone deleted.
+      const tombstone: StreamRecord = [key, null, at(deleteAfter) + 30_000];
+      const tail = jitter([tombstone, ...range(deleteAfter + 1, versions).map(upsert)], rnd);
+      if (rnd() < 0.3) {
+        const after = tail.indexOf(tombstone) + 1;
+        tail.splice(after + Math.floor(rnd() * (tail.length - after + 1)), 0, upsert(1 + Math.floor(rnd() * deleteAfter)));
+      }
+      stream = [...jitter(range(1, deleteAfter).map(upsert), rnd), ...tail];
+    }
+    const deleted = deleteAfter === versions;
     // The rows of a delete carry the delete's version, and a tombstone has none.
     expected.set(key, { deleted, version: deleted ? null : versions, columns: { gender: GENDERS[versions % 4]!, family: `Fam-${id}-v${versions}` } });
     streams.push(stream);
@@ -114,7 +158,7 @@ export function buildWorkload(options: { patients: number; observations: number;
       viaHapi
         ? hapi(v === 1 ? 'CREATE' : 'UPDATE', { payload: JSON.stringify(observation(id, v)), payloadId: key, payloadVersion: String(v) })
         : JSON.stringify({ resourceType: 'Bundle', type: 'transaction', entry: [{ resource: observation(id, v), request: { method: 'PUT', url: key } }] });
-    const stream: Array<[string, string | null]> = order.map((v) => [key, upsert(v)]);
+    const stream: StreamRecord[] = order.map((v) => [key, upsert(v)]);
     const deleted = rnd() < 0.25;
     if (deleted) {
       const dv = versions + 1;
@@ -142,8 +186,8 @@ export function buildWorkload(options: { patients: number; observations: number;
       if (next < 0) break;
       continue;
     }
-    const [key, value] = stream[cursors[s]!]!;
-    push(key, value);
+    const [key, value, timestamp] = stream[cursors[s]!]!;
+    push(key, value, timestamp);
     cursors[s]! += 1;
     if (cursors[s] === stream.length) live -= 1;
   }
@@ -169,7 +213,7 @@ export function buildWorkload(options: { patients: number; observations: number;
         poison.add(`${partition}/${offset}`);
         offset += 1;
       }
-      records.push({ key: m.key, value: m.value, partition, offset });
+      records.push({ key: m.key, value: m.value, partition, offset, ...(m.timestamp === undefined ? {} : { timestamp: m.timestamp }) });
       offset += 1;
     });
   });
@@ -178,7 +222,12 @@ export function buildWorkload(options: { patients: number; observations: number;
 
 /** 1..n with some adjacent versions swapped and one duplicate, as a redelivering channel would. */
 function shuffledVersions(n: number, rnd: () => number): number[] {
-  const order = Array.from({ length: n }, (_, i) => i + 1);
+  return jitter(Array.from({ length: n }, (_, i) => i + 1), rnd);
+}
+
+/** The items with some adjacent ones swapped and one duplicate. */
+function jitter<T>(items: T[], rnd: () => number): T[] {
+  const order = [...items];
   for (let i = 0; i + 1 < order.length; i++) if (rnd() < 0.3) [order[i], order[i + 1]] = [order[i + 1]!, order[i]!];
   if (rnd() < 0.3) order.splice(Math.floor(rnd() * (order.length + 1)), 0, order[Math.floor(rnd() * order.length)]!);
   return order;
@@ -193,7 +242,12 @@ export async function produceWorkload(kafka: Kafka, topic: string, records: Work
       await producer.send({
         topic,
         acks: -1,
-        messages: records.slice(i, i + 1000).map((r) => ({ key: r.key, value: r.value, partition: r.partition })),
+        messages: records.slice(i, i + 1000).map((r) => ({
+          key: r.key,
+          value: r.value,
+          partition: r.partition,
+          ...(r.timestamp === undefined ? {} : { timestamp: String(r.timestamp) }),
+        })),
       });
     }
   } finally {

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../../config/config.js';
-import { addOutcome, emptyOutcome } from '../../sink/sink.js';
+import { addOutcome, emptyOutcome, SinkFailure } from '../../sink/sink.js';
 import { KafkaSource } from '../../sources/kafka/kafka-source.js';
 import type { CommittedChunk } from '../../sources/kafka/partition-batch.js';
 import { openRuntime, type GlobalOptions } from '../runtime.js';
@@ -18,6 +18,11 @@ export function register(program: Command): void {
  * Runs the Kafka source until SIGTERM or SIGINT. Then the transaction in flight may finish (its offsets are
  * committed) within a grace period, or is abandoned uncommitted; the consumer leaves the group so its
  * partitions move to the other members at once; the database pool closes; the process exits.
+ *
+ * A fault of the database that retrying cannot fix (a table dropped or drifted, a permission revoked, a
+ * disk full: a SinkFailure) stops it too, with nothing committed for the refused batch: the cause is
+ * logged at error level and the command rejects, so the process exits with code 1 and a supervisor can
+ * restart it once the operator has fixed the cause.
  */
 export async function start(globals: GlobalOptions): Promise<void> {
   // Fail on a missing Kafka section before any database is opened.
@@ -40,6 +45,11 @@ export async function start(globals: GlobalOptions): Promise<void> {
     // The source's signal, not the runtime's, reaches the sink: on shutdown the transaction in flight is
     // given its grace period instead of being cut off at once.
     await source.run((batch, signal?: AbortSignal) => runtime.sink.apply(batch, signal), runtime.signal);
+  } catch (err) {
+    if (err instanceof SinkFailure) {
+      log.error({ error: err.message }, 'fhir-rte start stops: fix the cause in the database, then start it again; the refused batch will be applied then');
+    }
+    throw err;
   } finally {
     clearInterval(progress);
     log.info({ ...totals }, 'kafka source stopped; final counts');

@@ -1,5 +1,6 @@
 import { Kafka, type Admin, type Consumer, type ConsumerConfig } from 'kafkajs';
 import type { KafkaConfig } from '../../config/config.js';
+import { SinkFailure } from '../../sink/sink.js';
 import type { ApplyBatch, Source } from '../source.js';
 import { clientOptions, describeConnection } from './client-options.js';
 import { registerCompressionCodecs } from './codecs.js';
@@ -37,6 +38,12 @@ export interface KafkaSourceOptions {
  * crash it will not restart, or a failed start (broker down at boot), ends the session; `run` then starts a
  * new client after a capped exponential backoff, forever, until the signal aborts. Nothing is committed
  * while this happens, so nothing is lost and nothing is dead-lettered for it.
+ *
+ * A SinkFailure (the database refused a batch for a reason retrying cannot fix: a table dropped or
+ * drifted, a permission revoked, a disk full) is different: replaying the chunk would fail the same way
+ * forever. The chunk is left uncommitted, the transactions of other partitions in flight are let go
+ * uncommitted, the consumer leaves the group, and `run` rejects with the SinkFailure, so the process can
+ * exit non-zero and a supervisor restart it once the operator has fixed the cause.
  */
 export class KafkaSource implements Source {
   private readonly log: Log;
@@ -52,24 +59,32 @@ export class KafkaSource implements Source {
   async run(apply: ApplyBatch, signal: AbortSignal): Promise<void> {
     this.log.info({ kafka: describeConnection(this.config) }, 'kafka source starting');
     let delay = 500;
-    while (!signal.aborted) {
-      const started = Date.now();
-      try {
-        // A session that ends for new topics is followed at once by one that subscribes to them.
-        if ((await this.session(apply, signal)) === 'topics-changed') continue;
-      } catch (err) {
-        this.log.error({ error: (err as Error).message, retryInMs: delay }, 'kafka consumer stopped; starting a new one');
+    try {
+      while (!signal.aborted) {
+        const started = Date.now();
+        try {
+          // A session that ends for new topics is followed at once by one that subscribes to them.
+          if ((await this.session(apply, signal)) === 'topics-changed') continue;
+        } catch (err) {
+          // A new consumer would replay the refused chunk and fail the same way: stop and say why.
+          if (err instanceof SinkFailure) throw err;
+          this.log.error({ error: (err as Error).message, retryInMs: delay }, 'kafka consumer stopped; starting a new one');
+        }
+        if (signal.aborted) break;
+        // A session that ran a while was healthy: start the backoff over.
+        if (Date.now() - started > 60_000) delay = 500;
+        await sleep(delay, signal);
+        delay = Math.min(delay * 2, 30_000);
       }
-      if (signal.aborted) break;
-      // A session that ran a while was healthy: start the backoff over.
-      if (Date.now() - started > 60_000) delay = 500;
-      await sleep(delay, signal);
-      delay = Math.min(delay * 2, 30_000);
+    } finally {
+      this.log.info({}, 'kafka source stopped');
     }
-    this.log.info({}, 'kafka source stopped');
   }
 
-  /** One client and consumer, from connect to disconnect. Resolves on shutdown or new topics, rejects when the consumer gave up. */
+  /**
+   * One client and consumer, from connect to disconnect. Resolves on shutdown or new topics; rejects when
+   * the consumer gave up, or with a SinkFailure (also one that came while shutting down).
+   */
   private async session(apply: ApplyBatch, signal: AbortSignal): Promise<SessionEnd> {
     const kafka = new Kafka(clientOptions(this.config, this.log));
     const admin = kafka.admin();
@@ -91,11 +106,19 @@ export class KafkaSource implements Source {
     const stalls = new StallPauses(this.log);
     const ending = sessionEnding(consumer, signal, this.options.shutdownGraceMs ?? 10_000, abandon, this.log);
     let stopWatching = () => {};
+    let failure: SinkFailure | undefined;
+    const onSinkFailure = (err: SinkFailure) => {
+      failure ??= err;
+      // The other partitions' transactions in flight are let go uncommitted too: this consumer is stopping.
+      abandon.abort(err);
+      ending.fail(err);
+    };
     consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
       this.log.info({ memberId: payload.memberId, assignment: payload.memberAssignment }, 'joined consumer group');
       this.options.onAssigned?.(payload.memberAssignment);
     });
 
+    let end: SessionEnd;
     try {
       const topics = await this.topics(admin, signal);
       if (!topics.length) return 'shutdown';
@@ -113,6 +136,7 @@ export class KafkaSource implements Source {
           stalls,
           stallMs: this.options.stallMs,
           onCommitted: this.options.onCommitted,
+          onSinkFailure,
         }),
       });
       if (this.config.topicPattern) {
@@ -121,7 +145,7 @@ export class KafkaSource implements Source {
           ending.end('topics-changed');
         }, this.log);
       }
-      return await ending.ended;
+      end = await ending.ended;
     } finally {
       stopWatching();
       // Waits for the batch in flight, then leaves the group so its partitions move at once rather than
@@ -131,6 +155,9 @@ export class KafkaSource implements Source {
       ending.dispose();
       await admin.disconnect().catch(() => {});
     }
+    // Also a SinkFailure that came after `ended` settled (while shutdown waited for the batch in flight).
+    if (failure) throw failure;
+    return end;
   }
 
   /** The configured topics, or those matching topicPattern now (waiting until one does). */

@@ -19,6 +19,7 @@ export interface KafkaRecord {
  * - a HAPI FHIR / Smile CDR resource-modified channel message.
  * Anything else becomes one UnreadableEvent naming topic, partition and offset, so it is dead-lettered
  * in the same transaction as its neighbours and the partition moves on. This function never throws.
+ * `receivedAt` should be the record's own time (recordTime below): it dates the deletes without a version.
  */
 export function eventsFromRecord(record: KafkaRecord, receivedAt = new Date()): ChangeEvent[] {
   const origin: Origin = { kind: 'kafka', topic: record.topic, partition: record.partition, offset: record.offset };
@@ -40,6 +41,21 @@ export function eventsFromRecord(record: KafkaRecord, receivedAt = new Date()): 
   return [
     unreadable(text, origin, receivedAt, 'UnrecognisedMessage', 'neither a FHIR resource, a Bundle, nor a HAPI resource-modified message (no "resourceType", no "operationType")'),
   ];
+}
+
+/**
+ * When a record's change happened, as its events' `receivedAt`: the record's Kafka timestamp (ms since the
+ * epoch; kafkajs gives it as a string). The sink dates a delete that carries neither version nor
+ * lastUpdated (a tombstone, a Bundle DELETE entry without an etag) by it and compares it with resources'
+ * `meta.lastUpdated`. The consumer's clock would date such a delete by when it was read, which for a
+ * backlog or a replay is later than every version that followed it on the partition, so those versions
+ * would count as stale and the resource would end deleted. The record's timestamp (the producer's time
+ * for CreateTime topics, the broker's append time for LogAppendTime) is the same on every replay. A record
+ * without one (-1: a pre-0.10 message format) falls back to the time it was read.
+ */
+export function recordTime(timestamp: string | undefined | null): Date {
+  const ms = timestamp ? Number(timestamp) : NaN;
+  return Number.isSafeInteger(ms) && ms >= 0 ? new Date(ms) : new Date();
 }
 
 function tombstone(key: string | undefined, origin: Origin, receivedAt: Date): ChangeEvent {

@@ -1,10 +1,10 @@
 import type { EachBatchPayload, KafkaMessage } from 'kafkajs';
 import type { ChangeEvent } from '../../events/change-event.js';
-import type { BatchOutcome } from '../../sink/sink.js';
+import { SinkFailure, type BatchOutcome } from '../../sink/sink.js';
 import type { ApplyBatch } from '../source.js';
 import { whileHeartbeating } from './heartbeat.js';
 import type { Log } from './log.js';
-import { eventsFromRecord } from './message-events.js';
+import { eventsFromRecord, recordTime } from './message-events.js';
 import { commitWithRetry } from './commit.js';
 import { StalledError, type StallPauses } from './stall-pause.js';
 
@@ -25,8 +25,16 @@ export interface PartitionBatchOptions {
   apply: ApplyBatch;
   /** Events per transaction; a fetched batch larger than this is applied in several transactions. */
   maxEvents: number;
-  /** Aborted when a shutdown's grace period runs out: the transaction in flight is abandoned, uncommitted. */
+  /**
+   * Aborted when a shutdown's grace period runs out, or when a SinkFailure ends the session: the
+   * transaction in flight is abandoned, uncommitted, and no further chunk is applied.
+   */
   abandon: AbortSignal;
+  /**
+   * The sink refused a chunk for a reason retrying cannot fix (SinkFailure). The chunk stays uncommitted
+   * and this partition's handler returns; the callback is expected to end the session (and abort `abandon`).
+   */
+  onSinkFailure: (failure: SinkFailure) => void;
   log: Log;
   heartbeatEveryMs?: number;
   /** A transaction pending longer than this is abandoned and its partition paused (see stall-pause.ts). */
@@ -40,10 +48,11 @@ export interface PartitionBatchOptions {
  * batches of one partition at once, so order within a partition holds; several partitions run side by side
  * (`partitionsConsumedConcurrently`). Each chunk of records is one sink transaction; only after it has
  * committed is its last offset resolved and committed to Kafka. A crash at any point therefore replays at
- * most the chunk in flight, and the sink's version guard makes the replay change nothing.
+ * most the chunk in flight, and the sink's version guard makes the replay change nothing. A chunk the sink
+ * refuses with a SinkFailure is never committed: the handler reports it (`onSinkFailure`) and stops.
  */
 export function partitionBatchHandler(options: PartitionBatchOptions): (payload: EachBatchPayload) => Promise<void> {
-  const { apply, maxEvents, abandon, log, onCommitted, stalls } = options;
+  const { apply, maxEvents, abandon, log, onCommitted, onSinkFailure, stalls } = options;
   const heartbeatEveryMs = options.heartbeatEveryMs ?? 1_000;
   const stallMs = options.stallMs ?? 15_000;
 
@@ -61,8 +70,21 @@ export function partitionBatchHandler(options: PartitionBatchOptions): (payload:
         try {
           outcome = await whileHeartbeating(heartbeat, heartbeatEveryMs, abandon, (signal) => applyWithin(limitMs, apply, chunk.events, signal));
         } catch (err) {
-          // Shutdown's grace period ran out: the chunk stays uncommitted for the group's next owner.
+          // Shutdown's grace period ran out, or another partition's chunk met a SinkFailure: the chunk
+          // stays uncommitted for the group's next owner.
           if (abandon.aborted) return;
+          if (err instanceof SinkFailure) {
+            // Retrying cannot fix it, and handing the error to kafkajs would replay this chunk forever:
+            // leave it uncommitted and end the session, so the process stops and says why.
+            const first = chunk.records[0]!.offset;
+            const last = chunk.records[chunk.records.length - 1]!.offset;
+            log.error(
+              { topic, partition, fromOffset: first, toOffset: last, error: err.message, ...sqlState(err) },
+              'the database refused a batch for a reason retrying cannot fix; its offsets stay uncommitted and the consumer stops',
+            );
+            onSinkFailure(err);
+            return;
+          }
           if (!(err instanceof StalledError)) throw err;
           // Unresolved, the chunk and the rest of the batch are fetched again after the resume.
           stalls.pause(topic, partition, payload.pause, err);
@@ -105,11 +127,13 @@ interface Chunk {
 function nextChunk(topic: string, partition: number, messages: KafkaMessage[], start: number, maxEvents: number): Chunk {
   const records: KafkaMessage[] = [];
   const events: ChangeEvent[] = [];
-  const receivedAt = new Date();
   for (let i = start; i < messages.length && (records.length === 0 || events.length < maxEvents); i++) {
     const m = messages[i]!;
     records.push(m);
-    for (const e of eventsFromRecord({ topic, partition, offset: m.offset, key: m.key ?? null, value: m.value }, receivedAt)) events.push(e);
+    // Dated by the record's own timestamp, not by when it is read: a delete without a version is ordered
+    // by it, and a backlog or a replay must order it as it was when it happened.
+    const record = { topic, partition, offset: m.offset, key: m.key ?? null, value: m.value };
+    for (const e of eventsFromRecord(record, recordTime(m.timestamp))) events.push(e);
   }
   return { records, events };
 }
@@ -144,6 +168,12 @@ function applyOrAbandon(apply: ApplyBatch, events: ChangeEvent[], signal: AbortS
       },
     );
   });
+}
+
+/** The SQLSTATE behind a SinkFailure, when the database gave one (42P01: a table is missing). */
+function sqlState(failure: SinkFailure): { sqlState?: string } {
+  const code = (failure.cause as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? { sqlState: code } : {};
 }
 
 function abortError(signal: AbortSignal): Error {
