@@ -12,6 +12,8 @@ export async function up(knex: Knex): Promise<void> {
     t.text('resource_type').notNullable();
     t.text('resource_id').notNullable();
     t.text('version_id');
+    // A tombstone whose delete carried no version: the version it deleted, to order version-only updates.
+    t.text('prior_version_id');
     t.specificType('last_updated', 'timestamptz');
     t.boolean('deleted').notNullable().defaultTo(false);
     // json, not jsonb: kept byte for byte as received, and cheaper to write (no binary conversion).

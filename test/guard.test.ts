@@ -23,6 +23,14 @@ describe('the version guard', () => {
     expect(isNewer({ versionId: '1' }, undefined)).toBe(true);
   });
 
+  it('compares with a tombstone whose delete had no version by time, and by the deleted version only for version-only events', () => {
+    const tombstone = { lastUpdatedMicros: at('2024-01-01T00:05:00Z'), priorVersionId: '3' };
+    expect(isNewer({ versionId: '4', lastUpdatedMicros: at('2024-01-01T00:04:00Z') }, tombstone)).toBe(false);
+    expect(isNewer({ versionId: '4', lastUpdatedMicros: at('2024-01-01T00:06:00Z') }, tombstone)).toBe(true);
+    expect(isNewer({ versionId: '3' }, tombstone)).toBe(false);
+    expect(isNewer({ versionId: '4' }, tombstone)).toBe(true);
+  });
+
   it('converts instants to microseconds and back, also before 1970', () => {
     expect(microsToIso(at('2024-05-06T07:08:09.123456Z'))).toBe('2024-05-06T07:08:09.123456Z');
     expect(microsToIso(at('1969-12-31T23:59:59.999500Z'))).toBe('1969-12-31T23:59:59.999500Z');

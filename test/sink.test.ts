@@ -286,6 +286,18 @@ describe('ordering and concurrency', () => {
     expect(await patientRows('vdel')).toMatchObject([{ version: '4', deleted_at: null }]);
   });
 
+  it('a tombstone without a version is ordered by time against events that have a time', async () => {
+    const at = (minute: number) => new Date(Date.UTC(2024, 0, 1, 0, minute)).toISOString();
+    const versioned = (v: number, minute: number) => upsert(patient('tdel', v, { meta: { versionId: String(v), lastUpdated: at(minute) } }));
+    await t.sink.apply([versioned(1, 1), versioned(2, 2), versioned(3, 3)]);
+    await t.sink.apply([del('Patient', 'tdel', undefined, at(5))]);
+    // v4 was made before the delete (minute 4) and delivered after it: it must not bring the resource back.
+    expect(await t.sink.apply([versioned(4, 4)])).toMatchObject({ applied: 0, stale: 1 });
+    expect((await patientRows('tdel'))[0]!.deleted_at).toBeInstanceOf(Date);
+    expect(await t.sink.apply([versioned(5, 6)])).toMatchObject({ applied: 1 });
+    expect(await patientRows('tdel')).toMatchObject([{ version: '5', deleted_at: null }]);
+  });
+
   it('a batch that shares a resource with an earlier one in flight waits for it, so unversioned changes keep their order', async () => {
     const bare = (gender: string) => upsert({ resourceType: 'Patient', id: 'order', gender });
     // maxEvents is 1,000: the first call's change to 'order' comes in its second transaction, after a full
@@ -303,7 +315,7 @@ describe('ordering and concurrency', () => {
     await t.sink.apply([upsert(patient('cas', 2))]); // the other writer
     const client = await t.pool.connect();
     try {
-      const stale = { resourceType: 'Patient', id: 'cas', versionId: '9', lastUpdated: null, deleted: false, resourceJson: null, revision: Number(read!.revision) + 1 };
+      const stale = { resourceType: 'Patient', id: 'cas', versionId: '9', priorVersionId: null, lastUpdated: null, deleted: false, resourceJson: null, revision: Number(read!.revision) + 1 };
       await expect(writeStates(client, [stale])).rejects.toBeInstanceOf(ConcurrentChange);
     } finally {
       client.release();

@@ -11,16 +11,30 @@ export interface Versioned {
   versionId?: string | null;
   /** Microseconds since the epoch. */
   lastUpdatedMicros?: bigint | null;
+  /** Only on a tombstone whose delete had no version: the version it deleted. */
+  priorVersionId?: string | null;
 }
 
 const NUMERIC = /^\d{1,18}$/;
 
 export function isNewer(event: Versioned, state: Versioned | undefined): boolean {
   if (!state) return true;
+  if (state.priorVersionId) return isNewerThanUnversionedDelete(event, state);
   if (event.versionId && state.versionId && NUMERIC.test(event.versionId) && NUMERIC.test(state.versionId)) {
     return BigInt(event.versionId) > BigInt(state.versionId);
   }
   if (event.lastUpdatedMicros != null && state.lastUpdatedMicros != null) return event.lastUpdatedMicros > state.lastUpdatedMicros;
+  return true;
+}
+
+/**
+ * A delete without a version is dated by its arrival (DESIGN): an event is compared with it by time when
+ * it has one. Only an event with a version but no time (a Bundle entry's etag, a HAPI payloadVersion)
+ * falls back to the version the delete removed, so an old one cannot bring the resource back.
+ */
+function isNewerThanUnversionedDelete(event: Versioned, state: Versioned): boolean {
+  if (event.lastUpdatedMicros != null && state.lastUpdatedMicros != null) return event.lastUpdatedMicros > state.lastUpdatedMicros;
+  if (event.versionId && NUMERIC.test(event.versionId) && NUMERIC.test(state.priorVersionId!)) return BigInt(event.versionId) > BigInt(state.priorVersionId!);
   return true;
 }
 

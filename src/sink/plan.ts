@@ -90,13 +90,13 @@ export function planBatch(batch: ChangeEvent[], states: Map<string, ResourceStat
 type Version = { versionId: string | null; lastUpdatedMicros: bigint | null };
 
 /**
- * The guard state after an applied event. A delete without a version keeps the version it deleted:
- * otherwise an older update carrying only a versionId (a Bundle entry's etag, a HAPI payloadVersion)
- * could no longer be compared and would bring the resource back.
+ * The guard state after an applied event. A delete without a version keeps the version it deleted as
+ * priorVersionId (see guard.ts): an older update carrying only a versionId stays comparable.
  */
 function nextState(event: UpsertEvent | DeleteEvent, version: Version, before: ResourceState | undefined): ResourceState {
-  const versionId = version.versionId ?? (event.op === 'delete' ? (before?.versionId ?? null) : null);
-  return { versionId, lastUpdatedMicros: version.lastUpdatedMicros, deleted: event.op === 'delete', revision: before?.revision ?? 0 };
+  const unversionedDelete = event.op === 'delete' && version.versionId === null;
+  const priorVersionId = unversionedDelete ? (before?.versionId ?? before?.priorVersionId ?? null) : null;
+  return { ...version, priorVersionId, deleted: event.op === 'delete', revision: before?.revision ?? 0 };
 }
 
 function versionOf(event: UpsertEvent | DeleteEvent): Version {

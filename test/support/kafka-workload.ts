@@ -31,6 +31,8 @@ export interface WorkloadRecord {
 
 export interface Expected {
   deleted: boolean;
+  /** No row at all: a tombstone delivered before any version of its resource leaves nothing to flag. */
+  absent?: boolean;
   version: number | null;
   /** Column values of the newest live version (ignored when deleted). */
   columns: Record<string, string | number>;
@@ -130,22 +132,19 @@ export function buildWorkload(options: {
     if (!deleteAfter) {
       stream = jitter(range(1, versions).map(upsert), rnd);
     } else {
-      // The versions it deleted, then the tombstone among the versions made after it, each part a little
-      // out of order: the tombstone may come after a newer version (it is then stale) or before it (the
-      // newer version then applies), however late the partition is consumed or replayed. A version it
-      // deleted may arrive again after it (stale). The tombstone does not overtake a version it deleted:
-      // with numeric versionIds, the guard compares that version with the one the tombstone deleted.
+      // Every version and the tombstone, a little out of order, and sometimes a version it deleted again:
+      // the tombstone has no version, so it is ordered by its record time against the versions' lastUpdated,
+      // whichever comes first and however late the partition is consumed or replayed.
       const tombstone: StreamRecord = [key, null, at(deleteAfter) + 30_000];
-      const tail = jitter([tombstone, ...range(deleteAfter + 1, versions).map(upsert)], rnd);
-      if (rnd() < 0.3) {
-        const after = tail.indexOf(tombstone) + 1;
-        tail.splice(after + Math.floor(rnd() * (tail.length - after + 1)), 0, upsert(1 + Math.floor(rnd() * deleteAfter)));
-      }
-      stream = [...jitter(range(1, deleteAfter).map(upsert), rnd), ...tail];
+      const records = [...range(1, versions).map(upsert), tombstone];
+      if (rnd() < 0.3) records.push(upsert(1 + Math.floor(rnd() * deleteAfter)));
+      stream = jitter(records, rnd);
     }
     const deleted = deleteAfter === versions;
+    // Deleted for good with its tombstone delivered first: every version is older than it, so none applies.
+    const absent = deleted && stream[0]![1] === null;
     // The rows of a delete carry the delete's version, and a tombstone has none.
-    expected.set(key, { deleted, version: deleted ? null : versions, columns: { gender: GENDERS[versions % 4]!, family: `Fam-${id}-v${versions}` } });
+    expected.set(key, { deleted, absent, version: deleted ? null : versions, columns: { gender: GENDERS[versions % 4]!, family: `Fam-${id}-v${versions}` } });
     streams.push(stream);
   }
   for (let i = 0; i < options.observations; i++) {
@@ -278,8 +277,8 @@ export async function checkTables(databaseUrl: string, workload: Workload, topic
     for (const [key, want] of workload.expected) {
       const row = rows.get(key);
       rows.delete(key);
-      if (!row) {
-        mismatches.push({ key, problem: 'no row' });
+      if (!row || want.absent) {
+        if (!row !== !!want.absent) mismatches.push({ key, problem: row ? 'a row, want none' : 'no row' });
         continue;
       }
       if (String(row.version) !== String(want.version)) mismatches.push({ key, problem: `version ${row.version}, want ${want.version}` });

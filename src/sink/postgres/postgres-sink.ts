@@ -228,6 +228,7 @@ function stateOf(r: ResourcePlan, storeResources: boolean): StateWrite {
     resourceType: r.resourceType,
     id: r.id,
     versionId: r.state.versionId ?? null,
+    priorVersionId: r.state.priorVersionId ?? null,
     lastUpdated: micros === null || micros === undefined ? null : microsToIso(micros),
     deleted: r.state.deleted,
     // The last live document, also under a tombstone (null keeps the one stored before).

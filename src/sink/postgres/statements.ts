@@ -42,10 +42,10 @@ export async function readStates(client: pg.ClientBase, types: string[], ids: st
   const { rows } = await run(
     client,
     'fhir_rte.resource_state',
-    `SELECT k.t AS resource_type, k.i AS resource_id, s.version_id, s.micros, s.deleted, s.revision
+    `SELECT k.t AS resource_type, k.i AS resource_id, s.version_id, s.prior_version_id, s.micros, s.deleted, s.revision
        FROM unnest($1::text[], $2::text[]) AS k(t, i)
        CROSS JOIN LATERAL (
-         SELECT version_id, (extract(epoch FROM last_updated) * 1000000)::bigint::text AS micros, deleted, revision
+         SELECT version_id, prior_version_id, (extract(epoch FROM last_updated) * 1000000)::bigint::text AS micros, deleted, revision
            FROM fhir_rte.resource_state WHERE resource_type = k.t AND resource_id = k.i LIMIT 1) AS s`,
     [types, ids],
   );
@@ -53,6 +53,7 @@ export async function readStates(client: pg.ClientBase, types: string[], ids: st
   for (const r of rows) {
     states.set(`${r.resource_type}/${r.resource_id}`, {
       versionId: r.version_id,
+      priorVersionId: r.prior_version_id,
       lastUpdatedMicros: r.micros === null ? null : BigInt(r.micros),
       deleted: r.deleted,
       revision: Number(r.revision),
@@ -65,6 +66,7 @@ export interface StateWrite {
   resourceType: string;
   id: string;
   versionId: string | null;
+  priorVersionId: string | null;
   lastUpdated: string | null;
   deleted: boolean;
   resourceJson: string | null;
@@ -86,13 +88,13 @@ export async function writeStates(client: pg.ClientBase, states: StateWrite[]): 
   const result = await run(
     client,
     'fhir_rte.resource_state',
-    `INSERT INTO fhir_rte.resource_state AS s (resource_type, resource_id, version_id, last_updated, deleted, resource, revision, applied_at)
-     SELECT x.t, x.i, x.v, x.lu, x.d, CASE WHEN json_typeof(r.doc) = 'null' THEN NULL ELSE r.doc END, x.rev, now()
-       FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::boolean[], $7::bigint[]) WITH ORDINALITY AS x(t, i, v, lu, d, rev, n)
+    `INSERT INTO fhir_rte.resource_state AS s (resource_type, resource_id, version_id, prior_version_id, last_updated, deleted, resource, revision, applied_at)
+     SELECT x.t, x.i, x.v, x.pv, x.lu, x.d, CASE WHEN json_typeof(r.doc) = 'null' THEN NULL ELSE r.doc END, x.rev, now()
+       FROM unnest($1::text[], $2::text[], $3::text[], $8::text[], $4::timestamptz[], $5::boolean[], $7::bigint[]) WITH ORDINALITY AS x(t, i, v, pv, lu, d, rev, n)
        JOIN json_array_elements($6::json) WITH ORDINALITY AS r(doc, n) USING (n)
       ORDER BY x.n
      ON CONFLICT (resource_type, resource_id) DO UPDATE
-       SET version_id = EXCLUDED.version_id, last_updated = EXCLUDED.last_updated, deleted = EXCLUDED.deleted,
+       SET version_id = EXCLUDED.version_id, prior_version_id = EXCLUDED.prior_version_id, last_updated = EXCLUDED.last_updated, deleted = EXCLUDED.deleted,
            -- A tombstone keeps the last live document, so rebuild can still derive the deleted rows.
            resource = CASE WHEN EXCLUDED.deleted AND EXCLUDED.resource IS NULL THEN s.resource ELSE EXCLUDED.resource END,
            revision = EXCLUDED.revision, applied_at = EXCLUDED.applied_at
@@ -105,6 +107,7 @@ export async function writeStates(client: pg.ClientBase, states: StateWrite[]): 
       sorted.map((s) => s.deleted),
       `[${sorted.map((s) => s.resourceJson ?? 'null').join(',')}]`,
       sorted.map((s) => s.revision),
+      sorted.map((s) => s.priorVersionId),
     ],
   );
   if (result.rowCount !== sorted.length) {
