@@ -37,8 +37,11 @@ export class DriftError extends Error {
  * opens the database (DATABASE_URL, else embedded), migrates fhir-rte's own tables, creates missing
  * export tables, and refuses to run on schema drift.
  */
-export async function openRuntime(globals: GlobalOptions, opts: { createTables?: boolean; quiet?: boolean } = {}): Promise<Runtime> {
-  const config = loadConfig(globals.config, { transformers: globals.transformers });
+export async function openRuntime(
+  globals: GlobalOptions,
+  opts: { createTables?: boolean; quiet?: boolean; config?: Config } = {},
+): Promise<Runtime> {
+  const config = opts.config ?? loadConfig(globals.config, { transformers: globals.transformers });
   // An interactive command (demo) shows its own progress; routine info logs would only clutter it.
   const logger = createLogger(opts.quiet && !process.env.FHIR_RTE_LOG_LEVEL ? 'warn' : config.log.level);
   const transformers = loadTransformers(config.transformersDir);

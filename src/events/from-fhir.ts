@@ -48,10 +48,14 @@ export function withValidVersion(event: ChangeEvent): ChangeEvent {
   return unreadable(raw, event.origin, event.receivedAt, 'NotAFhirResource', message, event.resourceType);
 }
 
+export function isJsonObject(v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
+}
+
 /** Why a JSON value is not a FHIR resource, or undefined when it is one. */
 export function resourceProblem(value: unknown): string | undefined {
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) return `expected a JSON object, got ${kindOf(value)}`;
-  const rt = (value as Record<string, unknown>).resourceType;
+  if (!isJsonObject(value)) return `expected a JSON object, got ${kindOf(value)}`;
+  const rt = value.resourceType;
   if (typeof rt !== 'string') return 'missing "resourceType"';
   if (!RESOURCE_TYPE.test(rt)) return `"resourceType" ${JSON.stringify(rt)} is not a FHIR resource type name`;
   return undefined;

@@ -1,5 +1,5 @@
 import type { ChangeEvent, FhirResource, Origin } from './change-event.js';
-import { eventsFromJson, parseReference, resourceProblem, unreadable, withValidVersion } from './from-fhir.js';
+import { eventsFromJson, isJsonObject, parseReference, resourceProblem, unreadable, withValidVersion } from './from-fhir.js';
 
 /**
  * The HAPI FHIR / Smile CDR resource-modified channel message, as HAPI serialises it with Jackson onto its
@@ -34,12 +34,12 @@ const UPSERT_OPERATIONS = new Set(['CREATE', 'UPDATE', 'MANUALLY_TRIGGERED']);
 
 /** The inner ResourceModifiedMessage when `value` is one (wrapped in headers+payload, or bare), else undefined. */
 export function hapiResourceModifiedMessage(value: unknown): HapiResourceModifiedMessage | undefined {
-  if (!isObject(value)) return undefined;
+  if (!isJsonObject(value)) return undefined;
   if (typeof value.operationType === 'string' && ('payload' in value || 'payloadId' in value || 'resourceId' in value)) {
     return value as HapiResourceModifiedMessage;
   }
   // ResourceModifiedJsonMessage: the inner message sits under "payload" (an object, unlike the inner "payload" string).
-  if (isObject(value.payload) && typeof value.payload.operationType === 'string') return hapiResourceModifiedMessage(value.payload);
+  if (isJsonObject(value.payload) && typeof value.payload.operationType === 'string') return hapiResourceModifiedMessage(value.payload);
   return undefined;
 }
 
@@ -84,7 +84,7 @@ function payloadResource(message: HapiResourceModifiedMessage): PayloadResult {
   const payload = message.payload;
   if (payload === undefined || payload === null || payload === '') return {};
   // Jackson writes the payload as a string; tolerate producers that embed the resource object directly.
-  if (isObject(payload)) return checked(payload);
+  if (isJsonObject(payload)) return checked(payload);
   if (typeof payload !== 'string') return { problem: { errorClass: 'NotAFhirResource', message: `"payload" is ${typeof payload}, expected the resource as a JSON string` } };
   if (payload.trimStart().startsWith('<')) {
     return { problem: { errorClass: 'UnsupportedEncoding', message: 'payload is FHIR XML; configure the channel for JSON (application/fhir+json)' } };
@@ -112,11 +112,6 @@ function idFromMessage(message: HapiResourceModifiedMessage): { resourceType: st
   }
   return undefined;
 }
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return v !== null && typeof v === 'object' && !Array.isArray(v);
-}
-
 function stringOrUndefined(v: unknown): string | undefined {
   if (typeof v === 'number') return String(v);
   return typeof v === 'string' && v !== '' ? v : undefined;

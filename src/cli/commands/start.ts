@@ -26,10 +26,11 @@ export function register(program: Command): void {
  */
 export async function start(globals: GlobalOptions): Promise<void> {
   // Fail on a missing Kafka section before any database is opened.
-  const kafka = loadConfig(globals.config, { transformers: globals.transformers }).kafka;
+  const config = loadConfig(globals.config, { transformers: globals.transformers });
+  const kafka = config.kafka;
   if (!kafka) throw new Error('no Kafka source configured: add a "kafka" section to the configuration or set KAFKA_BROKERS');
 
-  const runtime = await openRuntime(globals);
+  const runtime = await openRuntime(globals, { config });
   const log = runtime.logger.child({ source: 'kafka' });
   const totals = { ...emptyOutcome(), records: 0, commits: 0 };
   const onCommitted = (chunk: CommittedChunk) => {
@@ -41,7 +42,7 @@ export async function start(globals: GlobalOptions): Promise<void> {
   const progress = setInterval(() => log.info({ ...totals }, 'kafka progress'), 60_000);
   progress.unref();
   try {
-    const source = new KafkaSource(runtime.config.kafka ?? kafka, { maxEvents: runtime.config.batch.maxEvents, log, onCommitted });
+    const source = new KafkaSource(kafka, { maxEvents: runtime.config.batch.maxEvents, log, onCommitted });
     // The source's signal, not the runtime's, reaches the sink: on shutdown the transaction in flight is
     // given its grace period instead of being cut off at once.
     await source.run((batch, signal?: AbortSignal) => runtime.sink.apply(batch, signal), runtime.signal);

@@ -9,6 +9,7 @@ import { partitionBatchHandler, type CommittedChunk } from './partition-batch.js
 import { StallPauses } from './stall-pause.js';
 import { sessionEnding, type SessionEnd } from './session-end.js';
 import { awaitMatchingTopics, watchForNewTopics } from './topic-watch.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface KafkaSourceOptions {
   /** Events per sink transaction (config `batch.maxEvents`). */
@@ -73,7 +74,8 @@ export class KafkaSource implements Source {
         if (signal.aborted) break;
         // A session that ran a while was healthy: start the backoff over.
         if (Date.now() - started > 60_000) delay = 500;
-        await sleep(delay, signal);
+        // Aborting ends the wait early; the loop then sees the signal and stops.
+        await sleep(delay, undefined, { signal }).catch(() => {});
         delay = Math.min(delay * 2, 30_000);
       }
     } finally {
@@ -174,17 +176,4 @@ async function disconnect(consumer: Consumer, log: Log): Promise<void> {
   } catch (err) {
     log.warn({ error: (err as Error).message }, 'kafka consumer did not disconnect cleanly');
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
 }

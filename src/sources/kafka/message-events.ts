@@ -1,5 +1,5 @@
 import type { ChangeEvent, Origin } from '../../events/change-event.js';
-import { eventsFromParsedText, parseReference, unreadable } from '../../events/from-fhir.js';
+import { eventsFromParsedText, isJsonObject, parseReference, unreadable } from '../../events/from-fhir.js';
 import { eventsFromHapiMessage, hapiResourceModifiedMessage } from '../../events/hapi-message.js';
 
 /** The parts of a Kafka record that decide what change it carries. */
@@ -35,7 +35,7 @@ export function eventsFromRecord(record: KafkaRecord, receivedAt = new Date()): 
   } catch (err) {
     return [unreadable(text, origin, receivedAt, 'InvalidJson', `not valid JSON: ${(err as Error).message}`)];
   }
-  if (isObject(value) && 'resourceType' in value) return eventsFromParsedText(value, text, origin, receivedAt);
+  if (isJsonObject(value) && 'resourceType' in value) return eventsFromParsedText(value, text, origin, receivedAt);
   const hapi = hapiResourceModifiedMessage(value);
   if (hapi) return eventsFromHapiMessage(hapi, text, origin, receivedAt);
   return [
@@ -65,8 +65,4 @@ function tombstone(key: string | undefined, origin: Origin, receivedAt: Date): C
     return unreadable('', origin, receivedAt, 'UnrecognisedMessage', `tombstone (null value) ${why}, so it names no resource to delete`);
   }
   return { op: 'delete', resourceType: ref.resourceType, id: ref.id, versionId: ref.versionId, origin, receivedAt };
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return v !== null && typeof v === 'object' && !Array.isArray(v);
 }
