@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { quoteIdent } from '../../config/identifier.js';
+import { lockSchemaForTransaction } from './schema-lock.js';
 import { inTransaction } from './transaction.js';
 import type { TableSpec } from '../../transform/transformer.js';
 import { historyTable, SYSTEM_COLUMN_DDL, tableDdl } from './table-ddl.js';
@@ -41,9 +42,14 @@ export async function planSchema(db: pg.ClientBase | pg.Pool, schema: string, sp
   return plan;
 }
 
-/** Creates what is missing; leaves drifted tables alone. */
+/**
+ * Creates what is missing; leaves drifted tables alone. Processes doing this at once take turns under the
+ * schema lock; the DDL is idempotent, so the later ones find the tables there.
+ */
 export async function createMissing(db: pg.Pool, schema: string, plan: SchemaPlan): Promise<string[]> {
+  if (!plan.missing.length) return [];
   await inTransaction(db, async (client) => {
+    await lockSchemaForTransaction(client);
     await client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)}`);
     for (const m of plan.missing) for (const ddl of m.ddl) await client.query(ddl);
   });
