@@ -159,7 +159,8 @@ async function bareInsert(pool: pg.Pool, tables: Array<[TableSpec, VersionedRow[
 /** Both runs must have written the same rows, or the comparison means nothing. */
 async function sameRows(pool: pg.Pool, specs: TableSpec[]): Promise<void> {
   for (const spec of specs) {
-    const cols = ['id', 'source_resource_id', 'version', 'parent_reference', ...spec.columns.map((c) => c.name)].map((c) => `"${c}"`).join(', ');
+    const sys = spec.system;
+    const cols = [sys.id, sys.sourceResourceId, sys.version, sys.parentReference, ...spec.columns.map((c) => c.name)].map((c) => `"${c}"`).join(', ');
     const { rows } = await pool.query(
       `SELECT (SELECT count(*) FROM (SELECT ${cols} FROM bench_rte."${spec.name}" EXCEPT SELECT ${cols} FROM bench_limit."${spec.name}") d)::int AS diff,
               (SELECT count(*) FROM bench_rte."${spec.name}")::int AS n, (SELECT count(*) FROM bench_limit."${spec.name}")::int AS m`,

@@ -73,6 +73,11 @@ describe('transformer files', () => {
   it('refuses a user column that takes a system column name, and tables written twice', () => {
     const sys = rules(`transformers:\n  - resourceType: Patient\n    tableName: patient\n    columns:\n      - { columnName: version, fhirPath: Patient.id, columnType: STRING }\n`);
     expect(errorOf(() => loadTransformers(sys))).toContain('/transformers/0/columns/0/columnName: "version" is a system column');
+    // With history, the history table's own columns are taken too.
+    const historyColumn = (history: boolean) =>
+      rules(`retainAllHistory: ${history}\ntransformers:\n  - resourceType: Patient\n    tableName: patient\n    columns:\n      - { columnName: recorded_at, fhirPath: Patient.id, columnType: STRING }\n`);
+    expect(errorOf(() => loadTransformers(historyColumn(true)))).toContain('/transformers/0/columns/0/columnName: "recorded_at" is a system column');
+    expect(loadTransformers(historyColumn(false))[0]!.tables[0]!.columns.map((c) => c.name)).toEqual(['recorded_at']);
     const twice = transformerDir({
       'a.yaml': `transformers:\n  - { resourceType: Patient, tableName: person, columns: [] }\n`,
       'b.yaml': `transformers:\n  - { resourceType: Practitioner, tableName: PERSON, columns: [] }\n`,

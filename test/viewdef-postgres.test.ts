@@ -57,8 +57,8 @@ interface NameRow {
 }
 async function rows(id: string): Promise<NameRow[]> {
   const r = await pool.query<NameRow>(
-    `SELECT id, source_resource_id, version, deleted_at, patient_key, gender, name_index, family, given
-       FROM patient_names WHERE source_resource_id = $1 ORDER BY name_index`,
+    `SELECT _id AS id, _source_resource_id AS source_resource_id, _version AS version, _deleted_at AS deleted_at, patient_key, gender, name_index, family, given
+       FROM patient_names WHERE _source_resource_id = $1 ORDER BY name_index`,
     [`Patient/${id}`],
   );
   return r.rows;
@@ -83,18 +83,18 @@ beforeAll(async () => {
 afterAll(() => pool?.end());
 
 describe('a forEach view in Postgres', () => {
-  it('creates the table with the system columns and the mapped column types', async () => {
+  it('creates the table with fhir-rte\'s own columns (named apart from any view column) and the mapped column types', async () => {
     const ddl = schemaDdl('public', loadViewDefinition(VIEW, 'v.json').tables).join('\n');
-    expect(ddl).toMatch(/"id" uuid PRIMARY KEY/);
+    expect(ddl).toMatch(/"_id" uuid PRIMARY KEY/);
     const { rows: columns } = await pool.query<{ column_name: string; data_type: string }>(
       `SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'patient_names' ORDER BY ordinal_position`,
     );
     expect(columns.map((c) => `${c.column_name} ${c.data_type}`)).toEqual([
-      'id uuid',
-      'source_resource_id text',
-      'version text',
-      'parent_reference uuid',
-      'deleted_at timestamp with time zone',
+      '_id uuid',
+      '_source_resource_id text',
+      '_version text',
+      '_parent_reference uuid',
+      '_deleted_at timestamp with time zone',
       'patient_key text',
       'gender text',
       'name_index integer',

@@ -9,7 +9,9 @@ import { describe, expect, it } from 'vitest';
 import { ConfigError } from '../src/config/config-error.js';
 import type { FhirResource } from '../src/events/change-event.js';
 import { compileView } from '../src/transform/viewdef/compile-view.js';
+import { VIEW_SYSTEM_COLUMNS } from '../src/transform/system-columns.js';
 import { isViewDefinition, loadViewDefinition, viewTransformer } from '../src/transform/viewdef/view-transformer.js';
+import { reservedNames } from '../src/transform/system-columns.js';
 import { TransformError } from '../src/transform/transformer.js';
 import { cli, SYNTHEA } from './support/cli.js';
 
@@ -152,6 +154,7 @@ describe('viewTransformer', () => {
     expect(t.tables).toEqual([
       {
         name: 'patient_names',
+        system: VIEW_SYSTEM_COLUMNS,
         history: false,
         columns: [
           { name: 'patient_key', sqlType: 'text' },
@@ -198,9 +201,12 @@ describe('viewTransformer', () => {
     expect(new Set(rows.map((r) => r.id)).size).toBe(5);
   });
 
-  it('refuses a view without a name, and columns named like system columns', () => {
+  it('refuses a view without a name; takes the column names a published view uses, id included', () => {
     expect(() => viewTransformer({ ...names, name: undefined }, 'n.json')).toThrow(/n.json: \/: missing required key "name"/);
-    expect(() => viewTransformer(view([{ column: [col('id', 'id')] }]), 'n.json')).toThrow(/n.json: \/select\/0\/column\/0\/name: "id" is a system column/);
+    const columns = ['id', 'source_resource_id', 'version', 'parent_reference', 'deleted_at'];
+    const t = viewTransformer(view([{ column: columns.map((c) => col(c, 'id')) }]), 'n.json');
+    expect(t.tables[0]!.columns.map((c) => c.name)).toEqual(columns);
+    expect(reservedNames(t.tables[0]!.system, true).filter((n) => /^[a-z]/i.test(n))).toEqual([]);
     expect(() => viewTransformer(view([{ column: [col('Family', 'id'), col('family', 'id')] }]), 'n.json')).toThrow(/defined twice/);
   });
 

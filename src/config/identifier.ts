@@ -5,9 +5,6 @@
 export const IDENTIFIER_PATTERN = '^[A-Za-z_][A-Za-z0-9_]{0,62}$';
 const IDENTIFIER = new RegExp(IDENTIFIER_PATTERN);
 
-/** Names fhir-rte gives its own columns; a user column may not take one of them. */
-export const SYSTEM_COLUMNS = ['id', 'source_resource_id', 'version', 'parent_reference', 'deleted_at'] as const;
-
 export function isIdentifier(name: string): boolean {
   return IDENTIFIER.test(name);
 }

@@ -1,3 +1,4 @@
+import type { ErrorClass } from '../deadletter/error-class.js';
 /**
  * The one shape every source produces. Everything after a source (transformers, sink, dead letters)
  * sees only ChangeEvents, so a new source is a new folder under src/sources and nothing else changes.
@@ -53,7 +54,7 @@ export interface UnreadableEvent extends EventBase {
   id?: string;
   versionId?: string;
   raw: string;
-  error: { errorClass: string; message: string; detail?: Record<string, unknown> };
+  error: { errorClass: ErrorClass; message: string; detail?: Record<string, unknown> };
 }
 
 export type ChangeEvent = UpsertEvent | DeleteEvent | UnreadableEvent;

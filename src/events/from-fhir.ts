@@ -1,3 +1,4 @@
+import type { ErrorClass } from '../deadletter/error-class.js';
 import type { ChangeEvent, FhirResource, Origin } from './change-event.js';
 
 /**
@@ -165,7 +166,7 @@ export function unreadable(
   raw: string,
   origin: Origin,
   receivedAt: Date,
-  errorClass: string,
+  errorClass: ErrorClass,
   message: string,
   resourceType?: string,
 ): ChangeEvent {

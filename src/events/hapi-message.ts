@@ -1,3 +1,4 @@
+import type { ErrorClass } from '../deadletter/error-class.js';
 import type { ChangeEvent, FhirResource, Origin } from './change-event.js';
 import { eventsFromJson, isJsonObject, parseReference, resourceProblem, unreadable, withValidVersion } from './from-fhir.js';
 
@@ -47,7 +48,7 @@ export function hapiResourceModifiedMessage(value: unknown): HapiResourceModifie
 export function eventsFromHapiMessage(message: HapiResourceModifiedMessage, raw: string, origin: Origin, receivedAt = new Date()): ChangeEvent[] {
   const operation = String(message.operationType).toUpperCase();
   const idHint = idFromMessage(message);
-  const bad = (errorClass: string, why: string) => [unreadable(raw, origin, receivedAt, errorClass, `HAPI resource-modified message: ${why}`, idHint?.resourceType)];
+  const bad = (errorClass: ErrorClass, why: string) => [unreadable(raw, origin, receivedAt, errorClass, `HAPI resource-modified message: ${why}`, idHint?.resourceType)];
 
   const body = payloadResource(message);
   if (body.problem) return bad(body.problem.errorClass, body.problem.message);
@@ -77,7 +78,7 @@ export function eventsFromHapiMessage(message: HapiResourceModifiedMessage, raw:
 
 interface PayloadResult {
   resource?: FhirResource;
-  problem?: { errorClass: string; message: string };
+  problem?: { errorClass: ErrorClass; message: string };
 }
 
 function payloadResource(message: HapiResourceModifiedMessage): PayloadResult {

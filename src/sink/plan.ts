@@ -1,3 +1,4 @@
+import type { ErrorClass } from '../deadletter/error-class.js';
 import { resourceKey, type ChangeEvent, type DeleteEvent, type UpsertEvent } from '../events/change-event.js';
 import { TransformError, type Row, type Transformer } from '../transform/transformer.js';
 import { instantMicros, isNewer, type Versioned } from './guard.js';
@@ -12,7 +13,7 @@ export interface ResourceState extends Versioned {
 /** A record that goes to the dead-letter table instead of the tables. */
 export interface Poison {
   event: ChangeEvent;
-  errorClass: string;
+  errorClass: ErrorClass;
   message: string;
   detail?: Record<string, unknown>;
 }
@@ -117,6 +118,7 @@ function transform(event: UpsertEvent, version: Version, transformers: Transform
 
 function poisonFromError(event: ChangeEvent, err: unknown): Poison {
   if (err instanceof TransformError) return { event, errorClass: 'TransformError', message: err.message, detail: { ...err.detail } };
+  // Transformers wrap what they expect; anything else still means this resource could not be flattened.
   const e = err as Error;
-  return { event, errorClass: e?.name ?? 'Error', message: e?.message ?? String(err) };
+  return { event, errorClass: 'TransformError', message: e instanceof Error ? `${e.name}: ${e.message}` : String(err) };
 }

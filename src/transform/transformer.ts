@@ -1,4 +1,5 @@
 import type { FhirResource } from '../events/change-event.js';
+import type { SystemColumns } from './system-columns.js';
 
 /**
  * A Transformer flattens one resource type into rows of one or more tables. Both formats
@@ -38,8 +39,10 @@ export interface ColumnSpec {
 
 export interface TableSpec {
   name: string;
-  /** Name of the parent table for a child table; its rows carry parent_reference. */
+  /** Name of the parent table for a child table; its rows carry the parent row's key. */
   parent?: string;
+  /** fhir-rte's own columns beside `columns`: their names differ between rules and view tables. */
+  system: SystemColumns;
   columns: ColumnSpec[];
   /** Append every applied version's rows to `<name>_history`. */
   history: boolean;

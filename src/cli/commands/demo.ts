@@ -8,6 +8,7 @@ import { syntheticPopulation } from '../demo/synthetic-data.js';
 import { Progress } from '../progress.js';
 import { openRuntime, type GlobalOptions, type Runtime } from '../runtime.js';
 import { formatTable } from '../format-table.js';
+import { qualified, quoteIdent } from '../../config/identifier.js';
 
 const SAMPLE_QUERY = `SELECT a.city,
        count(*) AS patients,
@@ -80,7 +81,7 @@ async function showTables(runtime: Runtime): Promise<void> {
     const names = spec.history ? [spec.name, `${spec.name}_history`] : [spec.name];
     for (const name of names) {
       const { rows: r } = await runtime.pool.query(
-        `SELECT count(*)::int AS total, count(*) FILTER (WHERE deleted_at IS NOT NULL)::int AS deleted FROM "${schema}"."${name}"`,
+        `SELECT count(*)::int AS total, count(*) FILTER (WHERE ${quoteIdent(spec.system.deletedAt)} IS NOT NULL)::int AS deleted FROM ${qualified(schema, name)}`,
       );
       rows.push([`${schema}.${name}`, String(r[0].total), String(r[0].deleted)]);
     }

@@ -149,9 +149,9 @@ export class PostgresSink implements Sink {
     // The state swap first: it is what serializes concurrent writers of the same resource.
     await writeStates(client, plan.resources.map((r) => stateOf(r, this.options.storeResources)));
     for (const [spec, tombstones] of w.historyOfDeletes) await historyOfDeletes(client, schema, spec, tombstones);
-    for (const [spec, keys] of [...w.clear].reverse()) await deleteRows(client, schema, spec.name, keys);
+    for (const [spec, keys] of [...w.clear].reverse()) await deleteRows(client, schema, spec, keys);
     for (const [spec, rows] of w.insert) await insertRows(client, schema, spec, rows);
-    for (const [spec, tombstones] of w.flag) await flagDeleted(client, schema, spec.name, tombstones);
+    for (const [spec, tombstones] of w.flag) await flagDeleted(client, schema, spec, tombstones);
     for (const [spec, rows] of w.history) await insertRows(client, schema, spec, rows, true);
   }
 }

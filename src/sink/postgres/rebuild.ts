@@ -60,7 +60,7 @@ async function rebuildPage(pool: pg.Pool, options: RebuildOptions, types: string
     if (!states.length) return undefined;
     const page = flatten(states, options);
     await claimStates(client, page.rebuilt);
-    for (const [spec, rows] of page.rows) await deleteRows(client, options.schema, spec.name, [...new Set(rows.keys)]);
+    for (const [spec, rows] of page.rows) await deleteRows(client, options.schema, spec, [...new Set(rows.keys)]);
     for (const [spec, rows] of page.rows) await insertRows(client, options.schema, spec, rows.rows);
     return { page, last: states[states.length - 1]! };
   });

@@ -1,9 +1,10 @@
 import type pg from 'pg';
 import { qualified, quoteIdent } from '../../config/identifier.js';
+import { ROW_ROLES, type RowRole } from '../../transform/system-columns.js';
 import type { Row, TableSpec } from '../../transform/transformer.js';
 import type { ResourceState } from '../plan.js';
 import { ConcurrentChange } from './fault.js';
-import { historyTable } from './table-ddl.js';
+import { historyTable, tableColumns } from './table-ddl.js';
 
 /**
  * The set-based SQL of one batch: every statement handles all resources of the batch at once through
@@ -132,9 +133,10 @@ export async function claimStates(client: pg.ClientBase, claims: Array<{ resourc
   if (result.rowCount !== claims.length) throw new ConcurrentChange(`${claims.length - (result.rowCount ?? 0)} resource(s) were changed by another writer meanwhile`);
 }
 
-export async function deleteRows(client: pg.ClientBase, schema: string, table: string, keys: string[]): Promise<void> {
+export async function deleteRows(client: pg.ClientBase, schema: string, spec: TableSpec, keys: string[]): Promise<void> {
   if (!keys.length) return;
-  await run(client, table, `DELETE FROM ${qualified(schema, table)} WHERE "source_resource_id" = ANY($1::text[])`, [keys]);
+  const key = quoteIdent(spec.system.sourceResourceId);
+  await run(client, spec.name, `DELETE FROM ${qualified(schema, spec.name)} WHERE ${key} = ANY($1::text[])`, [keys]);
 }
 
 /** A row with the system values of the resource version it belongs to. */
@@ -145,22 +147,26 @@ export interface VersionedRow {
   deletedAt: string | null;
 }
 
-/** Inserts rows into a table, or (history) into its `_history` twin. */
+/** Where each system column's value comes from. */
+const SYSTEM_VALUE: Record<RowRole, (r: VersionedRow) => unknown> = {
+  id: (r) => r.row.id,
+  sourceResourceId: (r) => r.key,
+  version: (r) => r.version,
+  parentReference: (r) => r.row.parentId,
+  deletedAt: (r) => r.deletedAt,
+};
+
+/** Inserts rows into a table, or (history) into its `_history` twin, whose own key and time are defaults. */
 export async function insertRows(client: pg.ClientBase, schema: string, spec: TableSpec, rows: VersionedRow[], history = false): Promise<void> {
   if (!rows.length) return;
   const table = history ? historyTable(spec.name) : spec.name;
-  const columns = ['id', 'source_resource_id', 'version', 'parent_reference', 'deleted_at', ...spec.columns.map((c) => c.name)];
-  const types = ['uuid', 'text', 'text', 'uuid', 'timestamptz', ...spec.columns.map((c) => c.sqlType)];
+  const columns = tableColumns(spec);
   const values: unknown[][] = [
-    rows.map((r) => r.row.id),
-    rows.map((r) => r.key),
-    rows.map((r) => r.version),
-    rows.map((r) => r.row.parentId),
-    rows.map((r) => r.deletedAt),
+    ...ROW_ROLES.map(([role]) => rows.map(SYSTEM_VALUE[role])),
     ...spec.columns.map((_, i) => rows.map((r) => r.row.values[i] ?? null)),
   ];
-  const list = columns.map(quoteIdent).join(', ');
-  const arrays = types.map((t, i) => `$${i + 1}::${t}[]`).join(', ');
+  const list = columns.map((c) => quoteIdent(c.name)).join(', ');
+  const arrays = columns.map((c, i) => `$${i + 1}::${c.sqlType}[]`).join(', ');
   await run(client, table, `INSERT INTO ${qualified(schema, table)} (${list}) SELECT * FROM unnest(${arrays})`, values);
 }
 
@@ -171,13 +177,14 @@ export interface Tombstone {
 }
 
 /** Logical delete: the rows stay, with the delete's time and version. */
-export async function flagDeleted(client: pg.ClientBase, schema: string, table: string, tombstones: Tombstone[]): Promise<void> {
+export async function flagDeleted(client: pg.ClientBase, schema: string, spec: TableSpec, tombstones: Tombstone[]): Promise<void> {
   if (!tombstones.length) return;
+  const sys = spec.system;
   await run(
     client,
-    table,
-    `UPDATE ${qualified(schema, table)} AS t SET "deleted_at" = d.at, "version" = d.v
-       FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS d(k, v, at) WHERE t."source_resource_id" = d.k`,
+    spec.name,
+    `UPDATE ${qualified(schema, spec.name)} AS t SET ${quoteIdent(sys.deletedAt)} = d.at, ${quoteIdent(sys.version)} = d.v
+       FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS d(k, v, at) WHERE t.${quoteIdent(sys.sourceResourceId)} = d.k`,
     tombstoneArrays(tombstones),
   );
 }
@@ -185,16 +192,18 @@ export async function flagDeleted(client: pg.ClientBase, schema: string, table: 
 /** History of a delete whose live rows are only in the table: copy them, marked with the delete. */
 export async function historyOfDeletes(client: pg.ClientBase, schema: string, spec: TableSpec, tombstones: Tombstone[]): Promise<void> {
   if (!tombstones.length) return;
-  const user = spec.columns.map((c) => quoteIdent(c.name));
-  const target = ['id', 'source_resource_id', 'version', 'parent_reference', 'deleted_at'].map(quoteIdent).concat(user).join(', ');
-  const source = ['t."id"', 't."source_resource_id"', 'd.v', 't."parent_reference"', 'd.at', ...user.map((c) => `t.${c}`)].join(', ');
+  const sys = spec.system;
+  // Every column as it is in the table, except the delete's own version and time.
+  const fromDelete: Record<string, string> = { [sys.version]: 'd.v', [sys.deletedAt]: 'd.at' };
+  const columns = tableColumns(spec).map((c) => quoteIdent(c.name));
+  const source = tableColumns(spec).map((c, i) => fromDelete[c.name] ?? `t.${columns[i]}`);
   await run(
     client,
     historyTable(spec.name),
-    `INSERT INTO ${qualified(schema, historyTable(spec.name))} (${target})
-     SELECT ${source} FROM ${qualified(schema, spec.name)} AS t
-       JOIN unnest($1::text[], $2::text[], $3::timestamptz[]) AS d(k, v, at) ON t."source_resource_id" = d.k
-      ORDER BY t."id"`,
+    `INSERT INTO ${qualified(schema, historyTable(spec.name))} (${columns.join(', ')})
+     SELECT ${source.join(', ')} FROM ${qualified(schema, spec.name)} AS t
+       JOIN unnest($1::text[], $2::text[], $3::timestamptz[]) AS d(k, v, at) ON t.${quoteIdent(sys.sourceResourceId)} = d.k
+      ORDER BY t.${quoteIdent(sys.id)}`,
     tombstoneArrays(tombstones),
   );
 }

@@ -1,64 +1,56 @@
 import { createHash } from 'node:crypto';
 import { qualified, quoteIdent } from '../../config/identifier.js';
+import { historyColumns, rowColumns } from '../../transform/system-columns.js';
 import type { TableSpec } from '../../transform/transformer.js';
-
-/** The columns fhir-rte adds to every table, before the user's own. */
-export const SYSTEM_COLUMN_DDL = [
-  ['id', 'uuid'],
-  ['source_resource_id', 'text'],
-  ['version', 'text'],
-  ['parent_reference', 'uuid'],
-  ['deleted_at', 'timestamptz'],
-] as const;
 
 export function historyTable(name: string): string {
   return `${name}_history`;
 }
 
+/** Every column of a table (system columns first) or of its `_history` twin, with their SQL types. */
+export function tableColumns(spec: TableSpec, history = false): Array<{ name: string; sqlType: string }> {
+  return [...(history ? historyColumns(spec.system) : []), ...rowColumns(spec.system), ...spec.columns];
+}
+
 /** The DDL of one table and, with history, its `_history` twin. Idempotent (IF NOT EXISTS). */
 export function tableDdl(schema: string, spec: TableSpec): string[] {
   const t = qualified(schema, spec.name);
-  const user = spec.columns.map((c) => `  ${quoteIdent(c.name)} ${c.sqlType}`);
-  const parentRef = spec.parent
-    ? `  "parent_reference" uuid NOT NULL REFERENCES ${qualified(schema, spec.parent)} ("id") ON DELETE CASCADE`
-    : `  "parent_reference" uuid`;
+  const sys = spec.system;
+  const constraints: Record<string, string> = {
+    [sys.id]: 'PRIMARY KEY',
+    [sys.sourceResourceId]: 'NOT NULL',
+    [sys.parentReference]: spec.parent ? `NOT NULL REFERENCES ${qualified(schema, spec.parent)} (${quoteIdent(sys.id)}) ON DELETE CASCADE` : '',
+  };
   const statements = [
-    [
-      `CREATE TABLE IF NOT EXISTS ${t} (`,
-      [
-        `  "id" uuid PRIMARY KEY`,
-        `  "source_resource_id" text NOT NULL`,
-        `  "version" text`,
-        parentRef,
-        `  "deleted_at" timestamptz`,
-        ...user,
-      ].join(',\n'),
-      `)`,
-    ].join('\n'),
-    `CREATE INDEX IF NOT EXISTS ${quoteIdent(indexName(spec.name, 'source_resource_id'))} ON ${t} ("source_resource_id")`,
+    createTable(t, tableColumns(spec), constraints),
+    // Index names follow the role, not the column, so renaming a view table's columns keeps them valid.
+    `CREATE INDEX IF NOT EXISTS ${quoteIdent(indexName(spec.name, 'source_resource_id'))} ON ${t} (${quoteIdent(sys.sourceResourceId)})`,
   ];
-  if (spec.parent) statements.push(`CREATE INDEX IF NOT EXISTS ${quoteIdent(indexName(spec.name, 'parent_reference'))} ON ${t} ("parent_reference")`);
+  if (spec.parent) statements.push(`CREATE INDEX IF NOT EXISTS ${quoteIdent(indexName(spec.name, 'parent_reference'))} ON ${t} (${quoteIdent(sys.parentReference)})`);
   if (spec.history) statements.push(...historyDdl(schema, spec));
   return statements;
 }
 
+/** The history twin has no key constraints: it only ever grows. */
 function historyDdl(schema: string, spec: TableSpec): string[] {
   const name = historyTable(spec.name);
   const h = qualified(schema, name);
-  const columns = [
-    `  "history_id" bigserial PRIMARY KEY`,
-    `  "recorded_at" timestamptz NOT NULL DEFAULT now()`,
-    `  "id" uuid NOT NULL`,
-    `  "source_resource_id" text NOT NULL`,
-    `  "version" text`,
-    `  "parent_reference" uuid`,
-    `  "deleted_at" timestamptz`,
-    ...spec.columns.map((c) => `  ${quoteIdent(c.name)} ${c.sqlType}`),
-  ];
+  const sys = spec.system;
+  const constraints: Record<string, string> = {
+    [sys.historyId]: 'PRIMARY KEY',
+    [sys.recordedAt]: 'NOT NULL DEFAULT now()',
+    [sys.id]: 'NOT NULL',
+    [sys.sourceResourceId]: 'NOT NULL',
+  };
   return [
-    `CREATE TABLE IF NOT EXISTS ${h} (\n${columns.join(',\n')}\n)`,
-    `CREATE INDEX IF NOT EXISTS ${quoteIdent(indexName(name, 'source_resource_id'))} ON ${h} ("source_resource_id", "history_id")`,
+    createTable(h, tableColumns(spec, true), constraints),
+    `CREATE INDEX IF NOT EXISTS ${quoteIdent(indexName(name, 'source_resource_id'))} ON ${h} (${quoteIdent(sys.sourceResourceId)}, ${quoteIdent(sys.historyId)})`,
   ];
+}
+
+function createTable(table: string, columns: Array<{ name: string; sqlType: string }>, constraints: Record<string, string>): string {
+  const lines = columns.map((c) => `  ${quoteIdent(c.name)} ${c.sqlType}${constraints[c.name] ? ` ${constraints[c.name]}` : ''}`);
+  return `CREATE TABLE IF NOT EXISTS ${table} (\n${lines.join(',\n')}\n)`;
 }
 
 /** Postgres cuts identifiers at 63 bytes; a long table name gets a short hash so index names stay unique. */

@@ -2,7 +2,7 @@ import type { UserInvocationTable } from 'fhirpath';
 
 /**
  * SQL on FHIR's getResourceKey() and getReferenceKey([type]). A key is `Type/id`, the same text as the
- * `source_resource_id` system column, so a view's keys join with fhir-rte's own tables and with other views.
+ * source resource system column (`source_resource_id`, `_source_resource_id` in a view table), so a view's keys join with fhir-rte's own tables and with other views.
  * Both the fast path and fhirpath.js call these two functions, so they cannot disagree.
  */
 

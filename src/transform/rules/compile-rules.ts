@@ -1,8 +1,8 @@
 import { ConfigError } from '../../config/config-error.js';
-import { SYSTEM_COLUMNS } from '../../config/identifier.js';
 import type { FhirResource } from '../../events/change-event.js';
 import { compilePath, FhirPathSyntaxError, type CompiledPath } from '../fhirpath.js';
 import { rowId } from '../row-id.js';
+import { reservedNames, RULES_SYSTEM_COLUMNS } from '../system-columns.js';
 import { TransformError, type Row, type RowSet, type TableSpec, type Transformer } from '../transformer.js';
 import { ColumnValueError, columnValue, sqlTypeOf, type ColumnRule } from './column-value.js';
 import type { RulesChildTable, RulesColumn, RulesFile, RulesTableBody } from './rules-schema.js';
@@ -105,7 +105,7 @@ function compileTable(
 ): CompiledTable {
   const name = tableName.toLowerCase();
   if (ctx.tables.some((t) => t.name === name)) throw new ConfigError(ctx.file, `${at}/tableName`, `table ${JSON.stringify(name)} is defined twice`);
-  const spec: TableSpec = { name, parent, columns: [], history: ctx.history };
+  const spec: TableSpec = { name, parent, system: RULES_SYSTEM_COLUMNS, columns: [], history: ctx.history };
   ctx.tables.push(spec);
   const columns = (body.columns ?? []).map((c, i) => compileColumn(ctx, c, base, `${at}/columns/${i}`));
   spec.columns = columns.map((c) => ({ name: c.rule.name, sqlType: sqlTypeOf(c.rule.type, c.rule.maximumSize) }));
@@ -153,8 +153,9 @@ function compileAt(ctx: Context, expression: string, at: string, base: string | 
 
 function checkColumnNames(ctx: Context, spec: TableSpec, at: string): void {
   const seen = new Set<string>();
+  const reserved = reservedNames(spec.system, spec.history);
   spec.columns.forEach((c, i) => {
-    if ((SYSTEM_COLUMNS as readonly string[]).includes(c.name)) {
+    if (reserved.includes(c.name)) {
       throw new ConfigError(ctx.file, `${at}/columns/${i}/columnName`, `${JSON.stringify(c.name)} is a system column fhir-rte adds itself; choose another name`);
     }
     if (seen.has(c.name)) throw new ConfigError(ctx.file, `${at}/columns/${i}/columnName`, `column ${JSON.stringify(c.name)} is defined twice in ${spec.name}`);

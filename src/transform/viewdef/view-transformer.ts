@@ -1,14 +1,16 @@
 import { ConfigError } from '../../config/config-error.js';
-import { isIdentifier, SYSTEM_COLUMNS } from '../../config/identifier.js';
+import { isIdentifier } from '../../config/identifier.js';
 import type { FhirResource } from '../../events/change-event.js';
 import { rowId } from '../row-id.js';
 import { TransformError, type Row, type RowSet, type TableSpec, type Transformer } from '../transformer.js';
 import { compileView, type CompiledView } from './compile-view.js';
 import { sqlValue, SqlValueError } from '../sql-value.js';
+import { reservedNames, VIEW_SYSTEM_COLUMNS } from '../system-columns.js';
 
 /**
  * A ViewDefinition as a fhir-rte Transformer: one table named after the view (lower case, like every
- * identifier fhir-rte creates), its columns after fhir-rte's system columns. Each row's id derives from
+ * identifier fhir-rte creates) with exactly the view's columns beside fhir-rte's own, which are named so
+ * that no view column can clash (VIEW_SYSTEM_COLUMNS). Each row's id derives from
  * the table, the resource and the position the row was reached by (forEach indices, unionAll branch), so
  * a row keeps its id across versions of its resource.
  */
@@ -25,7 +27,7 @@ export function loadViewDefinition(json: unknown, file: string): Transformer {
 export function viewTransformer(view: unknown, file: string): Transformer {
   const compiled = compileView(view, file);
   const table = tableName(compiled, file);
-  const spec: TableSpec = { name: table, columns: tableColumns(compiled, file), history: false };
+  const spec: TableSpec = { name: table, system: VIEW_SYSTEM_COLUMNS, columns: tableColumns(compiled, file), history: false };
   const name = `${file}#${table}`;
   return {
     name,
@@ -44,12 +46,12 @@ function tableName(view: CompiledView, file: string): string {
 
 function tableColumns(view: CompiledView, file: string): TableSpec['columns'] {
   const seen = new Set<string>();
+  // Unreachable for a valid view (its names start with a letter); kept so the two can never drift apart.
+  const reserved = reservedNames(VIEW_SYSTEM_COLUMNS, false);
   return view.columns.map((c) => {
     const name = c.name.toLowerCase();
     const at = `${c.at}/name`;
-    if ((SYSTEM_COLUMNS as readonly string[]).includes(name)) {
-      throw new ConfigError(file, at, `${JSON.stringify(name)} is a system column fhir-rte adds itself (the row key); choose another name, e.g. "${view.resource.toLowerCase()}_${name}"`);
-    }
+    if (reserved.includes(name)) throw new ConfigError(file, at, `${JSON.stringify(name)} is a column fhir-rte adds itself; choose another name`);
     if (!isIdentifier(name)) throw new ConfigError(file, at, 'expected a column name of at most 63 letters, digits and _');
     if (seen.has(name)) throw new ConfigError(file, at, `column ${JSON.stringify(name)} is defined twice (column names are folded to lower case)`);
     seen.add(name);
