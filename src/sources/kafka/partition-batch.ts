@@ -104,6 +104,7 @@ export function partitionBatchHandler(options: PartitionBatchOptions): (payload:
         log,
         where: { topic, partition, offset: nextOffset },
         keepTrying: () => isRunning() && !isStale(),
+        signal: abandon,
       });
       onCommitted?.({
         topic,
