@@ -6,6 +6,7 @@ import { patient, upsert } from './support/events.js';
 import { startFreezingProxy, type FreezingProxy } from './support/freezing-proxy.js';
 import { openTestSink, transformerDir, type TestSink } from './support/sink.js';
 import { pino } from 'pino';
+import type { SessionTimeouts } from '../src/sink/postgres/pool.js';
 
 const RULES = `
 retainAllHistory: true
@@ -95,7 +96,7 @@ it('a transaction whose connection froze, once abandoned, frees its resource for
   const pid = await waitFor('the first batch to wait in its row insert', async () =>
     (await admin.query(`SELECT pid FROM pg_stat_activity WHERE wait_event = 'advisory' AND datname = current_database()`)).rows[0]?.pid as number | undefined,
   );
-  proxy.freeze();
+  expect(proxy.freeze()).toBe(1); // the sink's only connection: the next batch gets a new one
   await admin.query('SELECT pg_advisory_unlock(7007)');
   // The insert finishes on the server; its answer is stuck on the way, and the transaction holds its locks.
   await waitFor('the frozen transaction to sit idle', async () =>
@@ -119,13 +120,15 @@ it('a transaction whose connection froze, once abandoned, frees its resource for
   expect(t.sink.stall).toBeUndefined();
 });
 
-/** A sink on the same database whose sessions have a 1 s statement_timeout, and the warnings it logs. */
-async function impatientSink(): Promise<{ sink: TestSink; warnings: string[] }> {
+/** Another sink on the same database, with its own session timeouts, and the warnings it logs. */
+async function sinkWith(timeouts: SessionTimeouts, via = url): Promise<{ sink: TestSink; warnings: string[] }> {
   const warnings: string[] = [];
   const logger = pino({ level: 'warn' }, { write: (line: string) => void warnings.push(JSON.parse(line).msg) });
-  const sink = await openTestSink(url, transformerDir({ 'patient.yaml': RULES }), { logger }, { statementTimeoutMs: 1_000, idleInTransactionTimeoutMs: 0 });
+  const sink = await openTestSink(via, transformerDir({ 'patient.yaml': RULES }), { logger }, timeouts);
   return { sink, warnings };
 }
+
+const impatientSink = () => sinkWith({ statementTimeoutMs: 1_000, idleInTransactionTimeoutMs: 0 });
 
 it('a batch too big for statement_timeout is applied in halves: nothing fails, nothing is dead-lettered', async () => {
   const { sink, warnings } = await impatientSink();
@@ -133,7 +136,7 @@ it('a batch too big for statement_timeout is applied in halves: nothing fails, n
     const batch = Array.from({ length: 300 }, (_, i) =>
       upsert({ resourceType: 'Practitioner', id: `slow-${i}`, meta: { versionId: '1' }, gender: 'female' }),
     );
-    expect(await sink.sink.apply(batch)).toEqual({ received: 300, applied: 300, stale: 0, deadLettered: 0 });
+    expect(await within(90_000, sink.sink.apply(batch))).toEqual({ received: 300, applied: 300, stale: 0, deadLettered: 0 });
     expect(warnings).toContain('a statement ran past statement_timeout; applying the batch in halves');
     expect(await sink.rows(`SELECT count(*)::int AS n FROM practitioner`)).toEqual([{ n: 300 }]);
     expect(await sink.rows(`SELECT count(*)::int AS n FROM fhir_rte.dead_letter`)).toEqual([{ n: 0 }]);
@@ -146,11 +149,37 @@ it('one event whose statement timed out is retried as a transient fault and comm
   const { sink, warnings } = await impatientSink();
   try {
     const event = upsert({ resourceType: 'Organization', id: 'slow-once', meta: { versionId: '1' }, name: 'Slow Once' });
-    expect(await sink.sink.apply([event])).toEqual({ received: 1, applied: 1, stale: 0, deadLettered: 0 });
+    expect(await within(30_000, sink.sink.apply([event]))).toEqual({ received: 1, applied: 1, stale: 0, deadLettered: 0 });
     expect(warnings).toContain('transient database fault; retrying the batch');
     expect(await sink.rows(`SELECT name FROM organization`)).toEqual([{ name: 'Slow Once' }]);
     expect(sink.sink.stall).toBeUndefined();
   } finally {
+    await sink.close();
+  }
+});
+
+it('a transaction the server ended because its connection went silent is retried and commits once the path is back', async () => {
+  const silentPath = await startFreezingProxy(url);
+  const { sink, warnings } = await sinkWith({ statementTimeoutMs: 0, idleInTransactionTimeoutMs: 1_000 }, silentPath.url);
+  try {
+    await admin.query('SELECT pg_advisory_lock(7007)');
+    const applying = sink.sink.apply([upsert(patient('idle', 1))]);
+    applying.catch(() => {});
+    const pid = await waitFor('the batch to wait in its row insert', async () =>
+      (await admin.query(`SELECT pid FROM pg_stat_activity WHERE wait_event = 'advisory' AND datname = current_database()`)).rows[0]?.pid as number | undefined,
+    );
+    expect(silentPath.freeze()).toBe(1);
+    await admin.query('SELECT pg_advisory_unlock(7007)');
+    // Nobody abandons this batch: the server's idle_in_transaction_session_timeout ends the session (25P03).
+    await waitFor('the server to end the idle session', async () => (await admin.query(`SELECT 1 FROM pg_stat_activity WHERE pid = $1`, [pid])).rowCount === 0);
+    silentPath.thaw();
+
+    expect(await within(15_000, applying)).toEqual({ received: 1, applied: 1, stale: 0, deadLettered: 0 });
+    expect(warnings).toContain('transient database fault; retrying the batch');
+    expect(await sink.rows(`SELECT version FROM patient WHERE source_resource_id = 'Patient/idle'`)).toEqual([{ version: '1' }]);
+    expect(await sink.rows(`SELECT count(*)::int AS n FROM fhir_rte.dead_letter`)).toEqual([{ n: 0 }]);
+  } finally {
+    await silentPath.close();
     await sink.close();
   }
 });

@@ -7,8 +7,11 @@ export interface FreezingProxy {
   /**
    * Every connection open now stops forwarding in both directions, and a close on either side no longer
    * reaches the other (as when a path between client and server goes silent). Later connections pass.
+   * Returns how many connections froze.
    */
-  freeze(): void;
+  freeze(): number;
+  /** The frozen connections forward again: what was held back arrives, and a close held back follows it. */
+  thaw(): void;
   close(): Promise<void>;
 }
 
@@ -29,9 +32,15 @@ export async function startFreezingProxy(databaseUrl: string): Promise<FreezingP
       from.on('data', (chunk) => {
         if (!pair.frozen) to.write(chunk);
       });
+      // Read to its end, so a close arrives only after the data before it (a paused socket reads nothing).
+      from.on('end', () => {
+        if (pair.frozen) return;
+        to.end();
+        pairs.delete(pair);
+      });
       from.on('close', () => {
         if (pair.frozen) return;
-        to.destroy();
+        to.end();
         pairs.delete(pair);
       });
       from.on('error', () => {});
@@ -51,6 +60,14 @@ export async function startFreezingProxy(databaseUrl: string): Promise<FreezingP
         // Paused sockets read nothing more: what the peers send stays in the kernel's buffers, unanswered.
         pair.client.pause();
         pair.server.pause();
+      }
+      return pairs.size;
+    },
+    thaw() {
+      for (const pair of pairs) {
+        pair.frozen = false;
+        pair.client.resume();
+        pair.server.resume();
       }
     },
     async close() {
