@@ -50,7 +50,7 @@ export async function openRuntime(
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   const { url, embedded } = await openDatabase(config, logger);
-  const pool = createPool(url, config.database.poolSize, logger);
+  const pool = createPool(url, config.database.poolSize, logger, config.database);
   const close = async () => {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);

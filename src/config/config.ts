@@ -22,7 +22,7 @@ export interface KafkaConfig {
 export interface Config {
   /** The file it was read from, when there was one. */
   file?: string;
-  database: { url?: string; schema: string; poolSize: number };
+  database: { url?: string; schema: string; poolSize: number; statementTimeoutMs: number; idleInTransactionTimeoutMs: number };
   embedded: { dataDir: string; port: number };
   transformersDir: string;
   deleteMode: 'logical' | 'hard';
@@ -57,7 +57,7 @@ export function loadConfig(file?: string, overrides: ConfigOverrides = {}, env =
 }
 
 type RawConfig = {
-  database?: { url?: string; schema?: string; poolSize?: number };
+  database?: { url?: string; schema?: string; poolSize?: number; statementTimeoutMs?: number; idleInTransactionTimeoutMs?: number };
   embedded?: { dataDir?: string; port?: number };
   transformers?: string;
   deleteMode?: 'logical' | 'hard';
@@ -78,6 +78,9 @@ function fromRaw(raw: RawConfig, where: string, overrides: ConfigOverrides, env:
       url: env.DATABASE_URL || raw.database?.url,
       schema: (raw.database?.schema ?? 'public').toLowerCase(),
       poolSize: raw.database?.poolSize ?? 4,
+      // Backstops far beyond any healthy statement or pause of fhir-rte's (see pool.ts).
+      statementTimeoutMs: raw.database?.statementTimeoutMs ?? 60_000,
+      idleInTransactionTimeoutMs: raw.database?.idleInTransactionTimeoutMs ?? 60_000,
     },
     embedded: { dataDir: at(raw.embedded?.dataDir ?? '.fhir-rte'), port: raw.embedded?.port ?? 54329 },
     transformersDir: overrides.transformers ? resolve(overrides.transformers) : at(env.FHIR_RTE_TRANSFORMERS || raw.transformers || 'transformers'),

@@ -12,6 +12,8 @@ export const configSchema = {
         url: { type: 'string', description: 'postgres:// connection URL; DATABASE_URL overrides it' },
         schema: { type: 'string', pattern: IDENTIFIER_PATTERN, description: 'schema of the exported tables' },
         poolSize: { type: 'integer', minimum: 1, maximum: 100 },
+        statementTimeoutMs: { type: 'integer', minimum: 0, description: 'statement_timeout of every session; 0: the server setting' },
+        idleInTransactionTimeoutMs: { type: 'integer', minimum: 0, description: 'idle_in_transaction_session_timeout of every session; 0: the server setting' },
       },
     },
     embedded: {

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type pg from 'pg';
 import { pino } from 'pino';
 import { migrate } from '../../src/sink/postgres/migrate.js';
-import { createPool } from '../../src/sink/postgres/pool.js';
+import { createPool, type SessionTimeouts } from '../../src/sink/postgres/pool.js';
 import { PostgresSink, type PostgresSinkOptions } from '../../src/sink/postgres/postgres-sink.js';
 import { createMissing, planSchema } from '../../src/sink/postgres/schema.js';
 import { loadTransformers } from '../../src/transform/load-transformers.js';
@@ -28,10 +28,15 @@ export interface TestSink {
 }
 
 /** The real sink on a real database: migrations run, tables created, as `fhir-rte load` does. */
-export async function openTestSink(url: string, transformersDir: string, options: Partial<PostgresSinkOptions> = {}): Promise<TestSink> {
+export async function openTestSink(
+  url: string,
+  transformersDir: string,
+  options: Partial<PostgresSinkOptions> = {},
+  timeouts?: SessionTimeouts,
+): Promise<TestSink> {
   await migrate(url);
   const transformers = loadTransformers(transformersDir);
-  const pool = createPool(url, 3, silent);
+  const pool = createPool(url, 3, silent, timeouts);
   const specs = transformers.flatMap((t) => t.tables);
   await createMissing(pool, 'public', await planSchema(pool, 'public', specs));
   const sink = new PostgresSink(pool, {

@@ -24,7 +24,7 @@ export function register(program: Command): void {
       const specs = transformers.flatMap((t) => t.tables);
       const schema = config.database.schema;
       const { url, embedded } = await openDatabase(config, logger);
-      const pool = createPool(url, 2, logger);
+      const pool = createPool(url, 2, logger, config.database);
       try {
         await migrate(url);
         if (opts.recreate) await recreateTables(pool, schema, specs);

@@ -22,7 +22,7 @@ export function register(program: Command): void {
       }
       const logger = createLogger(config.log.level);
       const { url, embedded } = await openDatabase(config, logger);
-      const pool = createPool(url, 1, logger);
+      const pool = createPool(url, 1, logger, config.database);
       try {
         await migrate(url);
         const plan = await planSchema(pool, config.database.schema, specs);

@@ -14,6 +14,9 @@ const TRANSIENT_CODES = new Set([
   '57P01', // admin_shutdown
   '57P02', // crash_shutdown
   '57P03', // cannot_connect_now (starting up, shutting down)
+  '57P05', // idle_session_timeout
+  '57014', // query_canceled: statement_timeout, or a cancel (see tooLong)
+  '25P03', // idle_in_transaction_session_timeout: the server ended a session that went silent
   '55P03', // lock_not_available
   '25006', // read_only_sql_transaction (a failover to a standby)
 ]);
@@ -40,6 +43,14 @@ export function classify(err: unknown): Fault {
   if (code.startsWith('22') || code.startsWith('23') || code === '54000') return 'poison';
   if (!code && TRANSIENT_MESSAGES.test(e?.message ?? '')) return 'transient';
   return 'fatal';
+}
+
+/**
+ * A statement ran past statement_timeout (or was cancelled). Transient, but a batch that is simply too big
+ * would time out on every retry: the sink retries it in halves instead, down to one event.
+ */
+export function tooLong(err: unknown): boolean {
+  return (err as { code?: unknown })?.code === '57014';
 }
 
 /** The database's own account of a refusal, for a dead letter's detail. */

@@ -1,12 +1,24 @@
 import pg from 'pg';
 import type { Logger } from 'pino';
 
+/** Server-side limits of every session (config `database`); 0 leaves the server's own setting. */
+export interface SessionTimeouts {
+  statementTimeoutMs: number;
+  idleInTransactionTimeoutMs: number;
+}
+
 /**
  * A connection pool whose sessions run in UTC (so partial dates become UTC midnight) and that survives
  * the database going away: idle connections that die emit 'error', which must not crash the process;
  * the next query gets a new connection or a transient error that the sink retries.
+ *
+ * Backstops for a connection that goes silent when nobody abandons its transaction (an abandoned one is
+ * ended at once, see transaction.ts): TCP keepalive lets the client notice a dead peer while it waits for
+ * an answer; statement_timeout ends a statement that runs or waits for a lock too long, and
+ * idle_in_transaction_session_timeout ends a session whose client stopped talking mid-transaction, so a
+ * lost client does not hold its row locks for good. Both surface as transient faults.
  */
-export function createPool(url: string, size: number, logger: Logger): pg.Pool {
+export function createPool(url: string, size: number, logger: Logger, timeouts?: SessionTimeouts): pg.Pool {
   const pool = new pg.Pool({
     connectionString: url,
     max: size,
@@ -14,6 +26,10 @@ export function createPool(url: string, size: number, logger: Logger): pg.Pool {
     options: '-c TimeZone=UTC',
     connectionTimeoutMillis: 10_000,
     idleTimeoutMillis: 30_000,
+    keepAlive: true,
+    keepAliveInitialDelayMillis: 10_000,
+    statement_timeout: timeouts?.statementTimeoutMs || undefined,
+    idle_in_transaction_session_timeout: timeouts?.idleInTransactionTimeoutMs || undefined,
   });
   pool.on('error', (err) => {
     // pool.end() resolves before its connections have closed; a server stopped right after (the

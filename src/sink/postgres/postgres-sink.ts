@@ -6,9 +6,9 @@ import type { TableSpec, Transformer } from '../../transform/transformer.js';
 import { microsToIso } from '../guard.js';
 import { planBatch, type AppliedVersion, type BatchPlan, type Poison, type ResourcePlan } from '../plan.js';
 import { addOutcome, emptyOutcome, SinkFailure, type BatchOutcome, type Sink } from '../sink.js';
-import { classify, sqlDetail } from './fault.js';
+import { classify, sqlDetail, tooLong } from './fault.js';
 import { retryTransient, type RetryPolicy, type Stall } from './retry.js';
-import { inTransaction } from './transaction.js';
+import { inTransaction, unlessAborted } from './transaction.js';
 import {
   deleteRows,
   flagDeleted,
@@ -56,19 +56,25 @@ export class PostgresSink implements Sink {
   }
 
   /**
-   * Batches may arrive concurrently (Kafka partitions, a file load with batches in flight). Those that
-   * share no resource run side by side; one that shares a resource with an earlier batch waits for it,
-   * so every resource sees its changes in call order, which matters for input without versions.
+   * The longest-running stall, while any batch waits out transient faults: for health checks and metrics.
+   * A batch abandoned (its signal aborted) is no longer stalled: its entry goes as its apply rejects.
    */
-  /** The longest-running stall, while any batch waits for the database: for health checks and metrics. */
   get stall(): Stall | undefined {
     return [...this.stalls.values()].sort((a, b) => a.since.getTime() - b.since.getTime())[0];
   }
 
+  /**
+   * Batches may arrive concurrently (Kafka partitions, a file load with batches in flight). Those that
+   * share no resource run side by side; one that shares a resource with an earlier batch waits for it,
+   * so every resource sees its changes in call order, which matters for input without versions.
+   * Aborting the signal abandons the batch at once, also while it waits for an earlier one: its
+   * transaction rolls back and the batches after it no longer wait for it.
+   */
   async apply(batch: ChangeEvent[], signal?: AbortSignal): Promise<BatchOutcome> {
     const keys = new Set(batch.flatMap((e) => (e.op === 'unreadable' ? [] : [resourceKey(e)])));
     const earlier = [...this.inFlight].filter((f) => overlaps(f.keys, keys)).map((f) => f.done);
-    const entry = { keys, done: Promise.allSettled(earlier).then(() => this.applyChunks(batch, signal)) };
+    const turn = unlessAborted(Promise.allSettled(earlier), signal);
+    const entry = { keys, done: turn.then(() => this.applyChunks(batch, signal)) };
     this.inFlight.add(entry);
     try {
       return await entry.done;
@@ -86,31 +92,39 @@ export class PostgresSink implements Sink {
     return total;
   }
 
+  /**
+   * Applies the events in one transaction, or in halves when that cannot be: the database refused a value
+   * (poison: halved until the refused record stands alone and is dead-lettered), or a statement ran past
+   * statement_timeout (halved until the parts run in time; a single event is retried as any transient fault).
+   */
   private async applyIsolating(events: ChangeEvent[], signal?: AbortSignal): Promise<BatchOutcome> {
     try {
-      return await this.retrying(() => this.transaction(events), signal);
+      return await this.retrying(() => this.transaction(events, signal), signal, (err) => events.length > 1 && tooLong(err));
     } catch (err) {
       if (signal?.aborted) throw err;
-      if (classify(err) === 'fatal') throw err instanceof SinkFailure ? err : new SinkFailure(err);
-      if (classify(err) !== 'poison') throw err;
-      if (events.length === 1) return this.retrying(() => this.deadLetterAlone(events[0]!, err), signal);
+      const fault = classify(err);
+      if (fault === 'fatal') throw err instanceof SinkFailure ? err : new SinkFailure(err);
+      if (fault === 'poison' && events.length === 1) return this.retrying(() => this.deadLetterAlone(events[0]!, err, signal), signal);
+      if (fault === 'transient') {
+        this.options.logger.warn({ events: events.length, err: (err as Error).message }, 'a statement ran past statement_timeout; applying the batch in halves');
+      }
       const mid = Math.ceil(events.length / 2);
       const first = await this.applyIsolating(events.slice(0, mid), signal);
       return addOutcome(first, await this.applyIsolating(events.slice(mid), signal));
     }
   }
 
-  private async retrying<T>(attempt: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+  private async retrying<T>(attempt: () => Promise<T>, signal?: AbortSignal, handOver?: (err: unknown) => boolean): Promise<T> {
     const call = {};
     const onStall = (s: Stall | undefined) => (s ? this.stalls.set(call, s) : this.stalls.delete(call));
     try {
-      return await retryTransient(attempt, this.options.retry, this.options.logger, onStall, signal);
+      return await retryTransient(attempt, { policy: this.options.retry, logger: this.options.logger, onStall, signal, handOver });
     } finally {
       this.stalls.delete(call);
     }
   }
 
-  private async transaction(events: ChangeEvent[]): Promise<BatchOutcome> {
+  private async transaction(events: ChangeEvent[], signal?: AbortSignal): Promise<BatchOutcome> {
     return inTransaction(this.pool, async (client) => {
       const keyed = events.filter((e): e is Exclude<ChangeEvent, { op: 'unreadable' }> => e.op !== 'unreadable');
       const unique = new Map(keyed.map((e) => [resourceKey(e), e]));
@@ -123,10 +137,10 @@ export class PostgresSink implements Sink {
       await markRetried(client, appliedOrStale(plan));
       const applied = plan.resources.reduce((n, r) => n + r.versions.length, 0);
       return { received: events.length, applied, stale: plan.stale.length, deadLettered: plan.poison.length };
-    });
+    }, signal);
   }
 
-  private async deadLetterAlone(event: ChangeEvent, err: unknown): Promise<BatchOutcome> {
+  private async deadLetterAlone(event: ChangeEvent, err: unknown, signal?: AbortSignal): Promise<BatchOutcome> {
     const table = err instanceof StatementError ? err.table : undefined;
     const cause = err instanceof StatementError ? err.cause : err;
     const poison: Poison = {
@@ -135,7 +149,7 @@ export class PostgresSink implements Sink {
       message: `the database refused the record${table ? ` in table ${table}` : ''}: ${(cause as Error).message}`,
       detail: { ...sqlDetail(cause), ...(table ? { table } : {}) },
     };
-    await inTransaction(this.pool, (client) => recordDeadLetters(client, [poison]));
+    await inTransaction(this.pool, (client) => recordDeadLetters(client, [poison]), signal);
     // Postgres quotes the refused value in its message, which may be patient data: the log names only
     // where it came from and why; the dead letter holds the rest.
     const { sqlState, column, constraint } = poison.detail ?? {};

@@ -47,7 +47,11 @@ export async function rebuild(pool: pg.Pool, options: RebuildOptions): Promise<R
   const outcome: RebuildOutcome = { resources: 0, rows: 0, withoutDocument: 0, failed: [] };
   let after: [string, string] = ['', ''];
   for (;;) {
-    const page = await retryTransient(() => rebuildPage(pool, options, types, after, outcome), options.retry, options.logger, () => {});
+    const page = await retryTransient(() => rebuildPage(pool, options, types, after, outcome), {
+      policy: options.retry,
+      logger: options.logger,
+      onStall: () => {},
+    });
     if (!page) return outcome;
     after = page;
   }

@@ -1,11 +1,8 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
+import { Backoff, type BackoffPolicy } from '../../retry/backoff.js';
 import { classify } from './fault.js';
 
-export interface RetryPolicy {
-  initialMs: number;
-  maxMs: number;
-}
+export type RetryPolicy = BackoffPolicy;
 
 /** Why the sink is not making progress, for health checks and metrics. */
 export interface Stall {
@@ -14,19 +11,24 @@ export interface Stall {
   lastError: string;
 }
 
+export interface RetryOptions {
+  policy: RetryPolicy;
+  logger: Logger;
+  onStall: (stall: Stall | undefined) => void;
+  /** Aborting it ends the wait, and the attempt in flight (which is expected to watch the same signal). */
+  signal?: AbortSignal;
+  /** A transient fault the caller handles better itself (a statement timeout that a smaller batch avoids). */
+  handOver?: (err: unknown) => boolean;
+}
+
 /**
  * Runs `attempt` until it succeeds or fails with something that is not transient. Transient faults
- * (database away, deadlock, too many connections) wait with capped exponential backoff (with jitter, so a fleet does not retry in step),
- * forever: a transient fault must never turn into a dead letter. Aborting the signal ends the wait.
+ * (database away, deadlock, too many connections, a statement timeout) wait with the one backoff, forever:
+ * a transient fault must never turn into a dead letter.
  */
-export async function retryTransient<T>(
-  attempt: () => Promise<T>,
-  policy: RetryPolicy,
-  logger: Logger,
-  onStall: (stall: Stall | undefined) => void,
-  signal?: AbortSignal,
-): Promise<T> {
-  let delay = policy.initialMs;
+export async function retryTransient<T>(attempt: () => Promise<T>, options: RetryOptions): Promise<T> {
+  const { logger, onStall, signal, handOver } = options;
+  const backoff = new Backoff(options.policy);
   let stall: Stall | undefined;
   for (;;) {
     signal?.throwIfAborted();
@@ -38,13 +40,13 @@ export async function retryTransient<T>(
       }
       return result;
     } catch (err) {
-      if (classify(err) !== 'transient') throw err;
+      // An abandoned attempt rejects with the signal's reason, whatever that is: never retried.
+      signal?.throwIfAborted();
+      if (classify(err) !== 'transient' || handOver?.(err)) throw err;
       stall = { since: stall?.since ?? new Date(), attempts: (stall?.attempts ?? 0) + 1, lastError: (err as Error).message };
       onStall(stall);
-      const wait = Math.round(delay / 2 + (Math.random() * delay) / 2);
-      logger.warn({ err: stall.lastError, attempt: stall.attempts, retryInMs: wait }, 'transient database fault; retrying the batch');
-      await sleep(wait, undefined, { signal });
-      delay = Math.min(delay * 2, policy.maxMs);
+      const attempts = stall.attempts;
+      await backoff.wait(signal, (retryInMs) => logger.warn({ err: (err as Error).message, attempt: attempts, retryInMs }, 'transient database fault; retrying the batch'));
     }
   }
 }

@@ -1,5 +1,6 @@
 import { Kafka, type Admin, type Consumer, type ConsumerConfig } from 'kafkajs';
 import type { KafkaConfig } from '../../config/config.js';
+import { Backoff } from '../../retry/backoff.js';
 import { SinkFailure } from '../../sink/sink.js';
 import type { ApplyBatch, Source } from '../source.js';
 import { clientOptions, describeConnection } from './client-options.js';
@@ -9,7 +10,6 @@ import { partitionBatchHandler, type CommittedChunk } from './partition-batch.js
 import { StallPauses } from './stall-pause.js';
 import { sessionEnding, type SessionEnd } from './session-end.js';
 import { awaitMatchingTopics, watchForNewTopics } from './topic-watch.js';
-import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface KafkaSourceOptions {
   /** Events per sink transaction (config `batch.maxEvents`). */
@@ -59,24 +59,27 @@ export class KafkaSource implements Source {
 
   async run(apply: ApplyBatch, signal: AbortSignal): Promise<void> {
     this.log.info({ kafka: describeConnection(this.config) }, 'kafka source starting');
-    let delay = 500;
+    const backoff = new Backoff({ initialMs: 500, maxMs: 30_000 });
     try {
       while (!signal.aborted) {
         const started = Date.now();
+        let stopped: Error | undefined;
         try {
           // A session that ends for new topics is followed at once by one that subscribes to them.
           if ((await this.session(apply, signal)) === 'topics-changed') continue;
         } catch (err) {
           // A new consumer would replay the refused chunk and fail the same way: stop and say why.
           if (err instanceof SinkFailure) throw err;
-          this.log.error({ error: (err as Error).message, retryInMs: delay }, 'kafka consumer stopped; starting a new one');
+          stopped = err as Error;
         }
         if (signal.aborted) break;
         // A session that ran a while was healthy: start the backoff over.
-        if (Date.now() - started > 60_000) delay = 500;
+        if (Date.now() - started > 60_000) backoff.reset();
+        const announce = (retryInMs: number) => {
+          if (stopped) this.log.error({ error: stopped.message, retryInMs }, 'kafka consumer stopped; starting a new one');
+        };
         // Aborting ends the wait early; the loop then sees the signal and stops.
-        await sleep(delay, undefined, { signal }).catch(() => {});
-        delay = Math.min(delay * 2, 30_000);
+        await backoff.wait(signal, announce).catch(() => {});
       }
     } finally {
       this.log.info({}, 'kafka source stopped');

@@ -104,6 +104,7 @@ export function partitionBatchHandler(options: PartitionBatchOptions): (payload:
         log,
         where: { topic, partition, offset: nextOffset },
         keepTrying: () => isRunning() && !isStale(),
+        signal: abandon,
       });
       onCommitted?.({
         topic,
@@ -151,7 +152,10 @@ async function applyWithin(stallMs: number, apply: ApplyBatch, events: ChangeEve
   }
 }
 
-/** Resolves with the sink's outcome, or rejects when the signal aborts first (the sink may still finish; its commit is then a harmless duplicate). */
+/**
+ * Resolves with the sink's outcome, or rejects when the signal aborts first. The Postgres sink ends its
+ * transaction on the same signal; a sink that did not and still committed would only commit a harmless duplicate.
+ */
 function applyOrAbandon(apply: ApplyBatch, events: ChangeEvent[], signal: AbortSignal): Promise<BatchOutcome> {
   if (signal.aborted) return Promise.reject(abortError(signal));
   return new Promise((resolve, reject) => {

@@ -1,3 +1,4 @@
+import { Backoff, type BackoffPolicy } from '../../retry/backoff.js';
 import type { Log } from './log.js';
 
 /** A transaction that did not commit within the stall limit: the sink is waiting out a fault. */
@@ -12,8 +13,8 @@ export class StalledError extends Error {
  * Backpressure for a sink that stalls (database away, locked, or far slower than the stream). The sink
  * retries transient faults forever, so a transaction would otherwise hold its partition's fetched records
  * for the whole outage. Past the stall limit the transaction is abandoned uncommitted, the partition is
- * paused in kafkajs (its fetches stop, its records are let go) and resumed after a backoff that doubles up
- * to 30 s; kafkajs then fetches again from the last committed record. During a long outage every partition
+ * paused in kafkajs (its fetches stop, its records are let go) and resumed after the one backoff (doubling up
+ * to 30 s); kafkajs then fetches again from the last committed record. During a long outage every partition
  * ends up paused: memory holds no records, the member keeps heartbeating from kafkajs's own loop, and a
  * rebalance finds no batch in flight. The first transaction that commits resets the partition's backoff.
  *
@@ -22,33 +23,30 @@ export class StalledError extends Error {
  * (down to one record): the attempts grow longer and smaller until one commits.
  */
 export class StallPauses {
-  private readonly delays = new Map<string, number>();
+  private readonly backoffs = new Map<string, Backoff>();
   private readonly streaks = new Map<string, number>();
-  private readonly timers = new Set<NodeJS.Timeout>();
+  /** Aborted on shutdown: no resume may fire into a disconnected consumer. */
+  private closing = new AbortController();
 
   constructor(
     private readonly log: Log,
-    private readonly firstDelayMs = 1_000,
-    private readonly maxDelayMs = 30_000,
+    private readonly policy: BackoffPolicy = { initialMs: 1_000, maxMs: 30_000 },
   ) {}
 
   /** Pauses the partition with kafkajs's `pause()` (which returns its resume) and schedules the resume. */
   pause(topic: string, partition: number, pause: () => () => void, err: StalledError): void {
     const key = `${topic}|${partition}`;
-    const delay = this.delays.get(key) ?? this.firstDelayMs;
-    this.delays.set(key, Math.min(delay * 2, this.maxDelayMs));
+    const backoff = this.backoffs.get(key) ?? new Backoff(this.policy);
+    this.backoffs.set(key, backoff);
     this.streaks.set(key, (this.streaks.get(key) ?? 0) + 1);
     const resume = pause();
-    this.log.warn({ topic, partition, resumeInMs: delay, error: err.message }, 'sink stalled: partition paused, its batch let go uncommitted');
-    const timer = setTimeout(() => {
-      this.timers.delete(timer);
-      resume();
-    }, delay);
-    this.timers.add(timer);
+    const announce = (resumeInMs: number) =>
+      this.log.warn({ topic, partition, resumeInMs, error: err.message }, 'sink stalled: partition paused, its batch let go uncommitted');
+    backoff.wait(this.closing.signal, announce).then(resume, () => {});
   }
 
   committed(topic: string, partition: number): void {
-    this.delays.delete(`${topic}|${partition}`);
+    this.backoffs.delete(`${topic}|${partition}`);
     this.streaks.delete(`${topic}|${partition}`);
   }
 
@@ -64,7 +62,7 @@ export class StallPauses {
 
   /** On shutdown: no resume may fire into a disconnected consumer. */
   clear(): void {
-    for (const t of this.timers) clearTimeout(t);
-    this.timers.clear();
+    this.closing.abort();
+    this.closing = new AbortController();
   }
 }
