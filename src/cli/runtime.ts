@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { loadConfig, type Config } from '../config/config.js';
 import { startEmbedded, type EmbeddedDatabase } from '../sink/postgres/embedded.js';
 import { migrate } from '../sink/postgres/migrate.js';
+import { checkConnection } from '../sink/postgres/connection-check.js';
 import { createPool, redactUrl } from '../sink/postgres/pool.js';
 import { PostgresSink } from '../sink/postgres/postgres-sink.js';
 import { createMissing, describeDrift, planSchema } from '../sink/postgres/schema.js';
@@ -79,6 +80,7 @@ export async function openRuntime(
 export async function openDatabase(config: Config, logger: Logger): Promise<{ url: string; embedded?: EmbeddedDatabase }> {
   if (config.database.url) {
     logger.debug({ database: redactUrl(config.database.url) }, 'using database');
+    await checkConnection(config.database.url);
     return { url: config.database.url };
   }
   const embedded = await startEmbedded(config.embedded.dataDir, config.embedded.port, logger);

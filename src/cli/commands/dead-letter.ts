@@ -25,11 +25,13 @@ export function register(program: Command): void {
     .description('show one dead letter with its payload and cause')
     .argument('<id>', 'dead letter id')
     .option('--json', 'as JSON')
-    .action(async (id: string, flags: { json?: boolean }, cmd: Command) => {
+    .option('--full', 'the whole payload, however long (on a terminal it is cut after 2,000 characters otherwise)')
+    .action(async (id: string, flags: { json?: boolean; full?: boolean }, cmd: Command) => {
       await withDatabase(cmd, async (db) => {
         const found = await getDeadLetter(db, idOf(id));
         if (!found) throw new Error(`no dead letter ${id}`);
-        process.stdout.write(flags.json ? `${JSON.stringify(found)}\n` : detail(found));
+        const cut = !flags.full && process.stdout.isTTY ? SHOWN_PAYLOAD : Infinity;
+        process.stdout.write(flags.json ? `${JSON.stringify(found)}\n` : detail(found, cut));
       });
     });
   withFilters(dl.command('retry').description('run dead letters through the current transformers again').argument('[ids...]'))
@@ -122,13 +124,20 @@ function print(rows: DeadLetter[], json?: boolean): void {
     process.stdout.write('no dead letters\n');
     return;
   }
+  process.stdout.write(`${LIST_HEADER.join('\t')}\n`);
   for (const r of rows) {
     const what = r.resourceType ? `${r.resourceType}/${r.resourceId ?? '?'}${r.versionId ? `@${r.versionId}` : ''}` : '(unknown resource)';
     process.stdout.write(`${r.id}\t${r.createdAt.toISOString()}\t${r.status}\t${r.operation}\t${what}\t${r.errorClass}: ${oneLine(r.errorMessage, 100)}\t${r.source}\n`);
   }
 }
 
-function detail(r: DeadLetter): string {
+/** The columns of `dead-letter list`, tab-separated so that `cut -f` and `awk -F'\t'` can pick them. */
+const LIST_HEADER = ['id', 'created', 'status', 'operation', 'resource', 'error', 'source'];
+
+/** A payload of megabytes would scroll a terminal away; the first 2,000 characters say what it was. */
+const SHOWN_PAYLOAD = 2000;
+
+function detail(r: DeadLetter, maxPayload: number): string {
   return [
     `id:          ${r.id} (${r.status}, ${r.attempts} attempt${r.attempts === 1 ? '' : 's'})`,
     `created:     ${r.createdAt.toISOString()}`,
@@ -136,9 +145,14 @@ function detail(r: DeadLetter): string {
     `resource:    ${r.resourceType ?? '-'}/${r.resourceId ?? '-'} version ${r.versionId ?? '-'} (${r.operation})`,
     `error:       ${r.errorClass}: ${r.errorMessage}`,
     `detail:      ${r.errorDetail ? JSON.stringify(r.errorDetail) : '-'}`,
-    `payload:     ${r.payload ?? '-'}`,
+    `payload:     ${r.payload === null ? '-' : truncated(r.payload, maxPayload)}`,
     '',
   ].join('\n');
+}
+
+function truncated(payload: string, max: number): string {
+  if (payload.length <= max) return payload;
+  return `${payload.slice(0, max)}\n             ... ${payload.length - max} more characters (--full shows all of it)`;
 }
 
 function oneLine(s: string, max: number): string {
