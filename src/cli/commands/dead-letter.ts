@@ -82,6 +82,9 @@ async function withDatabase(cmd: Command, work: (db: pg.Pool) => Promise<void>):
   const logger = createLogger(config.log.level);
   const { url, embedded } = await openDatabase(config, logger);
   const db = new pg.Pool({ connectionString: url, max: 1 });
+  // pool.end() resolves before its connection has closed; the embedded server stopped right after ends
+  // it, and that idle connection's error must not crash the process after the work is done.
+  db.on('error', () => {});
   try {
     await work(db);
   } catch (err) {
