@@ -130,12 +130,12 @@ function print(rows: DeadLetter[], json?: boolean): void {
   process.stdout.write(`${LIST_HEADER.join('\t')}\n`);
   for (const r of rows) {
     const what = r.resourceType ? `${r.resourceType}/${r.resourceId ?? '?'}${r.versionId ? `@${r.versionId}` : ''}` : '(unknown resource)';
-    process.stdout.write(`${r.id}\t${r.createdAt.toISOString()}\t${r.status}\t${r.operation}\t${what}\t${r.errorClass}: ${oneLine(r.errorMessage, 100)}\t${r.source}\n`);
+    process.stdout.write(`${r.id}\t${r.createdAt.toISOString()}\t${r.status}\t${r.attempts}\t${r.operation}\t${what}\t${r.errorClass}: ${oneLine(r.errorMessage, 100)}\t${r.source}\n`);
   }
 }
 
 /** The columns of `dead-letter list`, tab-separated so that `cut -f` and `awk -F'\t'` can pick them. */
-const LIST_HEADER = ['id', 'created', 'status', 'operation', 'resource', 'error', 'source'];
+const LIST_HEADER = ['id', 'created', 'status', 'attempts', 'operation', 'resource', 'error', 'source'];
 
 /** A payload of megabytes would scroll a terminal away; the first 2,000 characters say what it was. */
 const SHOWN_PAYLOAD = 2000;
