@@ -1,6 +1,5 @@
 import { CommanderError } from 'commander';
 import { ConfigError, ConfigErrors } from '../config/config-error.js';
-import { DriftError } from './runtime.js';
 
 /**
  * What a fhir-rte process's exit code says, so cron, CI and supervisors can tell outcomes apart without
@@ -20,14 +19,14 @@ export const ExitCode = {
   deadLettered: 5,
 } as const;
 
-/** Errors whose class says which exit code they mean; the rest are plain failures. */
-export class UsageError extends Error {
-  override readonly name = 'UsageError';
+/** The database's tables differ from the transformers (exit code 3). */
+export class DriftError extends Error {
+  override readonly name = 'DriftError';
 }
 
 export function exitCodeOf(err: unknown): number {
   if (err instanceof CommanderError) return err.exitCode === 0 ? ExitCode.ok : ExitCode.usage;
-  if (err instanceof ConfigError || err instanceof ConfigErrors || err instanceof UsageError) return ExitCode.usage;
+  if (err instanceof ConfigError || err instanceof ConfigErrors) return ExitCode.usage;
   if (err instanceof DriftError) return ExitCode.drift;
   return ExitCode.failure;
 }

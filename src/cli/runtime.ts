@@ -9,6 +9,7 @@ import { PostgresSink } from '../sink/postgres/postgres-sink.js';
 import { createMissing, describeDrift, planSchema } from '../sink/postgres/schema.js';
 import { loadTransformers } from '../transform/load-transformers.js';
 import type { Transformer } from '../transform/transformer.js';
+import { DriftError, ExitCode } from './exit-codes.js';
 import { createLogger } from './logger.js';
 
 export interface GlobalOptions {
@@ -29,9 +30,7 @@ export interface Runtime {
   close(): Promise<void>;
 }
 
-export class DriftError extends Error {
-  override readonly name = 'DriftError';
-}
+export { DriftError } from './exit-codes.js';
 
 /**
  * Loads configuration and transformers first (so a bad file fails before any database starts), then
@@ -47,12 +46,16 @@ export async function openRuntime(
   const logger = createLogger(opts.quiet && !process.env.FHIR_RTE_LOG_LEVEL ? 'warn' : config.log.level);
   const transformers = loadTransformers(config.transformersDir);
   const abort = new AbortController();
-  const onSignal = () => abort.abort();
+  let close = async () => {};
+  const onSignal = () => {
+    abort.abort();
+    exitWithin(SHUTDOWN_BOUND_MS, () => close(), logger);
+  };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   const { url, embedded } = await openDatabase(config, logger);
   const pool = createPool(url, config.database.poolSize, logger);
-  const close = async () => {
+  close = async () => {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     await pool.end().catch(() => {});
@@ -75,6 +78,27 @@ export async function openRuntime(
     logger,
   });
   return { config, logger, databaseUrl: url, pool, transformers, sink, signal: abort.signal, close };
+}
+
+/**
+ * How long after SIGINT/SIGTERM a command may take to stop: the 10 s a transaction in flight is given,
+ * then at most 2 s to close the database; README promises an exit within 15 s.
+ */
+export const SHUTDOWN_BOUND_MS = 10_000;
+
+/**
+ * Whatever a library is still waiting for after a stop signal (kafkajs retrying a broker that does not
+ * answer does so for minutes), the process ends within the bound README promises. Exiting loses nothing:
+ * input is acknowledged only after its transaction committed, so what was in flight is delivered again.
+ */
+function exitWithin(ms: number, close: () => Promise<void>, logger: Logger): void {
+  const timer = setTimeout(() => {
+    logger.error({ boundMs: ms }, 'did not stop in time after the signal; exiting now (nothing uncommitted was acknowledged)');
+    const cleanup = Promise.race([close(), new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
+    void cleanup.finally(() => process.exit(ExitCode.failure));
+  }, ms);
+  // The timer alone must not keep a process alive that has otherwise stopped.
+  timer.unref();
 }
 
 export async function openDatabase(config: Config, logger: Logger): Promise<{ url: string; embedded?: EmbeddedDatabase }> {
