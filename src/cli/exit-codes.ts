@@ -19,6 +19,11 @@ export const ExitCode = {
   deadLettered: 5,
 } as const;
 
+/** A command line or configuration that cannot be acted on (exit code 2): a bad option value, a missing section. */
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
+
 /** The database's tables differ from the transformers (exit code 3). */
 export class DriftError extends Error {
   override readonly name = 'DriftError';
@@ -26,7 +31,7 @@ export class DriftError extends Error {
 
 export function exitCodeOf(err: unknown): number {
   if (err instanceof CommanderError) return err.exitCode === 0 ? ExitCode.ok : ExitCode.usage;
-  if (err instanceof ConfigError || err instanceof ConfigErrors) return ExitCode.usage;
+  if (err instanceof ConfigError || err instanceof ConfigErrors || err instanceof UsageError) return ExitCode.usage;
   if (err instanceof DriftError) return ExitCode.drift;
   return ExitCode.failure;
 }

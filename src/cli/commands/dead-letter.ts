@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { UsageError } from '../exit-codes.js';
 import pg from 'pg';
 import { loadConfig } from '../../config/config.js';
 import { discardDeadLetters, getDeadLetter, listDeadLetters, type DeadLetter, type DeadLetterFilter } from '../../deadletter/dead-letter.js';
@@ -19,7 +20,8 @@ interface FilterFlags {
 export function register(program: Command): void {
   const dl = program.command('dead-letter').description('read, retry and discard failed messages');
   withFilters(dl.command('list').description('list dead letters (failed ones unless --status says otherwise)')).action(async (flags: FilterFlags, cmd: Command) => {
-    await withDatabase(cmd, async (db) => print(await listDeadLetters(db, filterOf(flags)), flags.json));
+    const filter = filterOf(flags); // a bad flag is reported before any database starts
+    await withDatabase(cmd, async (db) => print(await listDeadLetters(db, filter), flags.json));
   });
   dl.command('show')
     .description('show one dead letter with its payload and cause')
@@ -72,7 +74,7 @@ async function retry(ids: string[], flags: FilterFlags, cmd: Command): Promise<v
 }
 
 async function choose(db: pg.Pool, ids: string[], flags: FilterFlags): Promise<DeadLetter[]> {
-  if (!ids.length && !flags.all) throw new Error('name dead letter ids, or pass --all to act on every one the filters select');
+  if (!ids.length && !flags.all) throw new UsageError('name dead letter ids, or pass --all to act on every one the filters select');
   return listDeadLetters(db, { ...filterOf(flags), ids: ids.length ? ids.map(idOf) : undefined, limit: flags.limit ? Number(flags.limit) : 10_000 });
 }
 
@@ -98,9 +100,9 @@ async function withDatabase(cmd: Command, work: (db: pg.Pool) => Promise<void>):
 
 function filterOf(f: FilterFlags): DeadLetterFilter {
   const status = f.status ?? 'failed';
-  if (!['failed', 'retried', 'discarded', 'all'].includes(status)) throw new Error(`--status: expected failed, retried, discarded or all, got ${JSON.stringify(status)}`);
+  if (!['failed', 'retried', 'discarded', 'all'].includes(status)) throw new UsageError(`--status: expected failed, retried, discarded or all, got ${JSON.stringify(status)}`);
   const limit = f.limit === undefined ? undefined : Number(f.limit);
-  if (limit !== undefined && !(Number.isInteger(limit) && limit > 0)) throw new Error(`--limit: expected a positive integer, got ${JSON.stringify(f.limit)}`);
+  if (limit !== undefined && !(Number.isInteger(limit) && limit > 0)) throw new UsageError(`--limit: expected a positive integer, got ${JSON.stringify(f.limit)}`);
   return { status: status as DeadLetterFilter['status'], resourceType: f.type, errorClass: f.errorClass, since: f.since ? sinceOf(f.since) : undefined, limit };
 }
 
@@ -108,13 +110,13 @@ export function sinceOf(text: string, now = Date.now()): Date {
   const d = /^(\d+)(s|m|h|d)$/.exec(text);
   if (d) return new Date(now - Number(d[1]) * { s: 1e3, m: 6e4, h: 36e5, d: 864e5 }[d[2] as 's']);
   const t = Date.parse(text);
-  if (Number.isNaN(t)) throw new Error(`--since: expected an ISO time or a duration like 30m, 6h, 2d; got ${JSON.stringify(text)}`);
+  if (Number.isNaN(t)) throw new UsageError(`--since: expected an ISO time or a duration like 30m, 6h, 2d; got ${JSON.stringify(text)}`);
   return new Date(t);
 }
 
 function idOf(s: string): number {
   const n = Number(s);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`expected a dead letter id (a positive integer), got ${JSON.stringify(s)}`);
+  if (!Number.isInteger(n) || n < 1) throw new UsageError(`expected a dead letter id (a positive integer), got ${JSON.stringify(s)}`);
   return n;
 }
 

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { UsageError } from '../exit-codes.js';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { once } from 'node:events';
@@ -43,7 +44,7 @@ export function register(program: Command): void {
 
 /** The initial records as NDJSON, then a transaction Bundle of later changes: updates and deletes. */
 function writeDemoFiles(dir: string, patients: number): string[] {
-  if (!Number.isInteger(patients) || patients < 1) throw new Error(`--patients: expected a positive integer, got ${patients}`);
+  if (!Number.isInteger(patients) || patients < 1) throw new UsageError(`--patients: expected a positive integer, got ${patients}`);
   const { resources, updates, deletes } = syntheticPopulation(patients);
   mkdirSync(dir, { recursive: true });
   const initial = join(dir, '01-initial.ndjson');

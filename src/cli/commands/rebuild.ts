@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+
 import type pg from 'pg';
 import { loadConfig } from '../../config/config.js';
 import { migrate } from '../../sink/postgres/migrate.js';
@@ -6,7 +7,7 @@ import { createPool } from '../../sink/postgres/pool.js';
 import { previewRebuild, rebuild, rebuildBeside, type RebuildOptions, type RebuildOutcome, type RebuildPreview } from '../../sink/postgres/rebuild.js';
 import { createMissing, describeDrift, planSchema } from '../../sink/postgres/schema.js';
 import { loadTransformers } from '../../transform/load-transformers.js';
-import { ExitCode } from '../exit-codes.js';
+import { ExitCode, UsageError } from '../exit-codes.js';
 import { formatTable } from '../format-table.js';
 import { createLogger } from '../logger.js';
 import { DriftError, openDatabase, type GlobalOptions } from '../runtime.js';
@@ -31,7 +32,7 @@ export function register(program: Command): void {
       const config = loadConfig(globals.config, { transformers: globals.transformers });
       const logger = createLogger(config.log.level);
       const transformers = loadTransformers(config.transformersDir).filter((t) => !opts.type || opts.type.includes(t.resourceType));
-      if (!transformers.length) throw new Error(`no transformer handles ${opts.type?.join(', ') ?? 'any resource type'}`);
+      if (!transformers.length) throw new UsageError(`no transformer handles ${opts.type?.join(', ') ?? 'any resource type'}`);
       const { url, embedded } = await openDatabase(config, logger);
       const pool = createPool(url, 2, logger);
       const options: RebuildOptions = { schema: config.database.schema, transformers, deleteMode: config.deleteMode, pageSize: config.batch.maxEvents, retry: config.retry, logger };
