@@ -284,6 +284,15 @@ describe('clean output', () => {
     expect(result.stderr).not.toMatch(/\n\s+at /); // no stack trace
   });
 
+  it('the demo offers --serve only for the embedded database, which stops with it', async () => {
+    const demoUrl = await freshDatabase('silent_demo');
+    const examples = join(import.meta.dirname, '..', 'transformers');
+    const result = await cli(['demo', '--patients', '3', '--transformers', examples], { DATABASE_URL: demoUrl });
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain(`Query it yourself: psql ${demoUrl}\n`);
+    expect(result.stdout).not.toContain('--serve');
+  });
+
   it('start stops within 15 s of SIGINT while the Kafka broker is unreachable', async () => {
     const brokerPort = await freePort(); // nothing listens there
     const dir = transformerDir({ 'p.yaml': genderRules });
