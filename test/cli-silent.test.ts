@@ -293,7 +293,7 @@ describe('clean output', () => {
     expect(result.stdout).not.toContain('--serve');
   });
 
-  it('start stops within 15 s of SIGINT while the Kafka broker is unreachable', async () => {
+  it('start stops within the documented 25 s of SIGINT while the Kafka broker is unreachable', async () => {
     const brokerPort = await freePort(); // nothing listens there
     const dir = transformerDir({ 'p.yaml': genderRules });
     const child = spawn(process.execPath, [BIN, 'start', '--transformers', dir], {
@@ -318,7 +318,7 @@ describe('clean output', () => {
     const signalled = Date.now();
     child.kill('SIGINT');
     const code = await exited;
-    expect(Date.now() - signalled).toBeLessThan(15_000);
+    expect(Date.now() - signalled).toBeLessThan(25_000);
     expect(code).not.toBeNull();
     expect(stdout).toBe('');
   });

@@ -81,10 +81,11 @@ export async function openRuntime(
 }
 
 /**
- * How long after SIGINT/SIGTERM a command may take to stop: the 10 s a transaction in flight is given,
- * then at most 2 s to close the database; README promises an exit within 15 s.
+ * How long after SIGINT/SIGTERM a command may take to stop by itself: the 10 s a transaction in flight is
+ * given, and 10 s to roll back, leave the consumer group and close; then at most 2 s to close the database.
+ * README promises an exit within 25 s.
  */
-export const SHUTDOWN_BOUND_MS = 10_000;
+export const SHUTDOWN_BOUND_MS = 20_000;
 
 /**
  * Whatever a library is still waiting for after a stop signal (kafkajs retrying a broker that does not
