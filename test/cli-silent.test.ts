@@ -263,6 +263,13 @@ transformers:
       expect((await cli(['rebuild', '--recreate', '--json', '--transformers', dir], env)).code).toBe(4);
       expect(await q(`SELECT id, source_resource_id, version, gender FROM member WHERE source_resource_id = 'Patient/two'`)).toEqual(oldTwo);
       expect(await q(`SELECT count(*)::int AS n, max(attempts) AS attempts FROM fhir_rte.dead_letter`)).toEqual([{ n: 1, attempts: 2 }]);
+
+      // In place (the columns match now), the same: its row stays, its dead letter counts the attempt.
+      const inPlace = await cli(['rebuild', '--json', '--transformers', dir], env);
+      expect(inPlace.code).toBe(4);
+      expect(JSON.parse(inPlace.stdout)).toMatchObject({ resources: 2, failed: [{ resource: 'Patient/two' }] });
+      expect(await q(`SELECT id, source_resource_id, version, gender FROM member WHERE source_resource_id = 'Patient/two'`)).toEqual(oldTwo);
+      expect(await q(`SELECT count(*)::int AS n, max(attempts) AS attempts FROM fhir_rte.dead_letter`)).toEqual([{ n: 1, attempts: 3 }]);
     } finally {
       await client.end();
     }

@@ -189,8 +189,12 @@ function poisonOf(failure: { state: StoredState; error: unknown }): Poison {
     receivedAt: new Date(),
   };
   if (error instanceof TransformError) return { event, errorClass: 'TransformError', message: error.message, detail: { ...error.detail } };
-  const e = error as Error;
-  return { event, errorClass: e?.name ?? 'Error', message: e?.message ?? String(error) };
+  return { event, errorClass: 'TransformError', message: error instanceof Error ? `${error.name}: ${error.message}` : String(error) };
+}
+
+/** The name of one of fhir-rte's own columns in a table (one place, should tables come to name them differently). */
+function systemColumn(_spec: TableSpec, role: 'id' | 'sourceResourceId' | 'parentReference'): string {
+  return { id: 'id', sourceResourceId: 'source_resource_id', parentReference: 'parent_reference' }[role];
 }
 
 /** Where `rebuild --recreate` builds the new tables before they replace the old ones. */
@@ -291,14 +295,16 @@ async function catchUp(client: pg.ClientBase, options: RebuildOptions): Promise<
  * same type. A child row comes only with its parent row (the new parent table must hold it).
  */
 async function carryOver(client: pg.ClientBase, schema: string, spec: TableSpec, before: Map<string, string>, after: Map<string, string>): Promise<number> {
+  const [id, key, parentRef] = (['id', 'sourceResourceId', 'parentReference'] as const).map((role) => systemColumn(spec, role));
   const shared = [...after.keys()].filter((c) => before.get(c) === after.get(c));
-  if (!shared.includes('id') || !shared.includes('source_resource_id')) return 0;
+  if (!shared.includes(id!) || !shared.includes(key!)) return 0;
   const list = shared.map(quoteIdent).join(', ');
-  const parent = spec.parent ? ` AND o."parent_reference" IN (SELECT "id" FROM ${qualified(STAGING, spec.parent)})` : '';
+  // A child table's parent is a table of the same transformer, so its key column is named alike.
+  const parent = spec.parent ? ` AND o.${quoteIdent(parentRef!)} IN (SELECT ${quoteIdent(id!)} FROM ${qualified(STAGING, spec.parent)})` : '';
   const result = await client.query(
     `INSERT INTO ${qualified(STAGING, spec.name)} (${list})
      SELECT ${list} FROM ${qualified(schema, spec.name)} o
-      WHERE NOT EXISTS (SELECT 1 FROM ${REBUILT} r WHERE r.key = o."source_resource_id" AND NOT r.kept)${parent}`,
+      WHERE NOT EXISTS (SELECT 1 FROM ${REBUILT} r WHERE r.key = o.${quoteIdent(key!)} AND NOT r.kept)${parent}`,
   );
   return result.rowCount ?? 0;
 }
@@ -360,7 +366,7 @@ export async function previewRebuild(pool: pg.Pool, options: RebuildOptions): Pr
       for (const spec of specs) {
         const produced = page.rows.get(spec)?.rows.length ?? 0;
         const replaced = existing.has(spec.name)
-          ? Number((await client.query(`SELECT count(*) AS n FROM ${qualified(options.schema, spec.name)} WHERE "source_resource_id" = ANY($1::text[])`, [keys])).rows[0].n)
+          ? Number((await client.query(`SELECT count(*) AS n FROM ${qualified(options.schema, spec.name)} WHERE ${quoteIdent(systemColumn(spec, 'sourceResourceId'))} = ANY($1::text[])`, [keys])).rows[0].n)
           : 0;
         delta.set(spec.name, produced - replaced);
       }
