@@ -10,9 +10,9 @@ import type { ApplyBatch, Source } from '../source.js';
 const LOADABLE = /\.(ndjson|ndjson\.gz|jsonl|json)$/i;
 
 /**
- * Backfill from files: NDJSON (one resource per line), `.ndjson.gz`, and `.json` files holding a resource
- * or a Bundle. Directories are read recursively in name order. Every line keeps its file and line number
- * as origin, so a dead letter points at the exact input. Batches are applied while the next ones are read.
+ * Backfill from files: NDJSON (one resource per line), `.ndjson.gz`, and `.json` files holding a resource,
+ * a Bundle or an array of resources. Directories are read recursively in name order. Every line (and entry)
+ * keeps its file and line number as origin, so a dead letter points at the exact input. Batches are applied while the next ones are read.
  */
 export class FileSource implements Source {
   constructor(
