@@ -51,7 +51,7 @@ it('recomputes the tables from the stored resources after a transformer changed,
 
   writeFileSync(join(dir, 'p.yaml'), after);
   const drifted = await cli(['rebuild', '--transformers', dir], env);
-  expect(drifted.code).toBe(1);
+  expect(drifted.code).toBe(3);
   expect(drifted.stderr).toContain('table person: column birth_year is missing');
   expect(drifted.stderr).toContain('--recreate');
 
@@ -60,7 +60,7 @@ it('recomputes the tables from the stored resources after a transformer changed,
   expect(rebuilt.code).toBe(0);
   const docs = patients.map((p) => JSON.parse(p.doc));
   const names = docs.flatMap((d) => d.name ?? []);
-  expect(JSON.parse(rebuilt.stdout.trim())).toEqual({ resources: docs.length, rows: docs.length + names.length, withoutDocument: 0, failed: [] });
+  expect(JSON.parse(rebuilt.stdout.trim())).toEqual({ resources: docs.length, rows: docs.length + names.length, withoutDocument: 0, failed: [], kept: 0 });
 
   const { rows } = await db.query(`SELECT source_resource_id, birth_year, deleted_at IS NOT NULL AS deleted FROM person ORDER BY 1`);
   expect(rows).toEqual(docs.map((d) => ({ source_resource_id: `Patient/${d.id}`, birth_year: Number(d.birthDate.slice(0, 4)), deleted: d.id === gone })));

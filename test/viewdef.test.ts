@@ -255,7 +255,7 @@ describe('fhir-rte flatten', () => {
     const bad = join(dir, 'bad.json');
     writeFileSync(bad, JSON.stringify(view([{ forEach: 'name.where(use = %nope)' }])));
     const r = await cli(['flatten', '--view', bad, input], {});
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(2); // a bad transformer file is a usage error
     expect(r.stderr).toContain(`${bad}: /select/0/forEach: unknown constant %nope`);
   });
 });

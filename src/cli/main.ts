@@ -1,14 +1,62 @@
+import { readFileSync } from 'node:fs';
+import { Console } from 'node:console';
 import { Command } from 'commander';
+import { exitCodeOf } from './exit-codes.js';
 
 /** Every command lives in src/cli/commands/<name>.ts and registers itself here. */
 export async function main(argv: string[]): Promise<void> {
   const program = new Command('fhir-rte')
     .description('Realtime export of FHIR changes into Postgres tables')
+    .version(packageVersion(), '-V, --version', 'print the version and exit')
     .option('-c, --config <file>', 'configuration file (fhir-rte.yaml or .json)')
     .option('--transformers <dir>', 'directory of transformer files (overrides the configuration)')
-    .showHelpAfterError();
+    .showHelpAfterError()
+    // Throw instead of exiting, so a usage error gets the usage exit code (subcommands inherit this).
+    .exitOverride();
   for (const register of await commands()) register(program);
   await program.parseAsync(argv);
+}
+
+/**
+ * The process around main(): stdout carries only the command's output, an error is one message on
+ * stderr, and the exit code says what happened (src/cli/exit-codes.ts).
+ */
+export async function run(argv: string[]): Promise<void> {
+  keepStdoutClean();
+  try {
+    await main(argv);
+  } catch (err) {
+    const code = exitCodeOf(err);
+    // Commander has already printed its own usage errors, help and version.
+    if (!(err instanceof Error && err.name === 'CommanderError')) process.stderr.write(`fhir-rte: ${err instanceof Error ? err.message : String(err)}\n`);
+    // Exit now: a library's timer or socket left behind by the failure must not keep the process alive.
+    process.exit(code);
+  }
+}
+
+function keepStdoutClean(): void {
+  // Libraries that log with console.* (knex's "Acquire connection error" with its stack, among others)
+  // would otherwise write into stdout, between the lines of a command's output or before its --json line.
+  globalThis.console = new Console({ stdout: process.stderr, stderr: process.stderr });
+  // A reader that stops early (`fhir-rte dead-letter list | head`) closes the pipe: the rest of the output
+  // is dropped quietly and the command finishes (closing its database) instead of dying with EPIPE.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err;
+    process.stdout.write = (() => true) as typeof process.stdout.write;
+  });
+}
+
+/** fhir-rte's package.json is three levels up from dist/src/cli (two from src/cli under the test runner). */
+function packageVersion(): string {
+  for (const up of ['../../../package.json', '../../package.json']) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(up, import.meta.url), 'utf8')) as { name?: string; version: string };
+      if (pkg.name === 'fhir-rte') return pkg.version;
+    } catch {
+      // not at this level
+    }
+  }
+  return 'unknown';
 }
 
 async function commands(): Promise<Array<(program: Command) => void>> {

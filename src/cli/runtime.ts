@@ -3,11 +3,13 @@ import type { Logger } from 'pino';
 import { loadConfig, type Config } from '../config/config.js';
 import { startEmbedded, type EmbeddedDatabase } from '../sink/postgres/embedded.js';
 import { migrate } from '../sink/postgres/migrate.js';
+import { checkConnection } from '../sink/postgres/connection-check.js';
 import { createPool, redactUrl } from '../sink/postgres/pool.js';
 import { PostgresSink } from '../sink/postgres/postgres-sink.js';
 import { createMissing, describeDrift, planSchema } from '../sink/postgres/schema.js';
 import { loadTransformers } from '../transform/load-transformers.js';
 import type { Transformer } from '../transform/transformer.js';
+import { DriftError, ExitCode } from './exit-codes.js';
 import { createLogger } from './logger.js';
 
 export interface GlobalOptions {
@@ -28,9 +30,7 @@ export interface Runtime {
   close(): Promise<void>;
 }
 
-export class DriftError extends Error {
-  override readonly name = 'DriftError';
-}
+export { DriftError } from './exit-codes.js';
 
 /**
  * Loads configuration and transformers first (so a bad file fails before any database starts), then
@@ -46,12 +46,16 @@ export async function openRuntime(
   const logger = createLogger(opts.quiet && !process.env.FHIR_RTE_LOG_LEVEL ? 'warn' : config.log.level);
   const transformers = loadTransformers(config.transformersDir);
   const abort = new AbortController();
-  const onSignal = () => abort.abort();
+  let close = async () => {};
+  const onSignal = () => {
+    abort.abort();
+    exitWithin(SHUTDOWN_BOUND_MS, () => close(), logger);
+  };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   const { url, embedded } = await openDatabase(config, logger);
   const pool = createPool(url, config.database.poolSize, logger, config.database);
-  const close = async () => {
+  close = async () => {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     await pool.end().catch(() => {});
@@ -76,9 +80,32 @@ export async function openRuntime(
   return { config, logger, databaseUrl: url, pool, transformers, sink, signal: abort.signal, close };
 }
 
+/**
+ * How long after SIGINT/SIGTERM a command may take to stop by itself: the 10 s a transaction in flight is
+ * given, and 10 s to roll back, leave the consumer group and close; then at most 2 s to close the database.
+ * README promises an exit within 25 s.
+ */
+export const SHUTDOWN_BOUND_MS = 20_000;
+
+/**
+ * Whatever a library is still waiting for after a stop signal (kafkajs retrying a broker that does not
+ * answer does so for minutes), the process ends within the bound README promises. Exiting loses nothing:
+ * input is acknowledged only after its transaction committed, so what was in flight is delivered again.
+ */
+function exitWithin(ms: number, close: () => Promise<void>, logger: Logger): void {
+  const timer = setTimeout(() => {
+    logger.error({ boundMs: ms }, 'did not stop in time after the signal; exiting now (nothing uncommitted was acknowledged)');
+    const cleanup = Promise.race([close(), new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
+    void cleanup.finally(() => process.exit(ExitCode.failure));
+  }, ms);
+  // The timer alone must not keep a process alive that has otherwise stopped.
+  timer.unref();
+}
+
 export async function openDatabase(config: Config, logger: Logger): Promise<{ url: string; embedded?: EmbeddedDatabase }> {
   if (config.database.url) {
     logger.debug({ database: redactUrl(config.database.url) }, 'using database');
+    await checkConnection(config.database.url);
     return { url: config.database.url };
   }
   const embedded = await startEmbedded(config.embedded.dataDir, config.embedded.port, logger);

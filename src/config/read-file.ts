@@ -12,9 +12,12 @@ export function readStructuredFile(file: string): unknown {
     throw new ConfigError(file, '', code === 'ENOENT' ? 'file not found' : `cannot be read (${code ?? (err as Error).message})`);
   }
   try {
-    return file.endsWith('.json') ? JSON.parse(text) : parseYaml(text);
+    return file.endsWith('.json') ? JSON.parse(text) : parseYaml(text, { prettyErrors: true });
   } catch (err) {
     const kind = file.endsWith('.json') ? 'JSON' : 'YAML';
-    throw new ConfigError(file, '', `not valid ${kind}: ${(err as Error).message.split('\n')[0]}`);
+    // The yaml package's message ends with a code frame (the line, a caret under the column): keep it.
+    const [first, ...frame] = (err as Error).message.trimEnd().split('\n');
+    const shown = frame.length ? `${first}\n${frame.map((l) => (l ? `    ${l}` : l)).join('\n')}` : first;
+    throw new ConfigError(file, '', `not valid ${kind}: ${shown}`);
   }
 }

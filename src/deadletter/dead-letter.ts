@@ -26,20 +26,32 @@ export interface DeadLetter {
   status: DeadLetterStatus;
 }
 
-/** Records poison inside the batch's transaction. A failed retry updates its dead letter instead of adding one. */
+/**
+ * Records poison inside the batch's transaction. The same input failing for the same cause again (a file
+ * loaded twice, a Kafka record redelivered after a lost offset commit, the same poison sent again) counts
+ * another attempt on its dead letter instead of adding one; a failed retry updates its dead letter too.
+ */
 export async function recordDeadLetters(client: pg.ClientBase, poison: Poison[]): Promise<void> {
   const fresh = poison.filter((p) => p.event.origin.kind !== 'replay');
   const replays = poison.filter((p) => p.event.origin.kind === 'replay');
   if (fresh.length) {
+    // The same input is the same source (file and line, topic, partition and offset) with the same payload;
+    // the same cause is the same error class. A discarded one stays discarded: the operator has seen it.
     await client.query(
-      `INSERT INTO fhir_rte.dead_letter (source, origin, resource_type, resource_id, version_id, operation, payload, error_class, error_message, error_detail)
-       SELECT * FROM unnest($1::text[], $2::jsonb[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::jsonb[])
-         AS x(source, origin, resource_type, resource_id, version_id, operation, payload, error_class, error_message, error_detail)
-       -- A Kafka record is redelivered when its offset commit was lost (crash or rebalance after the
-       -- transaction committed); the same record at the same offset must not be dead-lettered twice.
-       WHERE x.origin->>'kind' IS DISTINCT FROM 'kafka' OR NOT EXISTS (
-         SELECT 1 FROM fhir_rte.dead_letter d
-         WHERE d.source = x.source AND d.error_class = x.error_class AND d.payload IS NOT DISTINCT FROM x.payload)`,
+      `WITH x AS (
+         SELECT * FROM unnest($1::text[], $2::jsonb[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::jsonb[])
+           WITH ORDINALITY AS x(source, origin, resource_type, resource_id, version_id, operation, payload, error_class, error_message, error_detail, n)
+       ), again AS (
+         UPDATE fhir_rte.dead_letter d
+            SET attempts = d.attempts + 1, updated_at = now(), error_message = x.error_message, error_detail = x.error_detail,
+                status = CASE WHEN d.status = 'discarded' THEN d.status ELSE 'failed' END
+           FROM x
+          WHERE d.source = x.source AND d.error_class = x.error_class AND md5(coalesce(d.payload, '')) = md5(coalesce(x.payload, ''))
+          RETURNING x.n
+       )
+       INSERT INTO fhir_rte.dead_letter (source, origin, resource_type, resource_id, version_id, operation, payload, error_class, error_message, error_detail)
+       SELECT source, origin, resource_type, resource_id, version_id, operation, payload, error_class, error_message, error_detail
+         FROM x WHERE x.n NOT IN (SELECT n FROM again) ORDER BY x.n`,
       [
         fresh.map((p) => storable(describeOrigin(p.event.origin))),
         fresh.map((p) => storableJson(p.event.origin)),

@@ -14,6 +14,8 @@ export type Origin = (
   | { kind: 'kafka'; topic: string; partition: number; offset: string }
   | { kind: 'file'; file: string; line: number }
   | { kind: 'replay'; deadLetterId: number }
+  /** `fhir-rte rebuild` re-running the transformers on a stored resource (`Patient/1`). */
+  | { kind: 'rebuild'; resource: string }
 ) & {
   /** The Bundle entry, when the delivery was a Bundle. */
   entry?: number;
@@ -72,5 +74,7 @@ export function describeOrigin(o: Origin): string {
       return `file ${o.file}:${o.line}${entry}`;
     case 'replay':
       return `replay of dead letter ${o.deadLetterId}${entry}`;
+    case 'rebuild':
+      return `rebuild of stored ${o.resource}`;
   }
 }

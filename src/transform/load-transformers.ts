@@ -25,6 +25,8 @@ export const formats: TransformerFormat[] = [
  */
 export function loadTransformers(dir: string): Transformer[] {
   const files = transformerFiles(dir);
+  // With no transformer, every resource would be received and none exported, without a word.
+  if (!files.length) throw new ConfigError(dir, '', 'no transformer files (*.json, *.yaml, *.yml) in this directory; add one, or point "transformers" / --transformers at the right one');
   const transformers = files.flatMap((file) => loadFile(file, relative(process.cwd(), file) || file));
   checkUniqueTables(transformers);
   return transformers;

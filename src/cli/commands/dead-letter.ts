@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { UsageError } from '../exit-codes.js';
 import pg from 'pg';
 import { loadConfig } from '../../config/config.js';
 import { discardDeadLetters, getDeadLetter, listDeadLetters, type DeadLetter, type DeadLetterFilter } from '../../deadletter/dead-letter.js';
@@ -19,17 +20,20 @@ interface FilterFlags {
 export function register(program: Command): void {
   const dl = program.command('dead-letter').description('read, retry and discard failed messages');
   withFilters(dl.command('list').description('list dead letters (failed ones unless --status says otherwise)')).action(async (flags: FilterFlags, cmd: Command) => {
-    await withDatabase(cmd, async (db) => print(await listDeadLetters(db, filterOf(flags)), flags.json));
+    const filter = filterOf(flags); // a bad flag is reported before any database starts
+    await withDatabase(cmd, async (db) => print(await listDeadLetters(db, filter), flags.json));
   });
   dl.command('show')
     .description('show one dead letter with its payload and cause')
     .argument('<id>', 'dead letter id')
     .option('--json', 'as JSON')
-    .action(async (id: string, flags: { json?: boolean }, cmd: Command) => {
+    .option('--full', 'the whole payload, however long (on a terminal it is cut after 2,000 characters otherwise)')
+    .action(async (id: string, flags: { json?: boolean; full?: boolean }, cmd: Command) => {
       await withDatabase(cmd, async (db) => {
         const found = await getDeadLetter(db, idOf(id));
         if (!found) throw new Error(`no dead letter ${id}`);
-        process.stdout.write(flags.json ? `${JSON.stringify(found)}\n` : detail(found));
+        const cut = !flags.full && process.stdout.isTTY ? SHOWN_PAYLOAD : Infinity;
+        process.stdout.write(flags.json ? `${JSON.stringify(found)}\n` : detail(found, cut));
       });
     });
   withFilters(dl.command('retry').description('run dead letters through the current transformers again').argument('[ids...]'))
@@ -70,7 +74,7 @@ async function retry(ids: string[], flags: FilterFlags, cmd: Command): Promise<v
 }
 
 async function choose(db: pg.Pool, ids: string[], flags: FilterFlags): Promise<DeadLetter[]> {
-  if (!ids.length && !flags.all) throw new Error('name dead letter ids, or pass --all to act on every one the filters select');
+  if (!ids.length && !flags.all) throw new UsageError('name dead letter ids, or pass --all to act on every one the filters select');
   return listDeadLetters(db, { ...filterOf(flags), ids: ids.length ? ids.map(idOf) : undefined, limit: flags.limit ? Number(flags.limit) : 10_000 });
 }
 
@@ -80,6 +84,9 @@ async function withDatabase(cmd: Command, work: (db: pg.Pool) => Promise<void>):
   const logger = createLogger(config.log.level);
   const { url, embedded } = await openDatabase(config, logger);
   const db = new pg.Pool({ connectionString: url, max: 1 });
+  // pool.end() resolves before its connection has closed; the embedded server stopped right after ends
+  // it, and that idle connection's error must not crash the process after the work is done.
+  db.on('error', () => {});
   try {
     await work(db);
   } catch (err) {
@@ -93,9 +100,9 @@ async function withDatabase(cmd: Command, work: (db: pg.Pool) => Promise<void>):
 
 function filterOf(f: FilterFlags): DeadLetterFilter {
   const status = f.status ?? 'failed';
-  if (!['failed', 'retried', 'discarded', 'all'].includes(status)) throw new Error(`--status: expected failed, retried, discarded or all, got ${JSON.stringify(status)}`);
+  if (!['failed', 'retried', 'discarded', 'all'].includes(status)) throw new UsageError(`--status: expected failed, retried, discarded or all, got ${JSON.stringify(status)}`);
   const limit = f.limit === undefined ? undefined : Number(f.limit);
-  if (limit !== undefined && !(Number.isInteger(limit) && limit > 0)) throw new Error(`--limit: expected a positive integer, got ${JSON.stringify(f.limit)}`);
+  if (limit !== undefined && !(Number.isInteger(limit) && limit > 0)) throw new UsageError(`--limit: expected a positive integer, got ${JSON.stringify(f.limit)}`);
   return { status: status as DeadLetterFilter['status'], resourceType: f.type, errorClass: f.errorClass, since: f.since ? sinceOf(f.since) : undefined, limit };
 }
 
@@ -103,13 +110,13 @@ export function sinceOf(text: string, now = Date.now()): Date {
   const d = /^(\d+)(s|m|h|d)$/.exec(text);
   if (d) return new Date(now - Number(d[1]) * { s: 1e3, m: 6e4, h: 36e5, d: 864e5 }[d[2] as 's']);
   const t = Date.parse(text);
-  if (Number.isNaN(t)) throw new Error(`--since: expected an ISO time or a duration like 30m, 6h, 2d; got ${JSON.stringify(text)}`);
+  if (Number.isNaN(t)) throw new UsageError(`--since: expected an ISO time or a duration like 30m, 6h, 2d; got ${JSON.stringify(text)}`);
   return new Date(t);
 }
 
 function idOf(s: string): number {
   const n = Number(s);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`expected a dead letter id (a positive integer), got ${JSON.stringify(s)}`);
+  if (!Number.isInteger(n) || n < 1) throw new UsageError(`expected a dead letter id (a positive integer), got ${JSON.stringify(s)}`);
   return n;
 }
 
@@ -122,13 +129,20 @@ function print(rows: DeadLetter[], json?: boolean): void {
     process.stdout.write('no dead letters\n');
     return;
   }
+  process.stdout.write(`${LIST_HEADER.join('\t')}\n`);
   for (const r of rows) {
     const what = r.resourceType ? `${r.resourceType}/${r.resourceId ?? '?'}${r.versionId ? `@${r.versionId}` : ''}` : '(unknown resource)';
-    process.stdout.write(`${r.id}\t${r.createdAt.toISOString()}\t${r.status}\t${r.operation}\t${what}\t${r.errorClass}: ${oneLine(r.errorMessage, 100)}\t${r.source}\n`);
+    process.stdout.write(`${r.id}\t${r.createdAt.toISOString()}\t${r.status}\t${r.attempts}\t${r.operation}\t${what}\t${r.errorClass}: ${oneLine(r.errorMessage, 100)}\t${r.source}\n`);
   }
 }
 
-function detail(r: DeadLetter): string {
+/** The columns of `dead-letter list`, tab-separated so that `cut -f` and `awk -F'\t'` can pick them. */
+const LIST_HEADER = ['id', 'created', 'status', 'attempts', 'operation', 'resource', 'error', 'source'];
+
+/** A payload of megabytes would scroll a terminal away; the first 2,000 characters say what it was. */
+const SHOWN_PAYLOAD = 2000;
+
+function detail(r: DeadLetter, maxPayload: number): string {
   return [
     `id:          ${r.id} (${r.status}, ${r.attempts} attempt${r.attempts === 1 ? '' : 's'})`,
     `created:     ${r.createdAt.toISOString()}`,
@@ -136,9 +150,14 @@ function detail(r: DeadLetter): string {
     `resource:    ${r.resourceType ?? '-'}/${r.resourceId ?? '-'} version ${r.versionId ?? '-'} (${r.operation})`,
     `error:       ${r.errorClass}: ${r.errorMessage}`,
     `detail:      ${r.errorDetail ? JSON.stringify(r.errorDetail) : '-'}`,
-    `payload:     ${r.payload ?? '-'}`,
+    `payload:     ${r.payload === null ? '-' : truncated(r.payload, maxPayload)}`,
     '',
   ].join('\n');
+}
+
+function truncated(payload: string, max: number): string {
+  if (payload.length <= max) return payload;
+  return `${payload.slice(0, max)}\n             ... ${payload.length - max} more characters (--full shows all of it)`;
 }
 
 function oneLine(s: string, max: number): string {

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { UsageError } from '../exit-codes.js';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { once } from 'node:events';
@@ -31,6 +32,7 @@ export function register(program: Command): void {
         const files = writeDemoFiles(join(runtime.config.embedded.dataDir, 'demo'), Number(opts.patients));
         await load(runtime, files);
         await showTables(runtime);
+        process.stdout.write(`Query it yourself: psql ${runtime.databaseUrl}${serveHint(runtime, opts.serve)}\n`);
         if (opts.serve) {
           process.stdout.write(`\nServing ${runtime.databaseUrl} — press Ctrl-C to stop.\n`);
           if (!runtime.signal.aborted) await once(runtime.signal, 'abort');
@@ -43,7 +45,7 @@ export function register(program: Command): void {
 
 /** The initial records as NDJSON, then a transaction Bundle of later changes: updates and deletes. */
 function writeDemoFiles(dir: string, patients: number): string[] {
-  if (!Number.isInteger(patients) || patients < 1) throw new Error(`--patients: expected a positive integer, got ${patients}`);
+  if (!Number.isInteger(patients) || patients < 1) throw new UsageError(`--patients: expected a positive integer, got ${patients}`);
   const { resources, updates, deletes } = syntheticPopulation(patients);
   mkdirSync(dir, { recursive: true });
   const initial = join(dir, '01-initial.ndjson');
@@ -90,5 +92,9 @@ async function showTables(runtime: Runtime): Promise<void> {
   const sample = await runtime.pool.query(SAMPLE_QUERY);
   process.stdout.write(`Sample query: patients per city, their average number of encounters and average systolic blood pressure\n\n`);
   process.stdout.write(formatTable(sample.fields.map((f) => f.name), sample.rows.map((r) => sample.fields.map((f) => String(r[f.name] ?? '')))) + '\n\n');
-  process.stdout.write(`Query it yourself: psql ${runtime.databaseUrl}   (run 'npm run demo -- --serve' to keep the database up)\n`);
+}
+
+/** Only the embedded database stops with the demo; a DATABASE_URL one stays up anyway. */
+function serveHint(runtime: Runtime, serving: boolean | undefined): string {
+  return serving || runtime.config.database.url ? '' : `   (run 'npm run demo -- --serve' to keep the database up)`;
 }

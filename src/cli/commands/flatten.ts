@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { UsageError } from '../exit-codes.js';
 import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { readStructuredFile } from '../../config/read-file.js';
@@ -18,7 +19,7 @@ export function register(program: Command): void {
     .option('--format <format>', 'ndjson or csv', 'ndjson')
     .argument('[ndjson...]', 'NDJSON files of FHIR resources (one resource or Bundle a line); standard input when none')
     .action(async (files: string[], opts: { view: string; format: string }) => {
-      if (opts.format !== 'ndjson' && opts.format !== 'csv') throw new Error(`--format: expected ndjson or csv, got ${JSON.stringify(opts.format)}`);
+      if (opts.format !== 'ndjson' && opts.format !== 'csv') throw new UsageError(`--format: expected ndjson or csv, got ${JSON.stringify(opts.format)}`);
       const view = compileView(readStructuredFile(opts.view), opts.view);
       const write = writer(view, opts.format);
       for (const file of files.length ? files : ['-']) await flattenFile(view, file, write);

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { addOutcome, emptyOutcome, type BatchOutcome } from '../../sink/sink.js';
 import { FileSource } from '../../sources/backfill/file-source.js';
+import { ExitCode } from '../exit-codes.js';
 import { openRuntime, type GlobalOptions } from '../runtime.js';
 import { Progress } from '../progress.js';
 
@@ -13,6 +14,8 @@ export function register(program: Command): void {
     .action(async (paths: string[], opts: { json?: boolean }, cmd: Command) => {
       const totals = await loadFiles(paths, cmd.optsWithGlobals() as GlobalOptions, !opts.json);
       if (opts.json) process.stdout.write(`${JSON.stringify(totals)}\n`);
+      // So that cron and CI notice: the load finished, but not everything in it was applied.
+      if (totals.deadLettered) process.exitCode = ExitCode.deadLettered;
     });
 }
 

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { ExitCode } from '../exit-codes.js';
 import { loadConfig } from '../../config/config.js';
 import { migrate } from '../../sink/postgres/migrate.js';
 import { createPool } from '../../sink/postgres/pool.js';
@@ -30,7 +31,7 @@ export function register(program: Command): void {
         for (const t of created) process.stdout.write(`created ${config.database.schema}.${t}\n`);
         for (const d of plan.drift) process.stdout.write(`drift: ${describeDrift(d)}\n`);
         if (!created.length && !plan.drift.length) process.stdout.write('schema is up to date\n');
-        if (plan.drift.length) process.exitCode = 3;
+        if (plan.drift.length) process.exitCode = ExitCode.drift;
       } finally {
         await pool.end();
         await embedded?.stop();

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { UsageError } from '../exit-codes.js';
 import { loadConfig } from '../../config/config.js';
 import { addOutcome, emptyOutcome, SinkFailure } from '../../sink/sink.js';
 import { KafkaSource } from '../../sources/kafka/kafka-source.js';
@@ -28,7 +29,7 @@ export async function start(globals: GlobalOptions): Promise<void> {
   // Fail on a missing Kafka section before any database is opened.
   const config = loadConfig(globals.config, { transformers: globals.transformers });
   const kafka = config.kafka;
-  if (!kafka) throw new Error('no Kafka source configured: add a "kafka" section to the configuration or set KAFKA_BROKERS');
+  if (!kafka) throw new UsageError('no Kafka source configured: add a "kafka" section to the configuration or set KAFKA_BROKERS');
 
   const runtime = await openRuntime(globals, { config });
   const log = runtime.logger.child({ source: 'kafka' });

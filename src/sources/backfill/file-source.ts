@@ -4,15 +4,15 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { createGunzip } from 'node:zlib';
 import type { ChangeEvent } from '../../events/change-event.js';
-import { eventsFromText, unreadable } from '../../events/from-fhir.js';
+import { eventsFromJson, eventsFromText, unreadable } from '../../events/from-fhir.js';
 import type { ApplyBatch, Source } from '../source.js';
 
 const LOADABLE = /\.(ndjson|ndjson\.gz|jsonl|json)$/i;
 
 /**
- * Backfill from files: NDJSON (one resource per line), `.ndjson.gz`, and `.json` files holding a resource
- * or a Bundle. Directories are read recursively in name order. Every line keeps its file and line number
- * as origin, so a dead letter points at the exact input. Batches are applied while the next ones are read.
+ * Backfill from files: NDJSON (one resource per line), `.ndjson.gz`, and `.json` files holding a resource,
+ * a Bundle or an array of resources. Directories are read recursively in name order. Every line (and entry)
+ * keeps its file and line number as origin, so a dead letter points at the exact input. Batches are applied while the next ones are read.
  */
 export class FileSource implements Source {
   constructor(
@@ -77,7 +77,7 @@ async function* read(file: string): AsyncGenerator<ChangeEvent[]> {
       yield [unreadable('', { kind: 'file', file, line: 1 }, new Date(), 'UnreadableFile', `cannot read ${file}: ${(err as Error).message}`)];
       return;
     }
-    yield eventsFromText(withoutBom(text), { kind: 'file', file, line: 1 });
+    yield* jsonFileEvents(withoutBom(text), file);
     return;
   }
   const raw = createReadStream(file);
@@ -93,6 +93,28 @@ async function* read(file: string): AsyncGenerator<ChangeEvent[]> {
     // A corrupt or truncated file: what was read counts, the rest is one dead letter that says why.
     const message = `cannot read ${file} after line ${line}: ${(err as Error).message}`;
     yield [unreadable('', { kind: 'file', file, line: line + 1 }, new Date(), 'UnreadableFile', message)];
+  }
+}
+
+/**
+ * A `.json` file holds a resource, a Bundle, or a JSON array of resources (as some tools export them):
+ * an array's elements are read one by one, each with its index as the origin's entry, so one bad element
+ * is one dead letter and the rest apply.
+ */
+function* jsonFileEvents(text: string, file: string): Generator<ChangeEvent[]> {
+  let value: unknown;
+  try {
+    value = text.trimStart().startsWith('[') ? JSON.parse(text) : undefined;
+  } catch {
+    value = undefined; // eventsFromText reports the syntax error
+  }
+  if (!Array.isArray(value)) {
+    yield eventsFromText(text, { kind: 'file', file, line: 1 });
+    return;
+  }
+  const receivedAt = new Date();
+  for (let start = 0; start < value.length; start += 1000) {
+    yield value.slice(start, start + 1000).flatMap((item: unknown, i) => eventsFromJson(item, { kind: 'file', file, line: 1, entry: start + i }, receivedAt));
   }
 }
 

@@ -1,6 +1,8 @@
 import { ConfigError } from '../../config/config-error.js';
 import type { FhirResource } from '../../events/change-event.js';
 import { compilePath, FhirPathSyntaxError, type CompiledPath } from '../fhirpath.js';
+import { unknownElement } from '../fhirpath/element-check.js';
+import { isResourceType, typeOfPath } from '../fhirpath/model.js';
 import { rowId } from '../row-id.js';
 import { reservedNames, RULES_SYSTEM_COLUMNS } from '../system-columns.js';
 import { TransformError, type Row, type RowSet, type TableSpec, type Transformer } from '../transformer.js';
@@ -28,6 +30,7 @@ export function compileRules(rules: RulesFile, file: string): Transformer[] {
     const name = `${file}#${t.tableName}`;
     const ctx: Context = { file, rules, transformer: name, history: rules.retainAllHistory ?? false, tables: [] };
     const at = `/transformers/${i}`;
+    if (!isResourceType(t.resourceType)) throw new ConfigError(file, `${at}/resourceType`, `expected a FHIR R4 resource type, got ${JSON.stringify(t.resourceType)}`);
     const filter = t.where ? compileAt(ctx, t.where, `${at}/where`, t.resourceType) : undefined;
     const root = compileTable(ctx, t, t.tableName, undefined, t.resourceType, at, []);
     return ruleTransformer(name, file, t.resourceType, ctx.tables, root, filter);
@@ -143,12 +146,16 @@ function compileColumn(ctx: Context, c: RulesColumn, base: string | undefined, a
 }
 
 function compileAt(ctx: Context, expression: string, at: string, base: string | undefined): CompiledPath {
+  let path: CompiledPath;
   try {
-    return compilePath(expression, { base });
+    path = compilePath(expression, { base });
   } catch (err) {
     if (err instanceof FhirPathSyntaxError) throw new ConfigError(ctx.file, at, `${err.message} (transformer ${ctx.transformer})`);
     throw err;
   }
+  const unknown = unknownElement(expression, base === undefined ? undefined : typeOfPath(base));
+  if (unknown) throw new ConfigError(ctx.file, at, `${JSON.stringify(expression)}: ${unknown} (transformer ${ctx.transformer})`);
+  return path;
 }
 
 function checkColumnNames(ctx: Context, spec: TableSpec, at: string): void {

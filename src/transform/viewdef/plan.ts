@@ -1,5 +1,6 @@
 import { ConfigError } from '../../config/config-error.js';
 import { compilePath, FhirPathSyntaxError, type CompiledPath, type PathType } from '../fhirpath.js';
+import { unknownElement } from '../fhirpath/element-check.js';
 import { fhirName, resourceType } from '../fhirpath/model.js';
 import { ConstantError, KNOWN_VARIABLES, LexError, literalOf, substituteConstants } from './constants.js';
 import type { ColumnDef, SelectNode, ViewDefinition } from './view-definition.js';
@@ -99,10 +100,12 @@ class Planner {
       return { iterate: { kind, path }, focusType: path.type };
     }
     if (node.repeat) {
-      const first = node.repeat.map((p, i) => this.expression(p, `${at}/repeat/${i}`, parentType));
+      // Each expression of a repeat applies at every level, so one that names nothing at the first level
+      // (`answer.item` on a QuestionnaireResponse) is no mistake: repeat's paths are not element-checked.
+      const first = node.repeat.map((p, i) => this.expression(p, `${at}/repeat/${i}`, parentType, false));
       // Deeper levels apply the same expressions to the nodes found, e.g. QuestionnaireResponse.item.
       const focusType = first[0]!.type;
-      const deeper = node.repeat.map((p, i) => this.expression(p, `${at}/repeat/${i}`, focusType));
+      const deeper = node.repeat.map((p, i) => this.expression(p, `${at}/repeat/${i}`, focusType, false));
       return { iterate: { kind: 'repeat', first, deeper }, focusType };
     }
     return { focusType: parentType };
@@ -113,7 +116,7 @@ class Planner {
     return { def, path, fhirType: def.type ?? (path.type && fhirName(path.type.type)) };
   }
 
-  private expression(text: string, at: string, base: PathType | undefined): CompiledPath {
+  private expression(text: string, at: string, base: PathType | undefined, checkElements = true): CompiledPath {
     let expression: string;
     try {
       expression = substituteConstants(text, this.literals);
@@ -124,6 +127,8 @@ class Planner {
     }
     try {
       const path = compilePath(expression, { base: base && baseOption(base) });
+      const unknown = checkElements ? unknownElement(expression, base) : undefined;
+      if (unknown) this.fail(at, `${JSON.stringify(text)}: ${unknown}`);
       this.paths.push({ at, path });
       return path;
     } catch (err) {
