@@ -25,6 +25,9 @@ export async function run(argv: string[]): Promise<void> {
   keepStdoutClean();
   try {
     await main(argv);
+    // Done: a library's timer or socket (kafkajs retrying a broker that never answered) must not keep
+    // the process alive. Output is written synchronously to pipes and files on Linux, so none is lost.
+    process.exit(process.exitCode ?? 0);
   } catch (err) {
     const code = exitCodeOf(err);
     // Commander has already printed its own usage errors, help and version.

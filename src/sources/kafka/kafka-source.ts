@@ -109,7 +109,8 @@ export class KafkaSource implements Source {
     });
     const abandon = new AbortController();
     const stalls = new StallPauses(this.log);
-    const ending = sessionEnding(consumer, signal, this.options.shutdownGraceMs ?? 10_000, abandon, this.log);
+    const graceMs = this.options.shutdownGraceMs ?? 10_000;
+    const ending = sessionEnding(consumer, signal, graceMs, abandon, this.log);
     let stopWatching = () => {};
     let failure: SinkFailure | undefined;
     const onSinkFailure = (err: SinkFailure) => {
@@ -127,8 +128,10 @@ export class KafkaSource implements Source {
     try {
       const topics = await this.topics(admin, signal);
       if (!topics.length) return 'shutdown';
-      await consumer.connect();
-      await consumer.subscribe({ topics, fromBeginning: this.config.fromBeginning });
+      // kafkajs retries a broker it cannot reach for half a minute and more, deaf to the signal: a stop
+      // must not wait for that.
+      if ((await untilAborted(consumer.connect(), signal)) === ABORTED) return 'shutdown';
+      if ((await untilAborted(consumer.subscribe({ topics, fromBeginning: this.config.fromBeginning }), signal)) === ABORTED) return 'shutdown';
       await consumer.run({
         autoCommit: false,
         eachBatchAutoResolve: false,
@@ -156,7 +159,7 @@ export class KafkaSource implements Source {
       // Waits for the batch in flight, then leaves the group so its partitions move at once rather than
       // after the session timeout.
       stalls.clear();
-      await disconnect(consumer, this.log);
+      await disconnect(consumer, this.log, graceMs + 5_000);
       ending.dispose();
       await admin.disconnect().catch(() => {});
     }
@@ -168,15 +171,45 @@ export class KafkaSource implements Source {
   /** The configured topics, or those matching topicPattern now (waiting until one does). */
   private async topics(admin: Admin, signal: AbortSignal): Promise<string[]> {
     if (!this.config.topicPattern) return this.config.topics ?? [];
-    await admin.connect();
+    if ((await untilAborted(admin.connect(), signal)) === ABORTED) return [];
     return awaitMatchingTopics(admin, new RegExp(this.config.topicPattern), this.options.topicRefreshMs ?? 30_000, signal, this.log);
   }
 }
 
-async function disconnect(consumer: Consumer, log: Log): Promise<void> {
+const ABORTED = Symbol('aborted');
+
+/** Resolves with the step's result, or with ABORTED as soon as the signal aborts (the step goes on unheeded). */
+async function untilAborted<T>(step: Promise<T>, signal: AbortSignal): Promise<T | typeof ABORTED> {
+  if (signal.aborted) {
+    step.catch(() => {});
+    return ABORTED;
+  }
+  let onAbort = () => {};
+  const aborted = new Promise<typeof ABORTED>((resolve) => {
+    onAbort = () => resolve(ABORTED);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+  step.catch(() => {}); // a step that fails after the abort was let go on purpose
   try {
-    await consumer.disconnect();
+    return await Promise.race([step, aborted]);
+  } finally {
+    signal.removeEventListener('abort', onAbort);
+  }
+}
+
+/**
+ * Waits for the batch in flight (given its grace period by session-end.ts), then leaves the group; but a
+ * broker that cannot be reached must not hold the stop beyond the grace period and a few seconds more.
+ */
+async function disconnect(consumer: Consumer, log: Log, boundMs: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const bound = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), boundMs)));
+  try {
+    const result = await Promise.race([consumer.disconnect(), bound]);
+    if (result === 'timeout') log.warn({ boundMs }, 'kafka consumer did not leave the group in time; stopping without it');
   } catch (err) {
     log.warn({ error: (err as Error).message }, 'kafka consumer did not disconnect cleanly');
+  } finally {
+    clearTimeout(timer);
   }
 }
