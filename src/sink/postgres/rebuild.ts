@@ -2,6 +2,7 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 import { qualified, quoteIdent } from '../../config/identifier.js';
 import type { FhirResource } from '../../events/change-event.js';
+import { parseFhirJson } from '../../events/fhir-json.js';
 import type { TableSpec, Transformer } from '../../transform/transformer.js';
 import { retryTransient, type RetryPolicy } from './retry.js';
 import { planSchema } from './schema.js';
@@ -110,7 +111,7 @@ function flatten(states: StoredState[], options: RebuildOptions): Page {
     const transformers = options.transformers.filter((t) => t.resourceType === state.resourceType);
     let produced: Array<[TableSpec, VersionedRow[]]>;
     try {
-      produced = rowsOf(JSON.parse(state.resource) as FhirResource, state, key, transformers, options.deleteMode);
+      produced = rowsOf(parseFhirJson(state.resource) as FhirResource, state, key, transformers, options.deleteMode);
     } catch (err) {
       page.failed.push({ resource: key, error: err instanceof Error ? err.message : String(err) });
       continue;
