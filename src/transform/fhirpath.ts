@@ -115,7 +115,7 @@ function withWrittenNumbers(results: unknown[]): unknown[] {
     if (isResourceNode(r)) {
       const d = r.data;
       if (d === null || d === undefined) continue;
-      const text = typeof d === 'object' && d.constructor?.name.startsWith('FP_Decimal') ? nodeWrittenText(r) : undefined;
+      const text = d instanceof fhirpath.FP_Decimal ? nodeWrittenText(r) : undefined;
       if (text !== undefined) {
         out.push(new WrittenNumber(text));
         continue;
