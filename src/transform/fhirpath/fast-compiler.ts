@@ -174,6 +174,9 @@ function member(base: Compiled, name: string, atRoot: boolean): Compiled {
   if (!parent || base.choice) return {};
   const c = child(parent.path, name);
   if (!c) return {};
+  // A primitive's members are fhirpath.js's own: `.id` and `.extension` live in the `_element` sibling,
+  // and it reads other names off its internal value (a number's `.value` is the number itself).
+  if (primitiveKind(parent.type)) return c.kind === 'element' ? { type: c.type } : {};
   if (c.kind === 'choice') {
     const fn = base.fn && then(base.fn, access(c.options.map((o) => o.key)));
     const types = new Set(c.options.map((o) => o.type));
