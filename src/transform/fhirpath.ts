@@ -80,7 +80,9 @@ interface Engine {
 
 function compiled(expression: string, engine: Engine, fast: boolean, type?: PathType): CompiledPath {
   const { evaluate, exact } = engine;
-  const values: Evaluator = (node, vars) => (holdsWrittenNumbers(node) || varsHoldWrittenNumbers(vars) ? exact(node, vars) : evaluate(node, vars));
+  const usesVariables = expression.includes('%');
+  const values: Evaluator = (node, vars) =>
+    holdsWrittenNumbers(node) || (usesVariables && varsHoldWrittenNumbers(vars)) ? exact(node, vars) : evaluate(node, vars);
   return { expression, evaluate, values, fast, type };
 }
 
