@@ -3,4 +3,4 @@ export type { ChangeEvent, FhirResource, Origin } from './events/change-event.js
 export type { Transformer, TableSpec, ColumnSpec, Row, RowSet } from './transform/transformer.js';
 export { compileView, type CompiledView, type ViewColumn } from './transform/viewdef/compile-view.js';
 export { isViewDefinition, loadViewDefinition, viewTransformer } from './transform/viewdef/view-transformer.js';
-export { parseFhirJson, stringifyFhirJson } from './events/fhir-json.js';
+export { parseFhirJson, stringifyFhirJson, WrittenNumber } from './events/fhir-json.js';

@@ -11,6 +11,8 @@ import { holdsWrittenNumbers, writtenText, WrittenNumber } from '../../events/fh
  * expression containing it. Types are still inferred as far as the model allows, for the callers that
  * need them (choice resolution in nested contexts, column types, where() must be boolean).
  *
+ * Members of a primitive (`.value`, `.id`, `.extension` after a string or number) are not compiled:
+ * fhirpath.js reads them off its own representation of the value and the `_element` sibling.
  * At run time a compiled function throws BAIL when the data holds something it does not model (a
  * primitive's `_element` extension, a missing variable); the caller then asks fhirpath.js instead.
  */
