@@ -5,4 +5,4 @@ export { RULES_SYSTEM_COLUMNS, VIEW_SYSTEM_COLUMNS, type SystemColumns } from '.
 export { ERROR_CLASSES, type ErrorClass } from './deadletter/error-class.js';
 export { compileView, type CompiledView, type ViewColumn } from './transform/viewdef/compile-view.js';
 export { isViewDefinition, loadViewDefinition, viewTransformer } from './transform/viewdef/view-transformer.js';
-export { parseFhirJson } from './transform/fhirpath/decimal-source.js';
+export { parseFhirJson, stringifyFhirJson, WrittenNumber } from './events/fhir-json.js';

@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { compilePath } from '../src/transform/fhirpath.js';
 import { boundaryOf } from '../src/transform/fhirpath/boundary.js';
-import { parseFhirJson, writtenNumber } from '../src/transform/fhirpath/decimal-source.js';
+import { parseFhirJson, writtenText } from '../src/events/fhir-json.js';
 import { compileView } from '../src/transform/viewdef/compile-view.js';
 
 describe('parseFhirJson', () => {
@@ -13,12 +13,12 @@ describe('parseFhirJson', () => {
     const text = '{"a":1.0,"b":[1.50,2],"c":"1.0","d":{"e":1e2,"f":0.5}}';
     const o = parseFhirJson(text) as { a: number; b: number[]; c: string; d: { e: number; f: number } };
     expect(o).toEqual(JSON.parse(text));
-    expect(writtenNumber(o, 'a')).toBe('1.0');
-    expect(writtenNumber(o.b, 1)).toBeUndefined();
-    expect(writtenNumber(o.b, 0)).toBe('1.50');
-    expect(writtenNumber(o.d, 'e')).toBe('1e2');
-    expect(writtenNumber(o.d, 'f')).toBeUndefined();
-    expect(writtenNumber(o, 'c')).toBeUndefined();
+    expect(writtenText(o, 'a')).toBe('1.0');
+    expect(writtenText(o.b, 1)).toBeUndefined();
+    expect(writtenText(o.b, 0)).toBe('1.50');
+    expect(writtenText(o.d, 'e')).toBe('1e2');
+    expect(writtenText(o.d, 'f')).toBeUndefined();
+    expect(writtenText(o, 'c')).toBeUndefined();
   });
 });
 

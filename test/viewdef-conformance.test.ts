@@ -8,7 +8,7 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
-import { parseFhirJson } from '../src/transform/fhirpath/decimal-source.js';
+import { parseFhirJson } from '../src/events/fhir-json.js';
 import { compileView } from '../src/transform/viewdef/compile-view.js';
 import type { FhirResource } from '../src/events/change-event.js';
 

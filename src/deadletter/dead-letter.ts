@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { describeOrigin, type ChangeEvent, type Origin } from '../events/change-event.js';
+import { stringifyFhirJson } from '../events/fhir-json.js';
 import type { Poison } from '../sink/plan.js';
 
 /**
@@ -103,7 +104,7 @@ export function payloadOf(e: ChangeEvent): string | null {
     case 'unreadable':
       return e.raw;
     case 'upsert':
-      return e.raw ?? JSON.stringify(e.resource);
+      return e.raw ?? stringifyFhirJson(e.resource);
     case 'delete':
       return null;
   }

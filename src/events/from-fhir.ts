@@ -1,5 +1,6 @@
 import type { ErrorClass } from '../deadletter/error-class.js';
 import type { ChangeEvent, FhirResource, Origin } from './change-event.js';
+import { parseFhirJson, stringifyFhirJson, withMembers } from './fhir-json.js';
 
 /**
  * Turns FHIR JSON (a bare resource or a Bundle) into ChangeEvents. Shared by every source that carries
@@ -13,7 +14,7 @@ const RESOURCE_ID = /^[A-Za-z0-9\-.]{1,64}$/;
 export function eventsFromText(text: string, origin: Origin, receivedAt = new Date()): ChangeEvent[] {
   let value: unknown;
   try {
-    value = JSON.parse(text);
+    value = parseFhirJson(text);
   } catch (err) {
     return [unreadable(text, origin, receivedAt, 'InvalidJson', `not valid JSON: ${(err as Error).message}`)];
   }
@@ -32,7 +33,7 @@ export function eventsFromParsedText(value: unknown, text: string, origin: Origi
 
 export function eventsFromJson(value: unknown, origin: Origin, receivedAt = new Date(), raw?: string): ChangeEvent[] {
   const problem = resourceProblem(value);
-  if (problem) return [unreadable(raw ?? JSON.stringify(value), origin, receivedAt, 'NotAFhirResource', problem)];
+  if (problem) return [unreadable(raw ?? stringifyFhirJson(value), origin, receivedAt, 'NotAFhirResource', problem)];
   const resource = value as FhirResource;
   if (resource.resourceType === 'Bundle') return eventsFromBundle(resource, origin, receivedAt, raw);
   return [upsertOrUnreadable(resource, origin, receivedAt)];
@@ -44,7 +45,7 @@ export function eventsFromJson(value: unknown, origin: Origin, receivedAt = new 
  */
 export function withValidVersion(event: ChangeEvent): ChangeEvent {
   if (event.op === 'unreadable' || event.versionId === undefined || RESOURCE_ID.test(event.versionId)) return event;
-  const raw = event.op === 'upsert' ? (event.raw ?? JSON.stringify(event.resource)) : JSON.stringify({ delete: `${event.resourceType}/${event.id}`, versionId: event.versionId });
+  const raw = event.op === 'upsert' ? (event.raw ?? stringifyFhirJson(event.resource)) : JSON.stringify({ delete: `${event.resourceType}/${event.id}`, versionId: event.versionId });
   const message = `${event.resourceType}/${event.id} has an invalid version id ${JSON.stringify(event.versionId)}`;
   return unreadable(raw, event.origin, event.receivedAt, 'NotAFhirResource', message, event.resourceType);
 }
@@ -66,7 +67,7 @@ function upsertOrUnreadable(resource: FhirResource, origin: Origin, receivedAt: 
   const id = resource.id;
   if (typeof id !== 'string' || !RESOURCE_ID.test(id)) {
     const why = id === undefined ? 'has no "id"' : `has an invalid "id" ${JSON.stringify(id)}`;
-    return unreadable(JSON.stringify(resource), origin, receivedAt, 'NotAFhirResource', `${resource.resourceType} ${why}`, resource.resourceType);
+    return unreadable(stringifyFhirJson(resource), origin, receivedAt, 'NotAFhirResource', `${resource.resourceType} ${why}`, resource.resourceType);
   }
   return withValidVersion({
     op: 'upsert',
@@ -95,7 +96,7 @@ interface BundleEntry {
 function eventsFromBundle(bundle: FhirResource, origin: Origin, receivedAt: Date, raw?: string): ChangeEvent[] {
   if (bundle.entry === undefined) return [];
   if (!Array.isArray(bundle.entry)) {
-    return [unreadable(raw ?? JSON.stringify(bundle), origin, receivedAt, 'NotAFhirResource', `Bundle "entry" is ${kindOf(bundle.entry)}, not an array`, 'Bundle')];
+    return [unreadable(raw ?? stringifyFhirJson(bundle), origin, receivedAt, 'NotAFhirResource', `Bundle "entry" is ${kindOf(bundle.entry)}, not an array`, 'Bundle')];
   }
   const events: ChangeEvent[] = [];
   (bundle.entry as BundleEntry[]).forEach((entry, index) => {
@@ -125,27 +126,27 @@ function eventFromEntry(entry: BundleEntry, origin: Origin, receivedAt: Date): C
   };
   if (method === 'DELETE') return deleteFromEntry(entry, origin, receivedAt, hint);
   if (method === 'POST' || method === 'PUT') {
-    if (!entry.resource) return unreadable(JSON.stringify(entry), origin, receivedAt, 'NotAFhirResource', `Bundle entry with ${method} has no resource`);
+    if (!entry.resource) return unreadable(stringifyFhirJson(entry), origin, receivedAt, 'NotAFhirResource', `Bundle entry with ${method} has no resource`);
     const problem = resourceProblem(entry.resource);
-    if (problem) return unreadable(JSON.stringify(entry), origin, receivedAt, 'NotAFhirResource', `Bundle entry: ${problem}`);
+    if (problem) return unreadable(stringifyFhirJson(entry), origin, receivedAt, 'NotAFhirResource', `Bundle entry: ${problem}`);
     const resource = entry.resource.id ? entry.resource : withIdFromUrl(entry.resource, entry);
     return upsertOrUnreadable(resource, origin, receivedAt, hint);
   }
   const what = method ? `request.method ${method} is not a create, update or delete` : 'entry has neither a resource nor a request';
-  return unreadable(JSON.stringify(entry), origin, receivedAt, 'UnsupportedOperation', `Bundle entry: ${what}`, entry.resource?.resourceType);
+  return unreadable(stringifyFhirJson(entry), origin, receivedAt, 'UnsupportedOperation', `Bundle entry: ${what}`, entry.resource?.resourceType);
 }
 
 function deleteFromEntry(entry: BundleEntry, origin: Origin, receivedAt: Date, hint: VersionHint): ChangeEvent {
   const ref = parseReference(entry.request?.url ?? '') ?? parseReference(entry.fullUrl ?? '');
   if (!ref) {
-    return unreadable(JSON.stringify(entry), origin, receivedAt, 'NotAFhirResource', `DELETE entry: request.url ${JSON.stringify(entry.request?.url)} is not Type/id`);
+    return unreadable(stringifyFhirJson(entry), origin, receivedAt, 'NotAFhirResource', `DELETE entry: request.url ${JSON.stringify(entry.request?.url)} is not Type/id`);
   }
   return withValidVersion({ op: 'delete', resourceType: ref.resourceType, id: ref.id, versionId: hint.versionId ?? ref.versionId, lastUpdated: hint.lastUpdated, origin, receivedAt });
 }
 
 function withIdFromUrl(resource: FhirResource, entry: BundleEntry): FhirResource {
   const ref = parseReference(entry.request?.url ?? '') ?? parseReference(entry.response?.location ?? '') ?? parseReference(entry.fullUrl ?? '');
-  return ref && ref.resourceType === resource.resourceType ? { ...resource, id: ref.id } : resource;
+  return ref && ref.resourceType === resource.resourceType ? withMembers(resource, { id: ref.id }) : resource;
 }
 
 /** `Patient/1`, `Patient/1/_history/2`, or an absolute URL ending so; not conditional URLs (`Patient?identifier=`). */

@@ -1,5 +1,6 @@
 import type { ErrorClass } from '../deadletter/error-class.js';
 import type { ChangeEvent, FhirResource, Origin } from './change-event.js';
+import { parseFhirJson, withMembers } from './fhir-json.js';
 import { eventsFromJson, isJsonObject, parseReference, resourceProblem, unreadable, withValidVersion } from './from-fhir.js';
 
 /**
@@ -69,7 +70,7 @@ export function eventsFromHapiMessage(message: HapiResourceModifiedMessage, raw:
   // An id-only message (payload left out by the channel's settings) cannot be applied without re-reading the server.
   if (!body.resource) return bad('MissingPayload', `${operation} of ${idHint ? `${idHint.resourceType}/${idHint.id}` : 'an unnamed resource'} carries no resource payload`);
 
-  const resource = body.resource.id || !idHint || idHint.resourceType !== body.resource.resourceType ? body.resource : { ...body.resource, id: idHint.id };
+  const resource = body.resource.id || !idHint || idHint.resourceType !== body.resource.resourceType ? body.resource : withMembers(body.resource, { id: idHint.id });
   return eventsFromJson(resource, origin, receivedAt, raw).map((event) =>
     // HAPI puts the version in meta.versionId; older messages may have it only in payloadId's _history part.
     event.op === 'upsert' && event.versionId === undefined && idHint?.versionId ? withValidVersion({ ...event, versionId: idHint.versionId }) : event,
@@ -91,7 +92,7 @@ function payloadResource(message: HapiResourceModifiedMessage): PayloadResult {
     return { problem: { errorClass: 'UnsupportedEncoding', message: 'payload is FHIR XML; configure the channel for JSON (application/fhir+json)' } };
   }
   try {
-    return checked(JSON.parse(payload));
+    return checked(parseFhirJson(payload));
   } catch (err) {
     return { problem: { errorClass: 'InvalidJson', message: `payload is not valid JSON: ${(err as Error).message}` } };
   }

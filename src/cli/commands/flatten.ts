@@ -4,7 +4,7 @@ import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { readStructuredFile } from '../../config/read-file.js';
 import type { FhirResource } from '../../events/change-event.js';
-import { parseFhirJson } from '../../transform/fhirpath/decimal-source.js';
+import { parseFhirJson, stringifyFhirJson } from '../../events/fhir-json.js';
 import { compileView, type CompiledView } from '../../transform/viewdef/compile-view.js';
 
 /**
@@ -30,7 +30,7 @@ export function register(program: Command): void {
 type Write = (row: Record<string, unknown>) => void;
 
 function writer(view: CompiledView, format: string): Write {
-  if (format === 'ndjson') return (row) => out(`${JSON.stringify(row)}\n`);
+  if (format === 'ndjson') return (row) => out(`${stringifyFhirJson(row)}\n`);
   const names = view.columns.map((c) => c.name);
   out(`${names.map(csvField).join(',')}\n`);
   return (row) => out(`${names.map((n) => csvField(row[n])).join(',')}\n`);
@@ -71,7 +71,7 @@ function resourcesOf(json: unknown): FhirResource[] {
 /** RFC 4180: quoted when needed; null is an empty field; collections and objects as JSON. */
 function csvField(v: unknown): string {
   if (v === null || v === undefined) return '';
-  const s = typeof v === 'object' ? JSON.stringify(v) : String(v);
+  const s = typeof v === 'object' ? stringifyFhirJson(v) : String(v);
   return /[",\r\n]/.test(s) || s !== s.trim() ? `"${s.replace(/"/g, '""')}"` : s;
 }
 

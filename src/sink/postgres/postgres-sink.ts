@@ -2,6 +2,7 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 import { markRetried, recordDeadLetters } from '../../deadletter/dead-letter.js';
 import { describeOrigin, resourceKey, type ChangeEvent } from '../../events/change-event.js';
+import { stringifyFhirJson } from '../../events/fhir-json.js';
 import type { TableSpec, Transformer } from '../../transform/transformer.js';
 import { microsToIso } from '../guard.js';
 import { planBatch, type AppliedVersion, type BatchPlan, type Poison, type ResourcePlan } from '../plan.js';
@@ -246,7 +247,7 @@ function stateOf(r: ResourcePlan, storeResources: boolean): StateWrite {
     lastUpdated: micros === null || micros === undefined ? null : microsToIso(micros),
     deleted: r.state.deleted,
     // The last live document, also under a tombstone (null keeps the one stored before).
-    resourceJson: live?.op === 'upsert' && storeResources ? (live.raw ?? JSON.stringify(live.resource)) : null,
+    resourceJson: live?.op === 'upsert' && storeResources ? (live.raw ?? stringifyFhirJson(live.resource)) : null,
     revision: r.revision + 1,
   };
 }

@@ -5,6 +5,7 @@ import { recordDeadLetters } from '../../deadletter/dead-letter.js';
 import type { ChangeEvent, FhirResource } from '../../events/change-event.js';
 import { TransformError, type TableSpec, type Transformer } from '../../transform/transformer.js';
 import type { Poison } from '../plan.js';
+import { parseFhirJson } from '../../events/fhir-json.js';
 import { retryTransient, type RetryPolicy } from './retry.js';
 import { describeDrift, planSchema } from './schema.js';
 import { tableDdl } from './table-ddl.js';
@@ -138,7 +139,7 @@ function flatten(states: StoredState[], options: RebuildOptions): Page {
     const transformers = options.transformers.filter((t) => t.resourceType === state.resourceType);
     let produced: Array<[TableSpec, VersionedRow[]]>;
     try {
-      produced = rowsOf(JSON.parse(state.resource) as FhirResource, state, key, transformers, options.deleteMode);
+      produced = rowsOf(parseFhirJson(state.resource) as FhirResource, state, key, transformers, options.deleteMode);
     } catch (err) {
       page.failed.push({ state, error: err });
       continue;
@@ -174,7 +175,7 @@ function keyOf(state: StoredState): string {
 /** A stored resource the transformers cannot flatten, as a dead letter: its document, its version, the cause. */
 function poisonOf(failure: { state: StoredState; error: unknown }): Poison {
   const { state, error } = failure;
-  const resource = JSON.parse(state.resource!) as FhirResource;
+  const resource = parseFhirJson(state.resource!) as FhirResource;
   const event: ChangeEvent = {
     op: 'upsert',
     resourceType: state.resourceType,

@@ -5,6 +5,7 @@ import { createInterface } from 'node:readline';
 import { createGunzip } from 'node:zlib';
 import type { ChangeEvent } from '../../events/change-event.js';
 import { eventsFromJson, eventsFromText, unreadable } from '../../events/from-fhir.js';
+import { parseFhirJson } from '../../events/fhir-json.js';
 import type { ApplyBatch, Source } from '../source.js';
 
 const LOADABLE = /\.(ndjson|ndjson\.gz|jsonl|json)$/i;
@@ -104,7 +105,7 @@ async function* read(file: string): AsyncGenerator<ChangeEvent[]> {
 function* jsonFileEvents(text: string, file: string): Generator<ChangeEvent[]> {
   let value: unknown;
   try {
-    value = text.trimStart().startsWith('[') ? JSON.parse(text) : undefined;
+    value = text.trimStart().startsWith('[') ? parseFhirJson(text) : undefined;
   } catch {
     value = undefined; // eventsFromText reports the syntax error
   }
@@ -118,7 +119,7 @@ function* jsonFileEvents(text: string, file: string): Generator<ChangeEvent[]> {
   }
 }
 
-/** Editors on some systems start UTF-8 files with a byte-order mark, which JSON.parse refuses. */
+/** Editors on some systems start UTF-8 files with a byte-order mark, which a JSON parser refuses. */
 function withoutBom(text: string): string {
   return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
 }

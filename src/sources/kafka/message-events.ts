@@ -1,4 +1,5 @@
 import type { ChangeEvent, Origin } from '../../events/change-event.js';
+import { parseFhirJson } from '../../events/fhir-json.js';
 import { eventsFromParsedText, isJsonObject, parseReference, unreadable } from '../../events/from-fhir.js';
 import { eventsFromHapiMessage, hapiResourceModifiedMessage } from '../../events/hapi-message.js';
 
@@ -31,7 +32,7 @@ export function eventsFromRecord(record: KafkaRecord, receivedAt = new Date()): 
 
   let value: unknown;
   try {
-    value = JSON.parse(text);
+    value = parseFhirJson(text);
   } catch (err) {
     return [unreadable(text, origin, receivedAt, 'InvalidJson', `not valid JSON: ${(err as Error).message}`)];
   }

@@ -1,34 +1,19 @@
 import type { UserInvocationTable } from 'fhirpath';
-import { writtenNumber } from './decimal-source.js';
+import { isResourceNode as isNode, nodeWrittenText } from './resource-node.js';
 
 /**
  * lowBoundary([precision]) and highBoundary([precision]) after the FHIRPath specification, replacing
  * fhirpath.js's own for two reasons: a decimal's precision is the one it was written with (see
- * decimal-source.ts), and a dateTime without a zone spans every zone, so its boundaries carry +14:00 and
+ * events/fhir-json.ts), and a dateTime without a zone spans every zone, so its boundaries carry +14:00 and
  * -12:00. They run on fhirpath.js (internal structures, to see element types and the written text).
  */
 
 type Side = 'low' | 'high';
 
-interface NodeLike {
-  data: unknown;
-  fhirNodeDataType?: string | null;
-  parentResNode?: { data: unknown } | null;
-  propName?: string | null;
-  index?: number | null;
-}
-
-function isNode(x: unknown): x is NodeLike {
-  return !!x && typeof x === 'object' && x.constructor?.name === 'ResourceNode';
-}
-
 /** The value's text and FHIR type, from a ResourceNode, a FHIRPath literal or a plain value. */
 function describe(x: unknown): { text: string; type?: string } | undefined {
   if (isNode(x)) {
-    const parent = x.parentResNode?.data as Record<string, unknown> | undefined;
-    const container = x.index != null && x.propName ? parent?.[x.propName] : parent;
-    const key = x.index != null ? x.index : x.propName;
-    const text = (key != null ? writtenNumber(container, key) : undefined) ?? String(x.data);
+    const text = nodeWrittenText(x) ?? String(x.data);
     return { text, type: x.fhirNodeDataType ?? undefined };
   }
   if (typeof x === 'number' || typeof x === 'string') return { text: String(x), type: typeof x === 'number' ? 'decimal' : undefined };

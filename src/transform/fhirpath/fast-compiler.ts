@@ -2,6 +2,7 @@ import type { Expr } from './parser.js';
 import { child, derivesFrom, fhirName, isResourceType, primitiveKind, typeSpecifier, type ChoiceOption, type PathType } from './model.js';
 import { referenceKeyOf, resourceKeyOf } from './keys.js';
 import { joinStrings } from './sof-functions.js';
+import { holdsWrittenNumbers, writtenText, WrittenNumber } from '../../events/fhir-json.js';
 
 /**
  * Compiles the common, simple FHIRPath forms into plain closures over JSON: member access, first(),
@@ -10,6 +11,8 @@ import { joinStrings } from './sof-functions.js';
  * expression containing it. Types are still inferred as far as the model allows, for the callers that
  * need them (choice resolution in nested contexts, column types, where() must be boolean).
  *
+ * Members of a primitive (`.value`, `.id`, `.extension` after a string or number) are not compiled:
+ * fhirpath.js reads them off its own representation of the value and the `_element` sibling.
  * At run time a compiled function throws BAIL when the data holds something it does not model (a
  * primitive's `_element` extension, a missing variable); the caller then asks fhirpath.js instead.
  */
@@ -17,6 +20,8 @@ import { joinStrings } from './sof-functions.js';
 export type Collection = unknown[];
 export interface Env {
   vars: Record<string, unknown> | undefined;
+  /** Read numbers as written: one whose JS value prints otherwise becomes a WrittenNumber (see CompiledPath.values). */
+  exact?: boolean;
 }
 export type Fn = (focus: Collection, env: Env) => Collection;
 
@@ -103,12 +108,13 @@ function push(out: unknown[], v: unknown): void {
 }
 
 /** Access of JSON keys on every item; a `_key` sibling (primitive extension) is fhirpath.js's business. */
-function access(keys: string[]): (focus: Collection) => Collection {
+function access(keys: string[]): (focus: Collection, env: Env) => Collection {
   const shadow = keys.map((k) => `_${k}`);
   if (keys.length === 1) {
     const key = keys[0]!;
     const under = shadow[0]!;
-    return (focus) => {
+    return (focus, env) => {
+      if (env.exact) return exactAccess(focus, keys, shadow);
       const out: unknown[] = [];
       for (const item of focus) {
         if (item === null || typeof item !== 'object') continue;
@@ -119,7 +125,8 @@ function access(keys: string[]): (focus: Collection) => Collection {
       return out;
     };
   }
-  return (focus) => {
+  return (focus, env) => {
+    if (env.exact) return exactAccess(focus, keys, shadow);
     const out: unknown[] = [];
     for (const item of focus) {
       if (item === null || typeof item !== 'object') continue;
@@ -131,6 +138,29 @@ function access(keys: string[]): (focus: Collection) => Collection {
     }
     return out;
   };
+}
+
+/** access() reading numbers as written; a WrittenNumber in the focus is a primitive, with no members. */
+function exactAccess(focus: Collection, keys: string[], shadow: string[]): Collection {
+  const out: unknown[] = [];
+  for (const item of focus) {
+    if (item === null || typeof item !== 'object' || item instanceof WrittenNumber) continue;
+    const o = item as Record<string, unknown>;
+    for (let i = 0; i < keys.length; i++) {
+      if (o[shadow[i]!] !== undefined) throw BAIL;
+      const v = o[keys[i]!];
+      if (!holdsWrittenNumbers(o)) push(out, v);
+      else if (typeof v === 'number') out.push(asWritten(o, keys[i]!, v));
+      else if (Array.isArray(v)) for (let j = 0; j < v.length; j++) push(out, typeof v[j] === 'number' ? asWritten(v, j, v[j] as number) : v[j]);
+      else push(out, v);
+    }
+  }
+  return out;
+}
+
+function asWritten(container: object, key: string | number, v: number): unknown {
+  const text = writtenText(container, key);
+  return text === undefined ? v : new WrittenNumber(text);
 }
 
 function then(base: Fn, step: (c: Collection, env: Env) => Collection): Fn {
@@ -146,6 +176,9 @@ function member(base: Compiled, name: string, atRoot: boolean): Compiled {
   if (!parent || base.choice) return {};
   const c = child(parent.path, name);
   if (!c) return {};
+  // A primitive's members are fhirpath.js's own: `.id` and `.extension` live in the `_element` sibling,
+  // and it reads other names off its internal value (a number's `.value` is the number itself).
+  if (primitiveKind(parent.type)) return c.kind === 'element' ? { type: c.type } : {};
   if (c.kind === 'choice') {
     const fn = base.fn && then(base.fn, access(c.options.map((o) => o.key)));
     const types = new Set(c.options.map((o) => o.type));
@@ -293,7 +326,7 @@ function extension(input: Fn, base: Compiled, arg: Expr): Compiled {
   const fn = then(input, (c) => {
     const out: unknown[] = [];
     for (const item of c) {
-      if (item === null || typeof item !== 'object') throw BAIL;
+      if (item === null || typeof item !== 'object' || item instanceof WrittenNumber) throw BAIL;
       const exts = (item as { extension?: unknown }).extension;
       if (!Array.isArray(exts)) continue;
       for (const x of exts) if ((x as { url?: unknown })?.url === url) out.push(x);
@@ -324,8 +357,12 @@ function binary(op: string, left: Compiled, right: Compiled): Compiled {
 function equals(a: Collection, b: Collection, negate: boolean): Collection {
   if (a.length === 0 || b.length === 0) return [];
   let same = a.length === b.length;
-  for (let i = 0; same && i < a.length; i++) same = a[i] === b[i];
+  for (let i = 0; same && i < a.length; i++) same = plain(a[i]) === plain(b[i]);
   return [same !== negate];
+}
+
+function plain(v: unknown): unknown {
+  return v instanceof WrittenNumber ? v.valueOf() : v;
 }
 
 function truth(c: Collection): boolean | undefined {

@@ -1,3 +1,4 @@
+import { stringifyFhirJson } from '../../events/fhir-json.js';
 import { sqlValue, SqlValueError } from '../sql-value.js';
 import type { SqlType } from '../transformer.js';
 import type { ColumnType, MultiplePrimitiveStrategy } from './rules-schema.js';
@@ -49,7 +50,7 @@ function multiple(rule: ColumnRule, results: unknown[]): unknown {
     case 'CONCAT':
       return fit(rule, results.map((v) => String(convert('STRING', v))).join(rule.delimiter));
     case 'JSON_ARRAY':
-      return fit(rule, JSON.stringify(results));
+      return fit(rule, stringifyFhirJson(results));
     case 'ERROR':
       throw new ColumnValueError(
         `the path gave ${results.length} values where one was expected; set multiplePrimitiveStrategy to FIRST, CONCAT or JSON_ARRAY`,

@@ -70,7 +70,7 @@ function emitRows(table: CompiledTable, nodes: unknown[], key: string, parentId:
 }
 
 function valueOf(c: { rule: ColumnRule; path: CompiledPath }, node: unknown, table: string, transformer: string): unknown {
-  const results = evaluate(c.path, node, transformer, table, c.rule.name);
+  const results = evaluate(c.path, node, transformer, table, c.rule.name, true);
   try {
     return columnValue(c.rule, results);
   } catch (err) {
@@ -79,9 +79,9 @@ function valueOf(c: { rule: ColumnRule; path: CompiledPath }, node: unknown, tab
   }
 }
 
-function evaluate(path: CompiledPath, node: unknown, transformer: string, table?: string, column?: string): unknown[] {
+function evaluate(path: CompiledPath, node: unknown, transformer: string, table?: string, column?: string, output = false): unknown[] {
   try {
-    return path.evaluate(node);
+    return output ? path.values(node) : path.evaluate(node);
   } catch (err) {
     const where = column ? `column ${table}.${column}` : table ? `child table of ${table}` : 'where filter';
     throw new TransformError(`${where}: FHIRPath ${JSON.stringify(path.expression)} failed: ${err instanceof Error ? err.message : String(err)}`, {

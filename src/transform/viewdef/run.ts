@@ -126,7 +126,7 @@ function product(acc: Fragment[], part: Fragment[], positions: boolean): Fragmen
 }
 
 function columnValue(run: Run, c: ColumnPlan, focus: unknown, vars: Record<string, unknown>): unknown {
-  const r = evaluate(run, c.path, focus, vars, `column ${c.def.name}`);
+  const r = evaluate(run, c.path, focus, vars, `column ${c.def.name}`, true);
   if (c.def.collection) return r;
   if (r.length <= 1) return r.length ? r[0] : null;
   throw new TransformError(`column ${c.def.name} (${c.def.at}): ${JSON.stringify(c.path.expression)} gave ${r.length} values; declare the column "collection": true or narrow the path`, {
@@ -136,9 +136,9 @@ function columnValue(run: Run, c: ColumnPlan, focus: unknown, vars: Record<strin
   });
 }
 
-function evaluate(run: Run, path: CompiledPath, node: unknown, vars: Record<string, unknown>, what: string): unknown[] {
+function evaluate(run: Run, path: CompiledPath, node: unknown, vars: Record<string, unknown>, what: string, output = false): unknown[] {
   try {
-    return path.evaluate(node, vars);
+    return output ? path.values(node, vars) : path.evaluate(node, vars);
   } catch (err) {
     throw new TransformError(`${what}: FHIRPath ${JSON.stringify(path.expression)} failed: ${(err as Error).message}`, {
       transformer: run.view,
