@@ -6,7 +6,8 @@ import { patient, upsert } from './support/events.js';
 import { startFreezingProxy, type FreezingProxy } from './support/freezing-proxy.js';
 import { openTestSink, transformerDir, type TestSink } from './support/sink.js';
 import { pino } from 'pino';
-import type { SessionTimeouts } from '../src/sink/postgres/pool.js';
+import { createPool, type SessionTimeouts } from '../src/sink/postgres/pool.js';
+import { inTransaction } from '../src/sink/postgres/transaction.js';
 
 const RULES = `
 retainAllHistory: true
@@ -181,5 +182,39 @@ it('a transaction the server ended because its connection went silent is retried
   } finally {
     await silentPath.close();
     await sink.close();
+  }
+});
+
+it('an abort that comes after the commit leaves the connection alone: back in the pool, it serves the next transaction', async () => {
+  const pool = createPool(url, 1, pino({ level: 'silent' }));
+  try {
+    const abandon = new AbortController();
+    let pid = 0;
+    const applying = inTransaction(
+      pool,
+      async (client) => {
+        pid = (await client.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+        // The abort lands once the COMMIT has returned and the connection has gone back to the pool, before
+        // the caller hears of the outcome (as a rebalance or a stall timer may).
+        type Query = (...args: unknown[]) => Promise<unknown> | undefined;
+        const query = client.query.bind(client) as Query;
+        (client as unknown as { query: Query }).query = (...args) => {
+          const answer = query(...args);
+          if (args[0] === 'COMMIT') void answer!.then(() => queueMicrotask(() => abandon.abort(new Error('test: late abort'))));
+          return answer;
+        };
+        await client.query(`INSERT INTO practitioner (id, source_resource_id, gender) VALUES (gen_random_uuid(), 'Practitioner/late-abort', 'late')`);
+      },
+      abandon.signal,
+    );
+    // Committed either way; the caller may take it for abandoned, which a replay makes harmless.
+    await applying.catch(() => {});
+    expect(abandon.signal.aborted).toBe(true);
+    expect((await admin.query(`SELECT gender FROM practitioner WHERE source_resource_id = 'Practitioner/late-abort'`)).rows).toEqual([{ gender: 'late' }]);
+    // The pool's one connection is the same session, alive: neither destroyed nor terminated.
+    expect((await pool.query('SELECT pg_backend_pid() AS pid')).rows[0].pid).toBe(pid);
+    expect((await admin.query(`SELECT 1 FROM pg_stat_activity WHERE pid = $1`, [pid])).rowCount).toBe(1);
+  } finally {
+    await pool.end();
   }
 });

@@ -6,6 +6,13 @@ import { describe, expect, it } from 'vitest';
 import { cli, SYNTHEA } from './support/cli.js';
 import { freshDatabase } from './support/database.js';
 import { migrations } from '../migrations/index.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { pino } from 'pino';
+import { migrate } from '../src/sink/postgres/migrate.js';
+import { createPool } from '../src/sink/postgres/pool.js';
+import { createMissing, planSchema } from '../src/sink/postgres/schema.js';
+import { SCHEMA_LOCK_KEY } from '../src/sink/postgres/schema-lock.js';
+import { loadTransformers } from '../src/transform/load-transformers.js';
 
 const EXAMPLES = join(import.meta.dirname, '..', 'transformers');
 const MEMBERS = 3;
@@ -23,7 +30,8 @@ function memberFiles(): string[] {
 }
 
 describe('processes that start together on a fresh database', () => {
-  it(`${MEMBERS} loads started at once all succeed, ${ROUNDS} rounds in a row`, async () => {
+  // 15 CLI processes in all: on a busy machine that takes a while; a real hang still ends in a timeout.
+  it(`${MEMBERS} loads started at once all succeed, ${ROUNDS} rounds in a row`, { timeout: 300_000 }, async () => {
     const files = memberFiles();
     for (let round = 0; round < ROUNDS; round++) {
       const url = await freshDatabase('start');
@@ -41,6 +49,39 @@ describe('processes that start together on a fresh database', () => {
       } finally {
         await db.end();
       }
+    }
+  });
+});
+
+describe('a member waiting for the schema lock', () => {
+  it('waits as long as another holds it, past statement_timeout, then creates its tables', async () => {
+    const url = await freshDatabase('lockwait');
+    await migrate(url);
+    const specs = loadTransformers(EXAMPLES).flatMap((t) => t.tables);
+    const pool = createPool(url, 1, pino({ level: 'silent' }), { statementTimeoutMs: 500, idleInTransactionTimeoutMs: 0 });
+    const other = new pg.Client(url);
+    await other.connect();
+    try {
+      // Another member holds the lock (its migrations or DDL running), longer than this pool's statement_timeout.
+      await other.query('SELECT pg_advisory_lock($1::bigint)', [SCHEMA_LOCK_KEY]);
+      const creating = createMissing(pool, 'public', await planSchema(pool, 'public', specs));
+      creating.catch(() => {});
+      const waitedLong = async () =>
+        (
+          await other.query(
+            `SELECT 1 FROM pg_stat_activity WHERE wait_event = 'advisory' AND datname = current_database() AND now() - query_start > interval '1500 ms'`,
+          )
+        ).rowCount;
+      for (const until = Date.now() + 30_000; !(await waitedLong()); ) {
+        if (Date.now() > until) throw new Error(`the member never waited 1.5 s for the schema lock: ${await creating.then(() => 'it did not wait', (e: Error) => e.message)}`);
+        await sleep(50);
+      }
+      await other.query('SELECT pg_advisory_unlock($1::bigint)', [SCHEMA_LOCK_KEY]);
+      expect(await creating).toContain('patient');
+      expect((await other.query(`SELECT count(*)::int AS n FROM patient`)).rows).toEqual([{ n: 0 }]);
+    } finally {
+      await other.end();
+      await pool.end();
     }
   });
 });

@@ -20,15 +20,15 @@ export async function lockSchemaForTransaction(client: pg.ClientBase): Promise<v
  */
 export async function withSchemaLock<T>(databaseUrl: string, work: () => Promise<T>): Promise<T> {
   const session = new pg.Client({ connectionString: databaseUrl, application_name: 'fhir-rte schema lock' });
+  // A session that dies while `work` runs would otherwise crash the process with an unhandled 'error';
+  // the lock is then gone with it, and `work` (on its own connections) fails or finishes by itself.
+  session.on('error', () => {});
   await session.connect();
   try {
     await session.query('SELECT pg_advisory_lock($1::bigint)', [SCHEMA_LOCK_KEY]);
-    try {
-      return await work();
-    } finally {
-      await session.query('SELECT pg_advisory_unlock($1::bigint)', [SCHEMA_LOCK_KEY]);
-    }
+    return await work();
   } finally {
-    await session.end();
+    // Ending the session releases the lock: no unlock statement whose failure could hide work's outcome.
+    await session.end().catch(() => {});
   }
 }

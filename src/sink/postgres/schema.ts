@@ -58,6 +58,9 @@ export async function planSchema(db: pg.ClientBase | pg.Pool, schema: string, sp
 export async function createMissing(db: pg.Pool, schema: string, plan: SchemaPlan): Promise<string[]> {
   if (!plan.missing.length) return [];
   await inTransaction(db, async (client) => {
+    // Waiting for another member's migrations or DDL is no fault, however long they take: the pool's
+    // statement_timeout (a backstop for batches) must not end the wait and fail the start-up.
+    await client.query('SET LOCAL statement_timeout = 0');
     await lockSchemaForTransaction(client);
     await client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)}`);
     for (const m of plan.missing) for (const ddl of m.ddl) await client.query(ddl);

@@ -37,6 +37,10 @@ export async function inTransaction<T>(pool: pg.Pool, work: (client: pg.PoolClie
     }
   };
   return unlessAborted(run(), signal, () => {
+    // Already committed or rolled back, and back in the pool: the connection may be serving another
+    // transaction by now, so it must not be touched. (The caller then takes a commit for not committed,
+    // which the guard makes harmless on replay.)
+    if (released) return;
     const pid = (client as unknown as { processID?: number }).processID;
     release(new Error('transaction abandoned'));
     // release() ends the connection politely when no statement is in flight, and a polite end waits for a
