@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import * as coreTables from './20261123000000_core_tables.js';
+import * as orderWatermark from './20261130000000_order_watermark.js';
 
 /**
  * Every migration, in order. Listed here (not discovered by directory scan) so that the same code runs
@@ -7,4 +8,5 @@ import * as coreTables from './20261123000000_core_tables.js';
  */
 export const migrations: Array<{ name: string; migration: Knex.Migration }> = [
   { name: '20261123000000_core_tables', migration: coreTables },
+  { name: '20261130000000_order_watermark', migration: orderWatermark },
 ];

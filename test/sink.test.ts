@@ -275,11 +275,15 @@ describe('dead letters are always storable', () => {
 });
 
 describe('ordering and concurrency', () => {
-  it('a tombstone without a version keeps the version it deleted, so version-only updates are still ordered', async () => {
+  it('a tombstone without a version lies after the version it deleted, so version-only updates are still ordered', async () => {
     await t.sink.apply([upsert(patient('vdel', 3))]);
     await t.sink.apply([del('Patient', 'vdel')]);
+    expect(await t.rows(`SELECT version_id, after_version, deleted FROM fhir_rte.resource_state WHERE resource_id = 'vdel'`)).toEqual([{ version_id: '3', after_version: true, deleted: true }]);
     // A Bundle entry versioned only by its etag: versionId without lastUpdated.
-    const versionOnly = (v: number) => ({ ...upsert(patient('vdel', v)), lastUpdated: undefined });
+    const versionOnly = (v: number): ChangeEvent => {
+      const e = upsert(patient('vdel', v));
+      return { ...e, order: { versionId: e.order.versionId, arrivalMicros: e.order.arrivalMicros } };
+    };
     expect(await t.sink.apply([versionOnly(2)])).toMatchObject({ applied: 0, stale: 1 });
     expect((await patientRows('vdel'))[0]!.deleted_at).toBeInstanceOf(Date);
     expect(await t.sink.apply([versionOnly(4)])).toMatchObject({ applied: 1, stale: 0 });
@@ -315,7 +319,7 @@ describe('ordering and concurrency', () => {
     await t.sink.apply([upsert(patient('cas', 2))]); // the other writer
     const client = await t.pool.connect();
     try {
-      const stale = { resourceType: 'Patient', id: 'cas', versionId: '9', priorVersionId: null, lastUpdated: null, deleted: false, resourceJson: null, revision: Number(read!.revision) + 1 };
+      const stale = { resourceType: 'Patient', id: 'cas', versionId: '9', lastUpdated: null, afterVersion: false, arrival: null, deleted: false, digest: null, resourceJson: null, revision: Number(read!.revision) + 1 };
       await expect(writeStates(client, [stale])).rejects.toBeInstanceOf(ConcurrentChange);
     } finally {
       client.release();

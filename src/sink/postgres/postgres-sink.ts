@@ -5,7 +5,7 @@ import { describeOrigin, resourceKey, type ChangeEvent } from '../../events/chan
 import type { TableSpec, Transformer } from '../../transform/transformer.js';
 import { microsToIso } from '../guard.js';
 import { planBatch, type AppliedVersion, type BatchPlan, type Poison, type ResourcePlan } from '../plan.js';
-import { addOutcome, emptyOutcome, SinkFailure, type BatchOutcome, type Sink } from '../sink.js';
+import { addOutcome, countEvent, emptyOutcome, SinkFailure, type BatchOutcome, type Sink } from '../sink.js';
 import { classify, sqlDetail } from './fault.js';
 import { retryTransient, type RetryPolicy, type Stall } from './retry.js';
 import { inTransaction } from './transaction.js';
@@ -121,8 +121,7 @@ export class PostgresSink implements Sink {
       await this.write(client, plan);
       await recordDeadLetters(client, plan.poison);
       await markRetried(client, appliedOrStale(plan));
-      const applied = plan.resources.reduce((n, r) => n + r.versions.length, 0);
-      return { received: events.length, applied, stale: plan.stale.length, deadLettered: plan.poison.length };
+      return outcomeOf(plan);
     });
   }
 
@@ -140,7 +139,7 @@ export class PostgresSink implements Sink {
     // where it came from and why; the dead letter holds the rest.
     const { sqlState, column, constraint } = poison.detail ?? {};
     this.options.logger.warn({ source: describeOrigin(event.origin), sqlState, table, column, constraint }, 'record dead-lettered: the database refused a value');
-    return { received: 1, applied: 0, stale: 0, deadLettered: 1 };
+    return countEvent(emptyOutcome(), event, 'deadLettered');
   }
 
   private async write(client: pg.ClientBase, plan: BatchPlan): Promise<void> {
@@ -160,6 +159,15 @@ function overlaps(a: Set<string>, b: Set<string>): boolean {
   const [small, large] = a.size < b.size ? [a, b] : [b, a];
   for (const k of small) if (large.has(k)) return true;
   return false;
+}
+
+/** Every event of the plan counted once: applied, skipped (no transformer covers its type), stale or dead-lettered. */
+function outcomeOf(plan: BatchPlan): BatchOutcome {
+  const outcome = emptyOutcome();
+  for (const r of plan.resources) for (const v of r.versions) countEvent(outcome, v.event, r.covered ? 'applied' : 'skipped');
+  for (const e of plan.stale) countEvent(outcome, e, 'stale');
+  for (const p of plan.poison) countEvent(outcome, p.event, 'deadLettered');
+  return outcome;
 }
 
 function appliedOrStale(plan: BatchPlan): ChangeEvent[] {
@@ -217,28 +225,30 @@ function versionedRows(v: AppliedVersion, table: TableSpec, key: string, tombsto
 }
 
 function tombstoneOf(key: string, v: AppliedVersion): Tombstone {
-  // A delete always has a time: its lastUpdated, or its arrival (see plan.ts versionOf).
-  return { key, version: v.versionId, deletedAt: microsToIso(v.lastUpdatedMicros!) };
+  // A delete always has a time: its lastUpdated, or its arrival (see guard.ts positionOf).
+  return { key, version: v.versionId, deletedAt: microsToIso(v.timeMicros!) };
 }
 
 function stateOf(r: ResourcePlan, storeResources: boolean): StateWrite {
-  const live = lastUpsert(r)?.event;
-  const micros = r.state.lastUpdatedMicros;
+  const live = lastUpsert(r);
+  const iso = (micros: bigint | null) => (micros === null ? null : microsToIso(micros));
   return {
     resourceType: r.resourceType,
     id: r.id,
-    versionId: r.state.versionId ?? null,
-    priorVersionId: r.state.priorVersionId ?? null,
-    lastUpdated: micros === null || micros === undefined ? null : microsToIso(micros),
+    versionId: r.state.versionId,
+    lastUpdated: iso(r.state.lastUpdatedMicros),
+    afterVersion: r.state.afterVersion,
+    arrival: iso(r.state.arrivalMicros),
     deleted: r.state.deleted,
+    digest: r.state.digest,
     // The last live document, also under a tombstone (null keeps the one stored before).
-    resourceJson: live?.op === 'upsert' && storeResources ? (live.raw ?? JSON.stringify(live.resource)) : null,
+    resourceJson: live && storeResources ? live.document! : null,
     revision: r.revision + 1,
   };
 }
 
 function lastUpsert(r: ResourcePlan): AppliedVersion | undefined {
-  for (let i = r.versions.length - 1; i >= 0; i--) if (r.versions[i]!.rows) return r.versions[i];
+  for (let i = r.versions.length - 1; i >= 0; i--) if (r.versions[i]!.event.op === 'upsert') return r.versions[i];
   return undefined;
 }
 

@@ -29,6 +29,8 @@ interface StoredState {
   resourceType: string;
   id: string;
   versionId: string | null;
+  /** The state lies after versionId (its delete had no version). */
+  afterVersion: boolean;
   lastUpdated: string | null;
   deleted: boolean;
   revision: number;
@@ -76,7 +78,7 @@ async function rebuildPage(pool: pg.Pool, options: RebuildOptions, types: string
 
 async function readPage(client: pg.ClientBase, types: string[], after: [string, string], limit: number): Promise<StoredState[]> {
   const { rows } = await client.query(
-    `SELECT resource_type, resource_id, version_id, to_char(last_updated AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS last_updated,
+    `SELECT resource_type, resource_id, version_id, after_version, to_char(last_updated AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS last_updated,
             deleted, revision, resource::text AS resource
        FROM fhir_rte.resource_state
       WHERE resource_type = ANY($1::text[]) AND (resource_type, resource_id) > ($2, $3)
@@ -87,6 +89,7 @@ async function readPage(client: pg.ClientBase, types: string[], after: [string, 
     resourceType: r.resource_type,
     id: r.resource_id,
     versionId: r.version_id,
+    afterVersion: r.after_version,
     lastUpdated: r.last_updated,
     deleted: r.deleted,
     revision: Number(r.revision),
@@ -128,12 +131,16 @@ function flatten(states: StoredState[], options: RebuildOptions): Page {
 
 function rowsOf(resource: FhirResource, state: StoredState, key: string, transformers: Transformer[], deleteMode: 'logical' | 'hard'): Array<[TableSpec, VersionedRow[]]> {
   const out: Array<[TableSpec, VersionedRow[]]> = [];
+  // The rows say the version of the change they reflect, as when it was applied: the watermark's version
+  // is the newest known, which an unversioned copy or delete applied after it does not have.
+  const metaVersion = resource.meta?.versionId;
+  const version = state.deleted ? (state.afterVersion ? null : state.versionId) : typeof metaVersion === 'string' ? metaVersion : null;
   for (const t of transformers) {
     const rows = t.rows(resource);
     for (const spec of t.tables) {
       // A hard-deleted resource has no rows; a logically deleted one keeps them, flagged.
       const tableRows = state.deleted && deleteMode === 'hard' ? [] : (rows.get(spec.name) ?? []);
-      out.push([spec, tableRows.map((row) => ({ row, key, version: state.versionId, deletedAt: state.deleted ? state.lastUpdated : null }))]);
+      out.push([spec, tableRows.map((row) => ({ row, key, version, deletedAt: state.deleted ? state.lastUpdated : null }))]);
     }
   }
   return out;

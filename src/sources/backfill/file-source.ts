@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { createGunzip } from 'node:zlib';
-import type { ChangeEvent } from '../../events/change-event.js';
+import { arrivalNow, type ChangeEvent } from '../../events/change-event.js';
 import { eventsFromText, unreadable } from '../../events/from-fhir.js';
 import type { ApplyBatch, Source } from '../source.js';
 
@@ -12,7 +12,8 @@ const LOADABLE = /\.(ndjson|ndjson\.gz|jsonl|json)$/i;
 /**
  * Backfill from files: NDJSON (one resource per line), `.ndjson.gz`, and `.json` files holding a resource
  * or a Bundle. Directories are read recursively in name order. Every line keeps its file and line number
- * as origin, so a dead letter points at the exact input. Batches are applied while the next ones are read.
+ * as origin, so a dead letter points at the exact input, and the time it was read as its arrival (the
+ * clock that orders events without a version or time). Batches are applied while the next ones are read.
  */
 export class FileSource implements Source {
   constructor(
@@ -74,10 +75,10 @@ async function* read(file: string): AsyncGenerator<ChangeEvent[]> {
     try {
       text = await readFile(file, 'utf8');
     } catch (err) {
-      yield [unreadable('', { kind: 'file', file, line: 1 }, new Date(), 'UnreadableFile', `cannot read ${file}: ${(err as Error).message}`)];
+      yield [unreadable('', { kind: 'file', file, line: 1 }, arrivalNow(), 'UnreadableFile', `cannot read ${file}: ${(err as Error).message}`)];
       return;
     }
-    yield eventsFromText(withoutBom(text), { kind: 'file', file, line: 1 });
+    yield eventsFromText(withoutBom(text), { kind: 'file', file, line: 1 }, arrivalNow());
     return;
   }
   const raw = createReadStream(file);
@@ -87,12 +88,12 @@ async function* read(file: string): AsyncGenerator<ChangeEvent[]> {
     for await (const text of createInterface({ input, crlfDelay: Infinity })) {
       line++;
       if (text.trim() === '') continue;
-      yield eventsFromText(line === 1 ? withoutBom(text) : text, { kind: 'file', file, line });
+      yield eventsFromText(line === 1 ? withoutBom(text) : text, { kind: 'file', file, line }, arrivalNow());
     }
   } catch (err) {
     // A corrupt or truncated file: what was read counts, the rest is one dead letter that says why.
     const message = `cannot read ${file} after line ${line}: ${(err as Error).message}`;
-    yield [unreadable('', { kind: 'file', file, line: line + 1 }, new Date(), 'UnreadableFile', message)];
+    yield [unreadable('', { kind: 'file', file, line: line + 1 }, arrivalNow(), 'UnreadableFile', message)];
   }
 }
 
