@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ChangeEvent } from '../src/events/change-event.js';
 import { eventsFromText } from '../src/events/from-fhir.js';
 import { ConcurrentChange } from '../src/sink/postgres/fault.js';
+import { totalsOf } from '../src/sink/sink.js';
 import { writeStates } from '../src/sink/postgres/statements.js';
 import { freshDatabase } from './support/database.js';
 import { del, patient, upsert } from './support/events.js';
@@ -59,7 +60,7 @@ const deadLetters = () => t.rows<Record<string, any>>(`SELECT * FROM fhir_rte.de
 
 describe('create, update, delete', () => {
   it('creates rows, replaces them on update keeping the row id, and flags them on delete', async () => {
-    expect(await t.sink.apply([upsert(patient('cud', 1))])).toEqual({ received: 1, applied: 1, stale: 0, deadLettered: 0 });
+    expect(totalsOf(await t.sink.apply([upsert(patient('cud', 1))]))).toEqual({ received: 1, applied: 1, stale: 0, skipped: 0, deadLettered: 0 });
     const [created] = await patientRows('cud');
     expect(created).toMatchObject({ version: '1', gender: 'female', deleted_at: null });
 
@@ -174,7 +175,7 @@ describe('column strategies', () => {
       obs('too-long', { code: { text: 'much longer than ten' } }),
       obs('two-categories', { category: [{ coding: [{ code: 'a' }] }, { coding: [{ code: 'b' }] }] }),
     ]);
-    expect(outcome).toEqual({ received: 3, applied: 1, stale: 0, deadLettered: 2 });
+    expect(totalsOf(outcome)).toEqual({ received: 3, applied: 1, stale: 0, skipped: 0, deadLettered: 2 });
     expect(await t.rows(`SELECT source_resource_id, code_text FROM observation`)).toEqual([{ source_resource_id: 'Observation/fits', code_text: 'short' }]);
     const letters = (await deadLetters()).filter((d) => d.resource_type === 'Observation');
     expect(letters.map((d) => [d.resource_id, d.error_class])).toEqual([
@@ -195,7 +196,7 @@ describe('poison records', () => {
       upsert(patient('fp-bad', 1, { name: [{ use: 'nickname', given: ['Bob', 'Bobby'] }] })),
       upsert(patient('fp-ok-2', 1)),
     ];
-    expect(await t.sink.apply(batch)).toEqual({ received: 3, applied: 2, stale: 0, deadLettered: 1 });
+    expect(totalsOf(await t.sink.apply(batch))).toEqual({ received: 3, applied: 2, stale: 0, skipped: 0, deadLettered: 1 });
     expect(await patientRows('fp-ok-1')).toHaveLength(1);
     expect(await patientRows('fp-ok-2')).toHaveLength(1);
     expect(await patientRows('fp-bad')).toHaveLength(0);
@@ -211,7 +212,7 @@ describe('poison records', () => {
     // Year 0 passes the date conversion but Postgres has no year 0.
     const bad = patient('db-bad', 1, { birthDate: '0000-01-01' });
     const batch = [...Array.from({ length: 9 }, (_, i) => upsert(patient(`db-ok-${i}`, 1))), upsert(bad)];
-    expect(await t.sink.apply(batch)).toEqual({ received: 10, applied: 9, stale: 0, deadLettered: 1 });
+    expect(totalsOf(await t.sink.apply(batch))).toEqual({ received: 10, applied: 9, stale: 0, skipped: 0, deadLettered: 1 });
     const ok = await t.rows(`SELECT count(*)::int AS n FROM patient WHERE source_resource_id LIKE 'Patient/db-ok-%'`);
     expect(ok).toEqual([{ n: 9 }]);
     const [letter] = (await deadLetters()).filter((d) => d.resource_id === 'db-bad');
@@ -224,7 +225,7 @@ describe('poison records', () => {
 
   it('a resource with a NUL character (which Postgres text and jsonb refuse) is dead-lettered alone', async () => {
     const nul = patient('nul', 1, { extension: [{ url: 'note', valueString: 'bad \u0000 byte' }] });
-    expect(await t.sink.apply([upsert(patient('nul-ok', 1)), upsert(nul)])).toEqual({ received: 2, applied: 1, stale: 0, deadLettered: 1 });
+    expect(totalsOf(await t.sink.apply([upsert(patient('nul-ok', 1)), upsert(nul)]))).toEqual({ received: 2, applied: 1, stale: 0, skipped: 0, deadLettered: 1 });
     const [letter] = (await deadLetters()).filter((d) => d.resource_id === 'nul');
     expect(letter).toMatchObject({ error_class: 'DatabaseRejected' });
     expect(letter!.error_detail.sqlState).toMatch(/^22/);
@@ -268,7 +269,7 @@ describe('dead letters are always storable', () => {
   it('keeps an unreadable input with raw NUL characters, escaped', async () => {
     const raw = '{"resourceType":"Patient","id":"raw-nul","gender":"a\u0000b"}';
     const events = eventsFromText(raw, { kind: 'file', file: 'nul.ndjson', line: 7 });
-    expect(await t.sink.apply(events)).toEqual({ received: 1, applied: 0, stale: 0, deadLettered: 1 });
+    expect(totalsOf(await t.sink.apply(events))).toEqual({ received: 1, applied: 0, stale: 0, skipped: 0, deadLettered: 1 });
     const [letter] = (await deadLetters()).filter((d) => d.source === 'file nul.ndjson:7');
     expect(letter).toMatchObject({ error_class: 'InvalidJson', payload: raw.replace('\u0000', '\\u0000') });
   });
