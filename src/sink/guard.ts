@@ -11,7 +11,7 @@ export type Comparison = 'newer' | 'same' | 'older' | 'incomparable';
 /** Where an event stands, as the comparison sees it. */
 export interface Position {
   versionId?: string;
-  /** Microseconds: lastUpdated, or for a delete without one, its arrival (a delete is always dated). */
+  /** Microseconds: lastUpdated, or for a delete with neither version nor lastUpdated, its arrival. */
   timeMicros?: bigint;
 }
 
@@ -61,13 +61,13 @@ function sign(d: bigint): Comparison {
 }
 
 /**
- * An event's position: its version, and its lastUpdated. A delete without a lastUpdated is dated by its
- * arrival (DESIGN: a delete without a version is ordered by its arrival), so that a version made after it
- * still applies and one made before it stays out, however late either is delivered.
+ * An event's position: its version, and its lastUpdated. A delete with neither is dated by its arrival
+ * (DESIGN: a delete without a version is ordered by its arrival), so that a version made after it still
+ * applies and one made before it stays out, however late either is delivered.
  */
 export function positionOf(event: UpsertEvent | DeleteEvent): Position {
   const { versionId, lastUpdatedMicros, arrivalMicros } = event.order;
-  const timeMicros = lastUpdatedMicros ?? (event.op === 'delete' ? arrivalMicros : undefined);
+  const timeMicros = lastUpdatedMicros ?? (event.op === 'delete' && versionId === undefined ? arrivalMicros : undefined);
   return { ...(versionId === undefined ? {} : { versionId }), ...(timeMicros === undefined ? {} : { timeMicros }) };
 }
 

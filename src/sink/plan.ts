@@ -25,7 +25,7 @@ export interface AppliedVersion {
   event: UpsertEvent | DeleteEvent;
   /** The event's own version (not the watermark's): what its rows and history say. */
   versionId: string | null;
-  /** When the change happened (microseconds): lastUpdated, or for a delete without one, its arrival. */
+  /** When the change happened (microseconds): lastUpdated, or for a delete without one, its arrival (its rows' deleted_at). */
   timeMicros: bigint | null;
   /** Upserts: the resource document as stored, its digest, and its rows per table (none when no transformer covers the type). */
   document?: string;
@@ -43,6 +43,7 @@ export interface ResourcePlan {
   covered: boolean;
   /** Revision of the state read for this resource (0 when there was none). */
   revision: number;
+  /** Possibly none: an event that changed nothing may still raise the watermark. */
   versions: AppliedVersion[];
   /** The state after the batch: what resource_state must hold. */
   state: ResourceState;
@@ -69,6 +70,8 @@ export interface BatchPlan {
  * | would apply but changes nothing      | stale: same content as the stored live  | stale: the resource is already deleted   |
  * |                                      | resource (SHA-256 of the document)      |                                          |
  *
+ * A stale event that was in order but changes nothing (the last row) still raises the watermark, tables
+ * and history untouched, so a change older than it stays out as if it had applied.
  * An applied event raises the watermark (guard.ts `raise`): it never goes down, so an event without
  * version or time leaves the version and time as they were and a late older version stays stale. A delete
  * without a lastUpdated is dated by its arrival (guard.ts `positionOf`). A record its transformers cannot
@@ -89,14 +92,17 @@ export function planBatch(batch: ChangeEvent[], states: Map<string, ResourceStat
     const state = running.get(key);
     const position = positionOf(event);
     const fresh = !state || !isStale(event, compare(position, state), state);
-    const content = fresh && event.op === 'upsert' ? contentOf(event) : undefined;
-    if (!fresh || (state && changesNothing(event, content, state))) {
+    if (!fresh) {
       plan.stale.push(event);
       continue;
     }
+    const content = event.op === 'upsert' ? contentOf(event) : undefined;
+    // In order, but leaving the resource as it is: stale, yet it still raises the watermark, so that a
+    // change older than it stays out (a copy made before a second delete of a deleted resource, say).
+    const unchanged = !!state && changesNothing(event, content, state);
     const transformers = transformersOf(event.resourceType);
-    const applied = event.op === 'upsert' ? transform(event, content!, transformers, plan.poison) : { event, versionId: event.order.versionId ?? null, timeMicros: position.timeMicros ?? null };
-    if (!applied) continue;
+    const applied = unchanged ? undefined : event.op === 'upsert' ? transform(event, content!, transformers, plan.poison) : deletion(event);
+    if (!unchanged && !applied) continue;
     const next: ResourceState = {
       ...raise(state, position, event.order.arrivalMicros),
       deleted: event.op === 'delete',
@@ -112,10 +118,16 @@ export function planBatch(batch: ChangeEvent[], states: Map<string, ResourceStat
       plans.set(key, resource);
       plan.resources.push(resource);
     }
-    resource.versions.push(applied);
+    if (applied) resource.versions.push(applied);
+    else plan.stale.push(event);
     resource.state = next;
   }
   return plan;
+}
+
+/** A delete is always dated, for its rows' deleted_at: its lastUpdated, else its arrival. */
+function deletion(event: DeleteEvent): AppliedVersion {
+  return { event, versionId: event.order.versionId ?? null, timeMicros: event.order.lastUpdatedMicros ?? event.order.arrivalMicros };
 }
 
 function isStale(event: ChangeEvent, answer: ReturnType<typeof compare>, state: ResourceState): boolean {

@@ -187,7 +187,7 @@ function collectWrites(plan: BatchPlan, deleteMode: 'logical' | 'hard', tablesOf
   const w: Writes = { historyOfDeletes: new Map(), clear: new Map(), insert: new Map(), flag: new Map(), history: new Map() };
   for (const r of plan.resources) {
     const tables = tablesOf(r.resourceType);
-    if (!tables.length) continue;
+    if (!tables.length || !r.versions.length) continue;
     const final = r.versions[r.versions.length - 1]!;
     const live = lastUpsert(r);
     const tombstone = final.event.op === 'delete' ? tombstoneOf(r.key, final) : undefined;
@@ -240,8 +240,8 @@ function stateOf(r: ResourcePlan, storeResources: boolean): StateWrite {
     afterVersion: r.state.afterVersion,
     arrival: iso(r.state.arrivalMicros),
     deleted: r.state.deleted,
-    digest: r.state.digest,
-    // The last live document, also under a tombstone (null keeps the one stored before).
+    // The last live document; none applied in this batch keeps the stored one (a tombstone's too).
+    digest: live ? live.digest! : null,
     resourceJson: live && storeResources ? live.document! : null,
     revision: r.revision + 1,
   };

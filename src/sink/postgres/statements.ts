@@ -78,7 +78,11 @@ export interface StateWrite {
   afterVersion: boolean;
   arrival: string | null;
   deleted: boolean;
-  /** SHA-256 (hex) of the stored document; null keeps the one stored before (a tombstone). */
+  /**
+   * SHA-256 (hex) of the document of the last upsert applied, with `resourceJson` (null when documents
+   * are not stored). Null when the batch applied no upsert of the resource: the stored document and
+   * digest stay (a tombstone keeps the last live document, so rebuild can still derive its rows).
+   */
   digest: string | null;
   resourceJson: string | null;
   /** The revision this write creates: the one read, plus one. */
@@ -108,9 +112,8 @@ export async function writeStates(client: pg.ClientBase, states: StateWrite[]): 
      ON CONFLICT (resource_type, resource_id) DO UPDATE
        SET version_id = EXCLUDED.version_id, last_updated = EXCLUDED.last_updated, after_version = EXCLUDED.after_version,
            arrival = EXCLUDED.arrival, deleted = EXCLUDED.deleted,
-           -- A tombstone keeps the last live document (and its digest), so rebuild can still derive the deleted rows.
            content_digest = coalesce(EXCLUDED.content_digest, s.content_digest),
-           resource = CASE WHEN EXCLUDED.deleted AND EXCLUDED.resource IS NULL THEN s.resource ELSE EXCLUDED.resource END,
+           resource = CASE WHEN EXCLUDED.content_digest IS NULL THEN s.resource ELSE EXCLUDED.resource END,
            revision = EXCLUDED.revision, applied_at = EXCLUDED.applied_at
        WHERE s.revision = EXCLUDED.revision - 1`,
     [
