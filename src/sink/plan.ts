@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { resourceKey, type ChangeEvent, type DeleteEvent, type UpsertEvent } from '../events/change-event.js';
 import { TransformError, type Row, type Transformer } from '../transform/transformer.js';
-import { compare, positionOf, raise, type Watermark } from './guard.js';
+import { compare, positionOf, raise, type Comparison, type Watermark } from './guard.js';
 
 /** A resource's state as stored in fhir_rte.resource_state: its watermark, and what it is now. */
 export interface ResourceState extends Watermark {
@@ -74,7 +74,7 @@ export interface BatchPlan {
  * and history untouched, so a change older than it stays out as if it had applied.
  * An applied event raises the watermark (guard.ts `raise`): it never goes down, so an event without
  * version or time leaves the version and time as they were and a late older version stays stale. A delete
- * without a lastUpdated is dated by its arrival (guard.ts `positionOf`). A record its transformers cannot
+ * with neither version nor lastUpdated is dated by its arrival (guard.ts `positionOf`). A record its transformers cannot
  * flatten is poison and leaves the state as it was. A type no transformer covers is applied to the state
  * only (watermark and document, so `rebuild` can flatten it once a transformer covers it) and counted
  * as skipped.
@@ -110,6 +110,10 @@ export function planBatch(batch: ChangeEvent[], states: Map<string, ResourceStat
       digest: content?.digest ?? state?.digest ?? null,
       revision: state?.revision ?? 0,
     };
+    if (unchanged && sameWatermark(next, state!)) {
+      plan.stale.push(event); // a redelivery: nothing to write at all
+      continue;
+    }
     running.set(key, next);
     let resource = plans.get(key);
     if (!resource) {
@@ -130,7 +134,11 @@ function deletion(event: DeleteEvent): AppliedVersion {
   return { event, versionId: event.order.versionId ?? null, timeMicros: event.order.lastUpdatedMicros ?? event.order.arrivalMicros };
 }
 
-function isStale(event: ChangeEvent, answer: ReturnType<typeof compare>, state: ResourceState): boolean {
+function sameWatermark(a: Watermark, b: Watermark): boolean {
+  return a.versionId === b.versionId && a.lastUpdatedMicros === b.lastUpdatedMicros && a.afterVersion === b.afterVersion && a.arrivalMicros === b.arrivalMicros;
+}
+
+function isStale(event: ChangeEvent, answer: Comparison, state: ResourceState): boolean {
   if (answer === 'older' || answer === 'same') return true;
   return answer === 'incomparable' && state.arrivalMicros !== null && event.order.arrivalMicros < state.arrivalMicros;
 }
