@@ -194,4 +194,59 @@ describe('order as one value, on random histories', () => {
       { seed: SEED, numRuns: RUNS },
     );
   }, 300_000);
+
+  it('a server history delivered in any order, with duplicates, ends as the server last left each resource', async () => {
+    // Per resource, the server's history: updates and deletes, one every two minutes; each change takes
+    // the next version (numeric or a word), an update always names it, a delete may not (a tombstone).
+    // Each delivery arrives at its change's time (a record timestamp), duplicates at the same time.
+    const history = fc.record({
+      numeric: fc.boolean(),
+      steps: fc.array(fc.record({ del: fc.boolean(), named: fc.boolean(), timed: fc.boolean() }), { minLength: 1, maxLength: 6 }),
+    });
+    const scenario = fc.record({
+      histories: fc.array(history, { minLength: 1, maxLength: 3 }),
+      order: fc.array(fc.nat(), { minLength: 30, maxLength: 30 }),
+      duplicated: fc.array(fc.nat(), { maxLength: 4 }),
+      splits: fc.array(fc.integer({ min: 1, max: 5 }), { minLength: 1, maxLength: 4 }),
+    });
+    await fc.assert(
+      fc.asyncProperty(scenario, async ({ histories, order, duplicated, splits }) => {
+        await reset();
+        const deliveries: Change[] = [];
+        const last = new Map<number, Change>();
+        histories.forEach((h, resource) => {
+          h.steps.forEach((step, i) => {
+            const n = i + 1;
+            // An update carries its lastUpdated, as servers send them; a delete may carry a version (HAPI's payloadVersion), a time, both or neither.
+            const version: Version = { id: h.numeric ? String(n) : `w-${n}`, minute: 2 * n, withTime: true };
+            // A server's first change is a create; a deleted resource is re-created, not deleted again.
+            const del = step.del && i > 0 && last.get(resource)?.kind !== 'delete';
+            const change: Change = del
+              ? { kind: 'delete', resource, ...(step.named ? { version: { ...version, withTime: step.timed } } : {}), arrival: 2 * n }
+              : { kind: 'version', resource, version, gender: GENDERS[n % GENDERS.length]!, arrival: 2 * n };
+            deliveries.push(change);
+            last.set(resource, change);
+          });
+        });
+        // Any order (a shuffle by the random keys), and some deliveries twice.
+        const shuffled = deliveries.map((d, i) => ({ d, key: order[i % order.length]! * 100 + i })).sort((a, b) => a.key - b.key).map((x) => x.d);
+        const withDuplicates = shuffled.flatMap((d, i) => (duplicated.some((k) => k % shuffled.length === i) ? [d, d] : [d]));
+        await applyInBatches(withDuplicates.map((c) => eventOf(c, 'm')), splits);
+
+        const { rows } = await t.pool.query(`SELECT source_resource_id, version, deleted_at IS NOT NULL AS deleted, gender FROM patient WHERE source_resource_id LIKE 'Patient/m-%' ORDER BY 1`);
+        for (const [resource, c] of last) {
+          const row = rows.find((r) => r.source_resource_id === `Patient/m-r${resource}`);
+          if (c.kind === 'version') {
+            expect(row, `resource ${resource} lives at its last version`).toEqual({ source_resource_id: `Patient/m-r${resource}`, version: c.version.id, deleted: false, gender: GENDERS[c.version.id.length % GENDERS.length] });
+          } else if (c.kind === 'delete') {
+            // Deleted; without rows at all when the tombstone came before any version it would have flagged.
+            // (The rows keep the version of the delete that flagged them: a later delete that finds the
+            // resource deleted already changes no row.)
+            if (row) expect(row, `resource ${resource} is deleted`).toMatchObject({ deleted: true });
+          }
+        }
+      }),
+      { seed: SEED, numRuns: RUNS },
+    );
+  }, 300_000);
 });

@@ -11,7 +11,7 @@ export type Comparison = 'newer' | 'same' | 'older' | 'incomparable';
 /** Where an event stands, as the comparison sees it. */
 export interface Position {
   versionId?: string;
-  /** Microseconds: lastUpdated, or for a delete with neither version nor lastUpdated, its arrival. */
+  /** Microseconds: lastUpdated, or for a delete with neither lastUpdated nor a numeric version, its arrival. */
   timeMicros?: bigint;
 }
 
@@ -24,7 +24,7 @@ export interface Watermark {
   lastUpdatedMicros: bigint | null;
   /**
    * A change without a version but with a time came after `versionId` (a delete dated by its arrival):
-   * the state lies after that version, not at it, so a version above it is ordered by time when it can be.
+   * the state lies after that version, not at it, so a version above it is ordered by time.
    */
   afterVersion: boolean;
   /** The latest arrival of an applied event; orders the events the comparison cannot (see plan.ts). */
@@ -36,12 +36,12 @@ const NUMERIC = /^\d{1,18}$/;
 /**
  * Higher numeric versionId when both are numeric; otherwise later lastUpdated; the same version, numeric
  * or not, is the same. Against a state that lies after its version, a version at or below it is older and
- * one above it is ordered by time (newer when there is no time to compare).
+ * one above it is ordered by time (incomparable when there is no time to compare).
  */
 export function compare(event: Position, mark: Watermark): Comparison {
   const byVersion = compareVersions(event.versionId, mark.versionId);
   const byTime = compareTimes(event.timeMicros, mark.lastUpdatedMicros);
-  if (mark.afterVersion && byVersion !== 'incomparable') return byVersion === 'newer' ? (byTime ?? 'newer') : 'older';
+  if (mark.afterVersion && byVersion !== 'incomparable') return byVersion === 'newer' ? (byTime ?? 'incomparable') : 'older';
   if (byVersion !== 'incomparable') return byVersion;
   return byTime ?? 'incomparable';
 }
@@ -61,13 +61,15 @@ function sign(d: bigint): Comparison {
 }
 
 /**
- * An event's position: its version, and its lastUpdated. A delete with neither is dated by its arrival
- * (DESIGN: a delete without a version is ordered by its arrival), so that a version made after it still
+ * An event's position: its version, and its lastUpdated. A delete that neither carries a lastUpdated nor
+ * a numeric version is dated by its arrival (DESIGN: a delete without a version is ordered by its
+ * arrival; a version without a number orders nothing on its own), so that a version made after it still
  * applies and one made before it stays out, however late either is delivered.
  */
 export function positionOf(event: UpsertEvent | DeleteEvent): Position {
   const { versionId, lastUpdatedMicros, arrivalMicros } = event.order;
-  const timeMicros = lastUpdatedMicros ?? (event.op === 'delete' && versionId === undefined ? arrivalMicros : undefined);
+  const datedByArrival = event.op === 'delete' && lastUpdatedMicros === undefined && !(versionId !== undefined && NUMERIC.test(versionId));
+  const timeMicros = datedByArrival ? arrivalMicros : lastUpdatedMicros;
   return { ...(versionId === undefined ? {} : { versionId }), ...(timeMicros === undefined ? {} : { timeMicros }) };
 }
 
