@@ -74,7 +74,7 @@ export interface BatchPlan {
  * and history untouched, so a change older than it stays out as if it had applied.
  * An applied event raises the watermark (guard.ts `raise`): it never goes down, so an event without
  * version or time leaves the version and time as they were and a late older version stays stale. A delete
- * with neither version nor lastUpdated is dated by its arrival (guard.ts `positionOf`). A record its transformers cannot
+ * with neither a lastUpdated nor a numeric version is dated by its arrival (guard.ts `positionOf`). A record its transformers cannot
  * flatten is poison and leaves the state as it was. A type no transformer covers is applied to the state
  * only (watermark and document, so `rebuild` can flatten it once a transformer covers it) and counted
  * as skipped.
