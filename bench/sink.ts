@@ -138,7 +138,7 @@ function rowsOf(batch: ChangeEvent[], transformers: Transformer[], specs: TableS
     for (const t of transformers.filter((x) => x.resourceType === e.resourceType)) {
       for (const [table, rows] of t.rows(e.resource)) {
         const spec = specs.find((s) => s.name === table)!;
-        out.get(spec)!.push(...rows.map((row) => ({ row, key: `${e.resourceType}/${e.id}`, version: e.versionId ?? null, deletedAt: null })));
+        out.get(spec)!.push(...rows.map((row) => ({ row, key: `${e.resourceType}/${e.id}`, version: e.order.versionId ?? null, deletedAt: null })));
       }
     }
   }

@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import * as coreTables from './20261123000000_core_tables.js';
+import * as orderWatermark from './20261130000000_order_watermark.js';
 import * as deadLetterInputIndex from './20261130120000_dead_letter_input_index.js';
 
 /**
@@ -8,5 +9,6 @@ import * as deadLetterInputIndex from './20261130120000_dead_letter_input_index.
  */
 export const migrations: Array<{ name: string; migration: Knex.Migration }> = [
   { name: '20261123000000_core_tables', migration: coreTables },
+  { name: '20261130000000_order_watermark', migration: orderWatermark },
   { name: '20261130120000_dead_letter_input_index', migration: deadLetterInputIndex },
 ];

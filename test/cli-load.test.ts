@@ -1,4 +1,5 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -32,8 +33,10 @@ describe('fhir-rte load with the example transformers', () => {
     const lines = fixtureLines();
     const resources = lines.map((l) => JSON.parse(l.text)).filter((r) => typeof r.resourceType === 'string');
     expect(counts.received).toBe(lines.length);
-    expect(counts.applied + counts.stale + counts.deadLettered).toBe(counts.received);
-    expect(counts).toEqual({ received: lines.length, applied: resources.length, stale: 0, deadLettered: lines.length - resources.length });
+    expect(counts.applied + counts.stale + counts.skipped + counts.deadLettered).toBe(counts.received);
+    // Types no example transformer covers are skipped (kept in the state for a later rebuild), not applied.
+    const covered = resources.filter((r) => ['Patient', 'Encounter', 'Condition', 'Observation'].includes(r.resourceType)).length;
+    expect(counts).toEqual({ received: lines.length, applied: covered, stale: 0, skipped: resources.length - covered, deadLettered: lines.length - resources.length });
 
     const count = async (sql: string) => Number((await db.query(sql)).rows[0].n);
     const ofType = (t: string) => resources.filter((r) => r.resourceType === t);
@@ -74,6 +77,65 @@ describe('fhir-rte load with the example transformers', () => {
     const load = await cli(['load', SYNTHEA, '--transformers', EXAMPLES], { DATABASE_URL: url });
     expect(load.code).toBe(3);
     expect(load.stderr).toContain('column period_end is missing');
+  });
+});
+
+describe('fhir-rte load orders what it loads', () => {
+  const rules = transformerDir({
+    'p.yaml': `retainAllHistory: true\ntransformers:\n  - resourceType: Patient\n    tableName: patient\n    columns:\n      - { columnName: gender, fhirPath: Patient.gender, columnType: STRING }\n`,
+  });
+  const files = mkdtempSync(join(tmpdir(), 'fhir-rte-order-'));
+  const file = (name: string, ...resources: object[]) => {
+    const path = join(files, name);
+    writeFileSync(path, resources.map((r) => JSON.stringify(r)).join('\n') + '\n');
+    return path;
+  };
+  let url: string;
+  let db: pg.Client;
+  const load = async (path: string) => {
+    const result = await cli(['load', path, '--json', '--transformers', rules], { DATABASE_URL: url });
+    expect(result.code, result.stderr).toBe(0);
+    return JSON.parse(result.stdout.trim());
+  };
+  const rows = async (sql: string) => (await db.query(sql)).rows;
+  beforeAll(async () => {
+    url = await freshDatabase('order');
+    db = new pg.Client(url);
+    await db.connect();
+  });
+  afterAll(() => db?.end());
+
+  it('Patient v5, then the same Patient without meta, then v3: the unversioned content stays and v3 is stale', async () => {
+    const v = (n: number) => ({ resourceType: 'Patient', id: 'p', meta: { versionId: String(n), lastUpdated: `2024-01-0${n}T00:00:00Z` }, gender: n === 5 ? 'female' : 'male' });
+    expect(await load(file('v5.ndjson', v(5)))).toEqual({ received: 1, applied: 1, stale: 0, skipped: 0, deadLettered: 0 });
+    expect(await load(file('bare.ndjson', { resourceType: 'Patient', id: 'p', gender: 'other' }))).toEqual({ received: 1, applied: 1, stale: 0, skipped: 0, deadLettered: 0 });
+    expect(await load(file('v3.ndjson', v(3)))).toEqual({ received: 1, applied: 0, stale: 1, skipped: 0, deadLettered: 0 });
+    expect(await rows(`SELECT gender, version FROM patient WHERE source_resource_id = 'Patient/p'`)).toEqual([{ gender: 'other', version: null }]);
+  });
+
+  it('two deliveries of versionId abc leave one history row', async () => {
+    const abc = { resourceType: 'Patient', id: 'abc', meta: { versionId: 'abc' }, gender: 'female' };
+    expect(await load(file('abc-1.ndjson', abc))).toMatchObject({ applied: 1, stale: 0 });
+    expect(await load(file('abc-2.ndjson', abc))).toMatchObject({ applied: 0, stale: 1 });
+    expect(await rows(`SELECT version FROM patient_history WHERE source_resource_id = 'Patient/abc'`)).toEqual([{ version: 'abc' }]);
+  });
+
+  it('loading the same unversioned file twice counts everything stale the second time and adds no history row', async () => {
+    const bare = file('bare-twice.ndjson', ...['a', 'b', 'c'].map((id) => ({ resourceType: 'Patient', id: `twice-${id}`, gender: 'unknown' })), { resourceType: 'Device', id: 'd1' });
+    expect(await load(bare)).toEqual({ received: 4, applied: 3, stale: 0, skipped: 1, deadLettered: 0 });
+    const history = async () => (await rows(`SELECT count(*)::int AS n FROM patient_history WHERE source_resource_id LIKE 'Patient/twice-%'`))[0].n;
+    expect(await history()).toBe(3);
+    expect(await load(bare)).toEqual({ received: 4, applied: 0, stale: 4, skipped: 0, deadLettered: 0 });
+    expect(await history()).toBe(3);
+  });
+
+  it('prints counts per resource type in its summary', async () => {
+    const mixed = file('mixed.ndjson', { resourceType: 'Patient', id: 'sum', gender: 'female' }, { resourceType: 'Device', id: 'sum' }, { nonsense: true });
+    const result = await cli(['load', mixed, '--transformers', rules], { DATABASE_URL: url });
+    expect(result.code).toBe(0);
+    expect(result.stderr).toContain('loaded: 3 received, 1 applied, 0 stale, 1 skipped, 1 dead-lettered');
+    expect(result.stderr).toMatch(/^ {2}Device +1 received, 0 applied, 0 stale, 1 skipped, 0 dead-lettered \(no transformer covers this type\)$/m);
+    expect(result.stderr).toMatch(/^ {2}Patient +1 received, 1 applied, 0 stale, 0 skipped, 0 dead-lettered$/m);
   });
 });
 

@@ -25,7 +25,7 @@ it('demo runs on the embedded Postgres with no database configured, and a rerun 
     expect(first.code).toBe(0);
     expect(first.stdout).toMatch(/Generated 25 synthetic patients: (\d+) resources/);
     const [, resources] = /: (\d+) resources, then (\d+) updates and (\d+) deletes/.exec(first.stdout)!;
-    expect(first.stdout).toMatch(/Loaded in [\d.]+s: \d+ received, \d+ applied, 0 stale \(already there\), 0 dead-lettered/);
+    expect(first.stdout).toMatch(/Loaded in [\d.]+s: \d+ received, \d+ applied, 0 stale \(already there\), 0 skipped, 0 dead-lettered/);
     expect(first.stdout).toMatch(/public\.patient\s+25\s+0/);
     expect(first.stdout).toMatch(/public\.patient_history\s+\d+/);
     expect(first.stdout).toContain('city');

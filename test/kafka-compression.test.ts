@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import type { ChangeEvent } from '../src/events/change-event.js';
-import type { BatchOutcome } from '../src/sink/sink.js';
+import { emptyOutcome, type BatchOutcome } from '../src/sink/sink.js';
 import { KafkaSource } from '../src/sources/kafka/kafka-source.js';
 import { kafkaClasspath } from './support/kafka-broker.js';
 import { committedOffsets, createTopic, eventually, testKafka, uniqueName } from './support/kafka-topics.js';
@@ -52,7 +52,7 @@ describe.skipIf(!brokersText)(`Kafka compressed record batches${why ? ` (skipped
     const seen: ChangeEvent[] = [];
     const apply = async (batch: ChangeEvent[]): Promise<BatchOutcome> => {
       seen.push(...batch);
-      return { received: batch.length, applied: batch.length, stale: 0, deadLettered: 0 };
+      return { ...emptyOutcome(), received: batch.length, applied: batch.length };
     };
     const groupId = uniqueName('g');
     const stop = new AbortController();

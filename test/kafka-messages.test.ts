@@ -14,12 +14,14 @@ const patient = (id: string, versionId?: string) => ({ resourceType: 'Patient', 
 describe('Kafka record shapes', () => {
   it('reads a bare resource as an upsert with its version', () => {
     const [e] = eventsFromRecord(record(patient('p1', '3'), 'Patient/p1'));
-    expect(e).toMatchObject({ op: 'upsert', resourceType: 'Patient', id: 'p1', versionId: '3', origin: { kind: 'kafka', ...at } });
+    expect(e).toMatchObject({ op: 'upsert', resourceType: 'Patient', id: 'p1', order: { versionId: '3' }, origin: { kind: 'kafka', ...at } });
   });
 
   it('reads a tombstone keyed Type/id as a delete, and one with another key as unreadable', () => {
-    expect(eventsFromRecord(record(null, 'Observation/o-9'))).toMatchObject([{ op: 'delete', resourceType: 'Observation', id: 'o-9', versionId: undefined }]);
-    expect(eventsFromRecord(record(null, 'Observation/o-9/_history/4'))).toMatchObject([{ op: 'delete', versionId: '4' }]);
+    const [tombstone] = eventsFromRecord(record(null, 'Observation/o-9'));
+    expect(tombstone).toMatchObject({ op: 'delete', resourceType: 'Observation', id: 'o-9' });
+    expect(tombstone!.order).not.toHaveProperty('versionId');
+    expect(eventsFromRecord(record(null, 'Observation/o-9/_history/4'))).toMatchObject([{ op: 'delete', order: { versionId: '4' } }]);
     expect(eventsFromRecord(record(null, 'no-type'))).toMatchObject([{ op: 'unreadable', error: { errorClass: 'UnrecognisedMessage' } }]);
     expect(eventsFromRecord(record(null))).toMatchObject([{ op: 'unreadable' }]);
   });
@@ -63,25 +65,25 @@ describe('HAPI FHIR resource-modified channel message', () => {
 
   it('reads CREATE and UPDATE with the resource in the payload string', () => {
     const msg = hapi({ operationType: 'UPDATE', payload: JSON.stringify(patient('p1', '2')), payloadId: 'Patient/p1', payloadVersion: '2' });
-    expect(eventsFromRecord(record(msg))).toMatchObject([{ op: 'upsert', resourceType: 'Patient', id: 'p1', versionId: '2', resource: { id: 'p1' } }]);
+    expect(eventsFromRecord(record(msg))).toMatchObject([{ op: 'upsert', resourceType: 'Patient', id: 'p1', order: { versionId: '2' }, resource: { id: 'p1' } }]);
   });
 
   it('takes the version from payloadId when the resource has no meta (HAPI 5.6 to 6.x)', () => {
     const msg = hapi({ operationType: 'CREATE', payload: JSON.stringify(patient('p1')), payloadId: 'Patient/p1/_history/1' });
-    expect(eventsFromRecord(record(msg))).toMatchObject([{ op: 'upsert', id: 'p1', versionId: '1' }]);
+    expect(eventsFromRecord(record(msg))).toMatchObject([{ op: 'upsert', id: 'p1', order: { versionId: '1' } }]);
   });
 
   it('reads DELETE with or without a payload, versioned by payloadVersion or payloadId', () => {
     expect(eventsFromRecord(record(hapi({ operationType: 'DELETE', payloadId: 'Patient/p1', payloadVersion: '3' })))).toMatchObject([
-      { op: 'delete', resourceType: 'Patient', id: 'p1', versionId: '3' },
+      { op: 'delete', resourceType: 'Patient', id: 'p1', order: { versionId: '3' } },
     ]);
     const withBody = hapi({ operationType: 'DELETE', payload: JSON.stringify(patient('p1', '4')), payloadId: 'Patient/p1/_history/4' });
-    expect(eventsFromRecord(record(withBody))).toMatchObject([{ op: 'delete', id: 'p1', versionId: '4' }]);
+    expect(eventsFromRecord(record(withBody))).toMatchObject([{ op: 'delete', id: 'p1', order: { versionId: '4' } }]);
   });
 
   it('accepts the bare inner message and the pre-5.6 resourceId', () => {
     const bare = { operationType: 'DELETE', resourceId: 'http://hapi:8080/fhir/Observation/o1/_history/7', payload: null };
-    expect(eventsFromRecord(record(bare))).toMatchObject([{ op: 'delete', resourceType: 'Observation', id: 'o1', versionId: '7' }]);
+    expect(eventsFromRecord(record(bare))).toMatchObject([{ op: 'delete', resourceType: 'Observation', id: 'o1', order: { versionId: '7' } }]);
   });
 
   it('dead-letters what it cannot apply: XML, broken payload JSON, id-only updates, unknown operations', () => {

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { KafkaConfig } from '../src/config/config.js';
 import type { ChangeEvent } from '../src/events/change-event.js';
-import type { BatchOutcome } from '../src/sink/sink.js';
+import { emptyOutcome, type BatchOutcome } from '../src/sink/sink.js';
 import { KafkaSource } from '../src/sources/kafka/kafka-source.js';
 import type { Log } from '../src/sources/kafka/log.js';
 import { startKafkaBroker, type SecureListeners, type TestKafka } from './support/kafka-broker.js';
@@ -46,7 +46,7 @@ describe.skipIf(!available)(`Kafka connection security${why ? ` (skipped: ${why}
     const seen: ChangeEvent[] = [];
     const apply = async (batch: ChangeEvent[]): Promise<BatchOutcome> => {
       seen.push(...batch);
-      return { received: batch.length, applied: batch.length, stale: 0, deadLettered: 0 };
+      return { ...emptyOutcome(), received: batch.length, applied: batch.length };
     };
     const config: KafkaConfig = {
       brokers: [],
@@ -104,7 +104,7 @@ describe.skipIf(!available)(`Kafka connection security${why ? ` (skipped: ${why}
     const running = new KafkaSource(
       { brokers: broker.secure!.sasl, clientId: 'x', groupId: uniqueName('g'), topics: [topic], fromBeginning: true, partitionsConsumedConcurrently: 1, sessionTimeoutMs: 10_000, sasl: { mechanism: 'scram-sha-512', username: 'bob', password: wrong } },
       { maxEvents: 10, log },
-    ).run(async () => ({ received: 0, applied: 0, stale: 0, deadLettered: 0 }), stop.signal);
+    ).run(async () => ({ ...emptyOutcome(), received: 0, applied: 0 }), stop.signal);
     await eventually(() => lines.some((l) => /SASL|authentic/i.test(l)), 'an authentication failure logged', 30_000);
     // The source starts a new consumer after each failure (with a backoff) instead of giving up.
     await eventually(() => lines.filter((l) => l.startsWith('kafka consumer stopped; starting a new one')).length >= 2, 'a second attempt', 30_000);

@@ -1,7 +1,7 @@
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import type { KafkaConfig } from '../src/config/config.js';
 import type { ChangeEvent } from '../src/events/change-event.js';
-import { SinkFailure, type BatchOutcome } from '../src/sink/sink.js';
+import { emptyOutcome, SinkFailure, type BatchOutcome } from '../src/sink/sink.js';
 import { KafkaSource } from '../src/sources/kafka/kafka-source.js';
 import { committedOffsets, createTopic, endOffsets, eventually, produce, testKafka, uniqueName } from './support/kafka-topics.js';
 
@@ -44,7 +44,7 @@ describe.skipIf(!brokers)(`Kafka source${why ? ` (skipped: ${why})` : ''}`, () =
         seen.set(e.origin.partition, list);
       }
       const bad = batch.filter((e) => e.op === 'unreadable').length;
-      return { received: batch.length, applied: batch.length - bad, stale: 0, deadLettered: bad };
+      return { ...emptyOutcome(), received: batch.length, applied: batch.length - bad, deadLettered: bad };
     };
     return { apply, seen, events };
   }
@@ -102,7 +102,7 @@ describe.skipIf(!brokers)(`Kafka source${why ? ` (skipped: ${why})` : ''}`, () =
         if (e.origin.kind !== 'kafka') throw new Error('not from kafka');
         seen.set(e.origin.partition, [...(seen.get(e.origin.partition) ?? []), BigInt(e.origin.offset)]);
       }
-      return { received: batch.length, applied: batch.length, stale: 0, deadLettered: 0 };
+      return { ...emptyOutcome(), received: batch.length, applied: batch.length };
     };
     const warnings: string[] = [];
     const log = { debug() {}, info() {}, error() {}, warn: (_: object, msg?: string) => void warnings.push(msg ?? '') };
@@ -142,7 +142,7 @@ describe.skipIf(!brokers)(`Kafka source${why ? ` (skipped: ${why})` : ''}`, () =
         await new Promise((r) => setTimeout(r, 20));
       }
       applied.push(batch.length);
-      return { received: batch.length, applied: batch.length, stale: 0, deadLettered: 0 };
+      return { ...emptyOutcome(), received: batch.length, applied: batch.length };
     };
     const stop = new AbortController();
     stops.push(stop);
@@ -223,10 +223,11 @@ describe.skipIf(!brokers)(`Kafka source${why ? ` (skipped: ${why})` : ''}`, () =
     await eventually(() => events.length === 3, 'the three records consumed', 60_000);
     stop.abort();
     await running;
-    expect(events.map((e) => [e.op, e.receivedAt.getTime()])).toEqual([
-      ['delete', t0],
-      ['upsert', t0 + 1_000],
-      ['delete', t0 + 2_000],
+    const ms = (t: number) => BigInt(t) * 1000n;
+    expect(events.map((e) => [e.op, e.order.arrivalMicros])).toEqual([
+      ['delete', ms(t0)],
+      ['upsert', ms(t0 + 1_000)],
+      ['delete', ms(t0 + 2_000)],
     ]);
   });
 
@@ -243,7 +244,7 @@ describe.skipIf(!brokers)(`Kafka source${why ? ` (skipped: ${why})` : ''}`, () =
       const first = batch[0]!.origin as { offset: string };
       tried.push(first.offset);
       if (first.offset !== '0') throw failure;
-      return { received: batch.length, applied: batch.length, stale: 0, deadLettered: 0 };
+      return { ...emptyOutcome(), received: batch.length, applied: batch.length };
     };
     const errors: Array<Record<string, unknown>> = [];
     const log = { debug() {}, info() {}, warn() {}, error: (o: object, msg?: string) => void errors.push({ ...o, msg }) };

@@ -1,7 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ChangeEvent } from '../src/events/change-event.js';
 import { eventsFromText } from '../src/events/from-fhir.js';
+import { listDeadLetters } from '../src/deadletter/dead-letter.js';
+import { eventsFromDeadLetter } from '../src/deadletter/replay.js';
+import { instantMicros } from '../src/events/instant.js';
 import { ConcurrentChange } from '../src/sink/postgres/fault.js';
+import { totalsOf } from '../src/sink/sink.js';
 import { writeStates } from '../src/sink/postgres/statements.js';
 import { freshDatabase } from './support/database.js';
 import { del, patient, upsert } from './support/events.js';
@@ -59,7 +63,7 @@ const deadLetters = () => t.rows<Record<string, any>>(`SELECT * FROM fhir_rte.de
 
 describe('create, update, delete', () => {
   it('creates rows, replaces them on update keeping the row id, and flags them on delete', async () => {
-    expect(await t.sink.apply([upsert(patient('cud', 1))])).toEqual({ received: 1, applied: 1, stale: 0, deadLettered: 0 });
+    expect(totalsOf(await t.sink.apply([upsert(patient('cud', 1))]))).toEqual({ received: 1, applied: 1, stale: 0, skipped: 0, deadLettered: 0 });
     const [created] = await patientRows('cud');
     expect(created).toMatchObject({ version: '1', gender: 'female', deleted_at: null });
 
@@ -126,6 +130,80 @@ describe('create, update, delete', () => {
   });
 });
 
+describe('order as one value', () => {
+  const history = (id: string) => t.rows<{ version: string | null; gender: string }>(`SELECT version, gender FROM patient_history WHERE source_resource_id = $1 ORDER BY history_id`, [`Patient/${id}`]);
+  const state = (id: string) => t.rows(`SELECT version_id, after_version, deleted FROM fhir_rte.resource_state WHERE resource_type = 'Patient' AND resource_id = $1`, [id]);
+
+  it('v5, then an unversioned copy, then a late v3: the copy applies, the watermark stays at v5, v3 is stale', async () => {
+    expect(await t.sink.apply([upsert(patient('wm', 5))])).toMatchObject({ applied: 1 });
+    const { meta: _, ...copy } = patient('wm', 5, { gender: 'other' });
+    expect(await t.sink.apply([upsert(copy)])).toMatchObject({ applied: 1, stale: 0 });
+    expect(await state('wm')).toEqual([{ version_id: '5', after_version: false, deleted: false }]);
+    expect(await t.sink.apply([upsert(patient('wm', 3))])).toMatchObject({ applied: 0, stale: 1 });
+    expect(await patientRows('wm')).toMatchObject([{ gender: 'other', version: null, deleted_at: null }]);
+    expect(await history('wm')).toEqual([
+      { version: '5', gender: 'female' },
+      { version: null, gender: 'other' },
+    ]);
+  });
+
+  it('the same non-numeric version delivered twice, without a time, applies once', async () => {
+    const abc = () => upsert({ resourceType: 'Patient', id: 'abc', meta: { versionId: 'abc' }, gender: 'female' });
+    expect(await t.sink.apply([abc()])).toMatchObject({ applied: 1 });
+    expect(await t.sink.apply([abc()])).toMatchObject({ applied: 0, stale: 1 });
+    expect(await t.sink.apply([abc(), abc()])).toMatchObject({ applied: 0, stale: 2 });
+    expect(await history('abc')).toEqual([{ version: 'abc', gender: 'female' }]);
+  });
+
+  it('an unversioned resource whose content equals the stored one is stale, and adds no history', async () => {
+    const bare = () => upsert({ resourceType: 'Patient', id: 'same', gender: 'female' });
+    expect(await t.sink.apply([bare()])).toMatchObject({ applied: 1 });
+    expect(await t.sink.apply([bare(), bare()])).toMatchObject({ applied: 0, stale: 2 });
+    expect(await history('same')).toHaveLength(1);
+    // Different content applies, in arrival order; the same content again after it is a change again.
+    expect(await t.sink.apply([upsert({ resourceType: 'Patient', id: 'same', gender: 'male' }), bare()])).toMatchObject({ applied: 2 });
+    expect(await patientRows('same')).toMatchObject([{ gender: 'female' }]);
+  });
+
+  it('an event without version or time that arrived before the last applied change is stale', async () => {
+    const early = upsert({ resourceType: 'Patient', id: 'arrival', gender: 'male' });
+    expect(await t.sink.apply([upsert({ resourceType: 'Patient', id: 'arrival', gender: 'female' })])).toMatchObject({ applied: 1 });
+    expect(await t.sink.apply([early])).toMatchObject({ applied: 0, stale: 1 });
+    expect(await patientRows('arrival')).toMatchObject([{ gender: 'female' }]);
+  });
+
+  it('an unversioned delete then a re-creation: an unversioned copy after the delete applies, a version made before it does not', async () => {
+    await t.sink.apply([upsert(patient('recreate', 2))]);
+    await t.sink.apply([del('Patient', 'recreate')]);
+    expect(await t.sink.apply([del('Patient', 'recreate')])).toMatchObject({ stale: 1 });
+    const { meta: _, ...copy } = patient('recreate', 2, { gender: 'other' });
+    expect(await t.sink.apply([upsert(copy)])).toMatchObject({ applied: 1 });
+    expect(await patientRows('recreate')).toMatchObject([{ gender: 'other', deleted_at: null }]);
+    // A version made (lastUpdated 2024) long before the delete arrived stays out.
+    expect(await t.sink.apply([upsert(patient('recreate', 3))])).toMatchObject({ stale: 1 });
+    expect(await state('recreate')).toEqual([{ version_id: '2', after_version: true, deleted: false }]);
+  });
+});
+
+describe('resources no transformer covers', () => {
+  it('are counted as skipped, per type, and kept in the state for a later rebuild', async () => {
+    const encounter = { resourceType: 'Encounter', id: 'enc-1', meta: { versionId: '1' }, status: 'finished' };
+    const outcome = await t.sink.apply([upsert(encounter), upsert(patient('beside', 1)), del('Encounter', 'enc-2', '4')]);
+    expect(totalsOf(outcome)).toEqual({ received: 3, applied: 1, stale: 0, skipped: 2, deadLettered: 0 });
+    expect(outcome.byType).toEqual({
+      Encounter: { received: 2, applied: 0, stale: 0, skipped: 2, deadLettered: 0 },
+      Patient: { received: 1, applied: 1, stale: 0, skipped: 0, deadLettered: 0 },
+    });
+    const states = await t.rows(`SELECT resource_id, version_id, deleted, resource::text AS doc FROM fhir_rte.resource_state WHERE resource_type = 'Encounter' ORDER BY 1`);
+    expect(states).toEqual([
+      { resource_id: 'enc-1', version_id: '1', deleted: false, doc: JSON.stringify(encounter) },
+      { resource_id: 'enc-2', version_id: '4', deleted: true, doc: null },
+    ]);
+    // The guard orders them like any other: a duplicate is stale, not skipped.
+    expect(totalsOf(await t.sink.apply([upsert(encounter)]))).toEqual({ received: 1, applied: 0, stale: 1, skipped: 0, deadLettered: 0 });
+  });
+});
+
 describe('child tables and history', () => {
   it('child rows point at their live parent and follow it through updates', async () => {
     const two = patient('kids', 1, { name: [{ family: 'Alpha', given: ['A'] }, { family: 'Beta', given: ['B', 'C'] }] });
@@ -174,7 +252,7 @@ describe('column strategies', () => {
       obs('too-long', { code: { text: 'much longer than ten' } }),
       obs('two-categories', { category: [{ coding: [{ code: 'a' }] }, { coding: [{ code: 'b' }] }] }),
     ]);
-    expect(outcome).toEqual({ received: 3, applied: 1, stale: 0, deadLettered: 2 });
+    expect(totalsOf(outcome)).toEqual({ received: 3, applied: 1, stale: 0, skipped: 0, deadLettered: 2 });
     expect(await t.rows(`SELECT source_resource_id, code_text FROM observation`)).toEqual([{ source_resource_id: 'Observation/fits', code_text: 'short' }]);
     const letters = (await deadLetters()).filter((d) => d.resource_type === 'Observation');
     expect(letters.map((d) => [d.resource_id, d.error_class])).toEqual([
@@ -195,7 +273,7 @@ describe('poison records', () => {
       upsert(patient('fp-bad', 1, { name: [{ use: 'nickname', given: ['Bob', 'Bobby'] }] })),
       upsert(patient('fp-ok-2', 1)),
     ];
-    expect(await t.sink.apply(batch)).toEqual({ received: 3, applied: 2, stale: 0, deadLettered: 1 });
+    expect(totalsOf(await t.sink.apply(batch))).toEqual({ received: 3, applied: 2, stale: 0, skipped: 0, deadLettered: 1 });
     expect(await patientRows('fp-ok-1')).toHaveLength(1);
     expect(await patientRows('fp-ok-2')).toHaveLength(1);
     expect(await patientRows('fp-bad')).toHaveLength(0);
@@ -211,7 +289,7 @@ describe('poison records', () => {
     // Year 0 passes the date conversion but Postgres has no year 0.
     const bad = patient('db-bad', 1, { birthDate: '0000-01-01' });
     const batch = [...Array.from({ length: 9 }, (_, i) => upsert(patient(`db-ok-${i}`, 1))), upsert(bad)];
-    expect(await t.sink.apply(batch)).toEqual({ received: 10, applied: 9, stale: 0, deadLettered: 1 });
+    expect(totalsOf(await t.sink.apply(batch))).toEqual({ received: 10, applied: 9, stale: 0, skipped: 0, deadLettered: 1 });
     const ok = await t.rows(`SELECT count(*)::int AS n FROM patient WHERE source_resource_id LIKE 'Patient/db-ok-%'`);
     expect(ok).toEqual([{ n: 9 }]);
     const [letter] = (await deadLetters()).filter((d) => d.resource_id === 'db-bad');
@@ -224,11 +302,37 @@ describe('poison records', () => {
 
   it('a resource with a NUL character (which Postgres text and jsonb refuse) is dead-lettered alone', async () => {
     const nul = patient('nul', 1, { extension: [{ url: 'note', valueString: 'bad \u0000 byte' }] });
-    expect(await t.sink.apply([upsert(patient('nul-ok', 1)), upsert(nul)])).toEqual({ received: 2, applied: 1, stale: 0, deadLettered: 1 });
+    expect(totalsOf(await t.sink.apply([upsert(patient('nul-ok', 1)), upsert(nul)]))).toEqual({ received: 2, applied: 1, stale: 0, skipped: 0, deadLettered: 1 });
     const [letter] = (await deadLetters()).filter((d) => d.resource_id === 'nul');
     expect(letter).toMatchObject({ error_class: 'DatabaseRejected' });
     expect(letter!.error_detail.sqlState).toMatch(/^22/);
     expect(letter!.payload).toContain('\\u0000');
+  });
+});
+
+describe('dead-letter retry', () => {
+  it('orders a retried dead letter by its original arrival, not by the retry', async () => {
+    const url = await freshDatabase('replay');
+    const rules = (strategy: string) =>
+      transformerDir({ 'p.yaml': `transformers:\n  - resourceType: Patient\n    tableName: patient\n    columns:\n      - { columnName: given, fhirPath: Patient.name.given, columnType: STRING${strategy} }\n` });
+    const strict = await openTestSink(url, rules(''));
+    const fixed = await openTestSink(url, rules(', multiplePrimitiveStrategy: FIRST'));
+    try {
+      // Without version or time, so only arrival orders them: the poison came first, its fix after it.
+      const poison = upsert({ resourceType: 'Patient', id: 'late', name: [{ given: ['Old', 'Name'] }] });
+      const fix = upsert({ resourceType: 'Patient', id: 'late', name: [{ given: ['New'] }] });
+      expect(await strict.sink.apply([poison])).toMatchObject({ deadLettered: 1 });
+      expect(await strict.sink.apply([fix])).toMatchObject({ applied: 1 });
+      const [letter] = await listDeadLetters(strict.pool, {});
+      expect(instantMicros(letter!.arrival!)).toBe(poison.order.arrivalMicros);
+      // The retry, through transformers that can flatten it now, is older than the fix: stale, and done.
+      expect(await fixed.sink.apply(eventsFromDeadLetter(letter!))).toMatchObject({ applied: 0, stale: 1 });
+      expect(await fixed.rows(`SELECT given FROM patient`)).toEqual([{ given: 'New' }]);
+      expect(await fixed.rows(`SELECT status, attempts FROM fhir_rte.dead_letter`)).toEqual([{ status: 'retried', attempts: 2 }]);
+    } finally {
+      await strict.close();
+      await fixed.close();
+    }
   });
 });
 
@@ -268,18 +372,22 @@ describe('dead letters are always storable', () => {
   it('keeps an unreadable input with raw NUL characters, escaped', async () => {
     const raw = '{"resourceType":"Patient","id":"raw-nul","gender":"a\u0000b"}';
     const events = eventsFromText(raw, { kind: 'file', file: 'nul.ndjson', line: 7 });
-    expect(await t.sink.apply(events)).toEqual({ received: 1, applied: 0, stale: 0, deadLettered: 1 });
+    expect(totalsOf(await t.sink.apply(events))).toEqual({ received: 1, applied: 0, stale: 0, skipped: 0, deadLettered: 1 });
     const [letter] = (await deadLetters()).filter((d) => d.source === 'file nul.ndjson:7');
     expect(letter).toMatchObject({ error_class: 'InvalidJson', payload: raw.replace('\u0000', '\\u0000') });
   });
 });
 
 describe('ordering and concurrency', () => {
-  it('a tombstone without a version keeps the version it deleted, so version-only updates are still ordered', async () => {
+  it('a tombstone without a version lies after the version it deleted, so version-only updates are still ordered', async () => {
     await t.sink.apply([upsert(patient('vdel', 3))]);
     await t.sink.apply([del('Patient', 'vdel')]);
+    expect(await t.rows(`SELECT version_id, after_version, deleted FROM fhir_rte.resource_state WHERE resource_id = 'vdel'`)).toEqual([{ version_id: '3', after_version: true, deleted: true }]);
     // A Bundle entry versioned only by its etag: versionId without lastUpdated.
-    const versionOnly = (v: number) => ({ ...upsert(patient('vdel', v)), lastUpdated: undefined });
+    const versionOnly = (v: number): ChangeEvent => {
+      const e = upsert(patient('vdel', v));
+      return { ...e, order: { versionId: e.order.versionId, arrivalMicros: e.order.arrivalMicros } };
+    };
     expect(await t.sink.apply([versionOnly(2)])).toMatchObject({ applied: 0, stale: 1 });
     expect((await patientRows('vdel'))[0]!.deleted_at).toBeInstanceOf(Date);
     expect(await t.sink.apply([versionOnly(4)])).toMatchObject({ applied: 1, stale: 0 });
@@ -315,7 +423,7 @@ describe('ordering and concurrency', () => {
     await t.sink.apply([upsert(patient('cas', 2))]); // the other writer
     const client = await t.pool.connect();
     try {
-      const stale = { resourceType: 'Patient', id: 'cas', versionId: '9', priorVersionId: null, lastUpdated: null, deleted: false, resourceJson: null, revision: Number(read!.revision) + 1 };
+      const stale = { resourceType: 'Patient', id: 'cas', versionId: '9', lastUpdated: null, afterVersion: false, arrival: null, deleted: false, digest: null, resourceJson: null, revision: Number(read!.revision) + 1 };
       await expect(writeStates(client, [stale])).rejects.toBeInstanceOf(ConcurrentChange);
     } finally {
       client.release();

@@ -6,7 +6,7 @@
 import { pino } from 'pino';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ChangeEvent, FhirResource } from '../src/events/change-event.js';
+import { arrivalNow, type ChangeEvent, type FhirResource } from '../src/events/change-event.js';
 import { migrate } from '../src/sink/postgres/migrate.js';
 import { createPool } from '../src/sink/postgres/pool.js';
 import { PostgresSink } from '../src/sink/postgres/postgres-sink.js';
@@ -41,8 +41,8 @@ function patient(id: string, version: number, names: Array<{ family: string; giv
   return { resourceType: 'Patient', id, meta: { versionId: String(version) }, gender: version % 2 ? 'female' : 'male', name: names };
 }
 const origin = () => ({ kind: 'kafka' as const, topic: 'views', partition: 0, offset: String(offset++) });
-const upsert = (r: FhirResource): ChangeEvent => ({ op: 'upsert', resourceType: r.resourceType, id: r.id!, versionId: r.meta?.versionId, resource: r, origin: origin(), receivedAt: new Date() });
-const del = (id: string, versionId: string): ChangeEvent => ({ op: 'delete', resourceType: 'Patient', id, versionId, origin: origin(), receivedAt: new Date() });
+const upsert = (r: FhirResource): ChangeEvent => ({ op: 'upsert', resourceType: r.resourceType, id: r.id!, resource: r, origin: origin(), order: { versionId: r.meta?.versionId, arrivalMicros: arrivalNow() } });
+const del = (id: string, versionId: string): ChangeEvent => ({ op: 'delete', resourceType: 'Patient', id, origin: origin(), order: { versionId, arrivalMicros: arrivalNow() } });
 
 interface NameRow {
   id: string;

@@ -20,6 +20,6 @@ export class Progress {
   private line(t: BatchOutcome): string {
     const seconds = (Date.now() - this.started) / 1000;
     const rate = seconds > 0 ? Math.round(t.received / seconds) : 0;
-    return `${t.received} received (${t.applied} applied, ${t.stale} stale, ${t.deadLettered} dead-lettered) · ${rate}/s · ${seconds.toFixed(1)}s`;
+    return `${t.received} received (${t.applied} applied, ${t.stale} stale, ${t.skipped} skipped, ${t.deadLettered} dead-lettered) · ${rate}/s · ${seconds.toFixed(1)}s`;
   }
 }

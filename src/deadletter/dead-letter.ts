@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import { describeOrigin, type ChangeEvent, type Origin } from '../events/change-event.js';
 import { stringifyFhirJson } from '../events/fhir-json.js';
+import { microsToIso } from '../events/instant.js';
 import type { Poison } from '../sink/plan.js';
 
 /**
@@ -18,6 +19,8 @@ export interface DeadLetter {
   resourceType: string | null;
   resourceId: string | null;
   versionId: string | null;
+  /** When the input first arrived (see Order), an ISO instant to the microsecond; a retry is ordered by it, not by the retry's time. */
+  arrival: string | null;
   operation: string;
   payload: string | null;
   errorClass: string;
@@ -40,8 +43,8 @@ export async function recordDeadLetters(client: pg.ClientBase, poison: Poison[])
     // the same cause is the same error class. A discarded one stays discarded: the operator has seen it.
     await client.query(
       `WITH x AS (
-         SELECT * FROM unnest($1::text[], $2::jsonb[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::jsonb[])
-           WITH ORDINALITY AS x(source, origin, resource_type, resource_id, version_id, operation, payload, error_class, error_message, error_detail, n)
+         SELECT * FROM unnest($1::text[], $2::jsonb[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::jsonb[], $11::timestamptz[])
+           WITH ORDINALITY AS x(source, origin, resource_type, resource_id, version_id, operation, payload, error_class, error_message, error_detail, arrival, n)
        ), again AS (
          UPDATE fhir_rte.dead_letter d
             SET attempts = d.attempts + 1, updated_at = now(), error_message = x.error_message, error_detail = x.error_detail,
@@ -50,20 +53,21 @@ export async function recordDeadLetters(client: pg.ClientBase, poison: Poison[])
           WHERE d.source = x.source AND d.error_class = x.error_class AND md5(coalesce(d.payload, '')) = md5(coalesce(x.payload, ''))
           RETURNING x.n
        )
-       INSERT INTO fhir_rte.dead_letter (source, origin, resource_type, resource_id, version_id, operation, payload, error_class, error_message, error_detail)
-       SELECT source, origin, resource_type, resource_id, version_id, operation, payload, error_class, error_message, error_detail
+       INSERT INTO fhir_rte.dead_letter (source, origin, resource_type, resource_id, version_id, operation, payload, error_class, error_message, error_detail, arrival)
+       SELECT source, origin, resource_type, resource_id, version_id, operation, payload, error_class, error_message, error_detail, arrival
          FROM x WHERE x.n NOT IN (SELECT n FROM again) ORDER BY x.n`,
       [
         fresh.map((p) => storable(describeOrigin(p.event.origin))),
         fresh.map((p) => storableJson(p.event.origin)),
         fresh.map((p) => storable(p.event.resourceType ?? null)),
         fresh.map((p) => storable(p.event.id ?? null)),
-        fresh.map((p) => storable(p.event.versionId ?? null)),
+        fresh.map((p) => storable(p.event.order.versionId ?? null)),
         fresh.map((p) => p.event.op),
         fresh.map((p) => storable(payloadOf(p.event))),
         fresh.map((p) => p.errorClass),
         fresh.map((p) => storable(p.message)),
         fresh.map((p) => storableJson(p.detail)),
+        fresh.map((p) => microsToIso(p.event.order.arrivalMicros)),
       ],
     );
   }
@@ -134,14 +138,14 @@ export async function listDeadLetters(db: pg.Pool | pg.ClientBase, filter: DeadL
   if (filter.ids) add('id = ANY(?::bigint[])', filter.ids);
   values.push(filter.limit ?? 100);
   const { rows } = await db.query(
-    `SELECT * FROM fhir_rte.dead_letter ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id LIMIT $${values.length}`,
+    `SELECT *, ${ARRIVAL} FROM fhir_rte.dead_letter ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id LIMIT $${values.length}`,
     values,
   );
   return rows.map(fromRow);
 }
 
 export async function getDeadLetter(db: pg.Pool | pg.ClientBase, id: number): Promise<DeadLetter | undefined> {
-  const { rows } = await db.query(`SELECT * FROM fhir_rte.dead_letter WHERE id = $1`, [id]);
+  const { rows } = await db.query(`SELECT *, ${ARRIVAL} FROM fhir_rte.dead_letter WHERE id = $1`, [id]);
   return rows[0] ? fromRow(rows[0]) : undefined;
 }
 
@@ -154,6 +158,9 @@ export async function discardDeadLetters(db: pg.Pool | pg.ClientBase, ids: numbe
   return rows.map((r) => Number(r.id));
 }
 
+/** The arrival to the microsecond (a Date would keep only milliseconds). */
+const ARRIVAL = `to_char(arrival AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS arrival_text`;
+
 function fromRow(r: Record<string, unknown>): DeadLetter {
   return {
     id: Number(r.id),
@@ -164,6 +171,7 @@ function fromRow(r: Record<string, unknown>): DeadLetter {
     resourceType: r.resource_type as string | null,
     resourceId: r.resource_id as string | null,
     versionId: r.version_id as string | null,
+    arrival: (r.arrival_text as string | null) ?? null,
     operation: r.operation as string,
     payload: r.payload as string | null,
     errorClass: r.error_class as string,

@@ -21,17 +21,32 @@ export type Origin = (
   entry?: number;
 };
 
+/**
+ * Where an event stands in its resource's history, computed once by its source: the sink orders events by
+ * this alone (see src/sink/guard.ts), never by when or how often it is handed them.
+ */
+export interface Order {
+  /** `meta.versionId`, or the delivery's version when the body has none (a Bundle entry's etag, HAPI's payloadVersion, a key's `_history`). */
+  versionId?: string;
+  /** `meta.lastUpdated` (or a Bundle entry's `response.lastModified`) in microseconds since the epoch; absent when it is not a FHIR instant. */
+  lastUpdatedMicros?: bigint;
+  /**
+   * When the source received it, in microseconds, on the source's own clock of record: a Kafka record's
+   * timestamp, the moment a file line was read, the receipt of an HTTP delivery. The same on every replay
+   * of the same input where the source can make it so (Kafka, a dead letter's retry).
+   */
+  arrivalMicros: bigint;
+}
+
 interface EventBase {
   origin: Origin;
-  receivedAt: Date;
+  order: Order;
 }
 
 export interface UpsertEvent extends EventBase {
   op: 'upsert';
   resourceType: string;
   id: string;
-  versionId?: string;
-  lastUpdated?: string;
   resource: FhirResource;
   /** The resource's JSON text exactly as delivered, when the delivery carried it alone (an NDJSON line, a Kafka value). */
   raw?: string;
@@ -41,8 +56,6 @@ export interface DeleteEvent extends EventBase {
   op: 'delete';
   resourceType: string;
   id: string;
-  versionId?: string;
-  lastUpdated?: string;
 }
 
 /**
@@ -54,12 +67,21 @@ export interface UnreadableEvent extends EventBase {
   op: 'unreadable';
   resourceType?: string;
   id?: string;
-  versionId?: string;
   raw: string;
   error: { errorClass: ErrorClass; message: string; detail?: Record<string, unknown> };
 }
 
 export type ChangeEvent = UpsertEvent | DeleteEvent | UnreadableEvent;
+
+/** The arrival clock of sources that read input themselves (files, HTTP): now, in microseconds. */
+export function arrivalNow(): bigint {
+  return BigInt(Math.round((performance.timeOrigin + performance.now()) * 1000));
+}
+
+/** Milliseconds since the epoch (a Kafka timestamp, a Date) as an arrival in microseconds. */
+export function arrivalFromMillis(ms: number): bigint {
+  return BigInt(Math.round(ms)) * 1000n;
+}
 
 export function resourceKey(e: { resourceType: string; id: string }): string {
   return `${e.resourceType}/${e.id}`;

@@ -1,6 +1,7 @@
 import type { ErrorClass } from '../deadletter/error-class.js';
-import type { ChangeEvent, FhirResource, Origin } from './change-event.js';
+import { arrivalNow, type ChangeEvent, type FhirResource, type Order, type Origin } from './change-event.js';
 import { parseFhirJson, stringifyFhirJson, withMembers } from './fhir-json.js';
+import { instantMicros } from './instant.js';
 
 /**
  * Turns FHIR JSON (a bare resource or a Bundle) into ChangeEvents. Shared by every source that carries
@@ -11,32 +12,32 @@ import { parseFhirJson, stringifyFhirJson, withMembers } from './fhir-json.js';
 const RESOURCE_TYPE = /^[A-Z][A-Za-z]{1,63}$/;
 const RESOURCE_ID = /^[A-Za-z0-9\-.]{1,64}$/;
 
-export function eventsFromText(text: string, origin: Origin, receivedAt = new Date()): ChangeEvent[] {
+export function eventsFromText(text: string, origin: Origin, arrival = arrivalNow()): ChangeEvent[] {
   let value: unknown;
   try {
     value = parseFhirJson(text);
   } catch (err) {
-    return [unreadable(text, origin, receivedAt, 'InvalidJson', `not valid JSON: ${(err as Error).message}`)];
+    return [unreadable(text, origin, arrival, 'InvalidJson', `not valid JSON: ${(err as Error).message}`)];
   }
-  return eventsFromParsedText(value, text, origin, receivedAt);
+  return eventsFromParsedText(value, text, origin, arrival);
 }
 
 /**
  * Like eventsFromJson for a value parsed from `text`: a bare resource's upsert keeps that text as its
  * `raw` document, so the sink stores the resource exactly as delivered without serializing it again.
  */
-export function eventsFromParsedText(value: unknown, text: string, origin: Origin, receivedAt = new Date()): ChangeEvent[] {
-  const events = eventsFromJson(value, origin, receivedAt, text);
+export function eventsFromParsedText(value: unknown, text: string, origin: Origin, arrival = arrivalNow()): ChangeEvent[] {
+  const events = eventsFromJson(value, origin, arrival, text);
   const only = events.length === 1 ? events[0] : undefined;
   return only?.op === 'upsert' && only.resource === value ? [{ ...only, raw: text }] : events;
 }
 
-export function eventsFromJson(value: unknown, origin: Origin, receivedAt = new Date(), raw?: string): ChangeEvent[] {
+export function eventsFromJson(value: unknown, origin: Origin, arrival = arrivalNow(), raw?: string): ChangeEvent[] {
   const problem = resourceProblem(value);
-  if (problem) return [unreadable(raw ?? stringifyFhirJson(value), origin, receivedAt, 'NotAFhirResource', problem)];
+  if (problem) return [unreadable(raw ?? stringifyFhirJson(value), origin, arrival, 'NotAFhirResource', problem)];
   const resource = value as FhirResource;
-  if (resource.resourceType === 'Bundle') return eventsFromBundle(resource, origin, receivedAt, raw);
-  return [upsertOrUnreadable(resource, origin, receivedAt)];
+  if (resource.resourceType === 'Bundle') return eventsFromBundle(resource, origin, arrival, raw);
+  return [upsertOrUnreadable(resource, origin, arrival)];
 }
 
 /**
@@ -44,10 +45,20 @@ export function eventsFromJson(value: unknown, origin: Origin, receivedAt = new 
  * makes the event unreadable input here, rather than a value the database refuses later.
  */
 export function withValidVersion(event: ChangeEvent): ChangeEvent {
-  if (event.op === 'unreadable' || event.versionId === undefined || RESOURCE_ID.test(event.versionId)) return event;
-  const raw = event.op === 'upsert' ? (event.raw ?? stringifyFhirJson(event.resource)) : JSON.stringify({ delete: `${event.resourceType}/${event.id}`, versionId: event.versionId });
-  const message = `${event.resourceType}/${event.id} has an invalid version id ${JSON.stringify(event.versionId)}`;
-  return unreadable(raw, event.origin, event.receivedAt, 'NotAFhirResource', message, event.resourceType);
+  const versionId = event.order.versionId;
+  if (event.op === 'unreadable' || versionId === undefined || RESOURCE_ID.test(versionId)) return event;
+  const raw = event.op === 'upsert' ? (event.raw ?? stringifyFhirJson(event.resource)) : JSON.stringify({ delete: `${event.resourceType}/${event.id}`, versionId });
+  const message = `${event.resourceType}/${event.id} has an invalid version id ${JSON.stringify(versionId)}`;
+  return unreadable(raw, event.origin, event.order.arrivalMicros, 'NotAFhirResource', message, event.resourceType);
+}
+
+/** An event's order from the version and time its delivery names (see Order). */
+export function orderOf(hint: VersionHint, arrivalMicros: bigint): Order {
+  const order: Order = { arrivalMicros };
+  if (hint.versionId !== undefined) order.versionId = hint.versionId;
+  const lastUpdatedMicros = instantMicros(hint.lastUpdated);
+  if (lastUpdatedMicros !== undefined) order.lastUpdatedMicros = lastUpdatedMicros;
+  return order;
 }
 
 export function isJsonObject(v: unknown): v is Record<string, unknown> {
@@ -63,25 +74,26 @@ export function resourceProblem(value: unknown): string | undefined {
   return undefined;
 }
 
-function upsertOrUnreadable(resource: FhirResource, origin: Origin, receivedAt: Date, fallback: VersionHint = {}): ChangeEvent {
+function upsertOrUnreadable(resource: FhirResource, origin: Origin, arrival: bigint, fallback: VersionHint = {}): ChangeEvent {
   const id = resource.id;
   if (typeof id !== 'string' || !RESOURCE_ID.test(id)) {
     const why = id === undefined ? 'has no "id"' : `has an invalid "id" ${JSON.stringify(id)}`;
-    return unreadable(stringifyFhirJson(resource), origin, receivedAt, 'NotAFhirResource', `${resource.resourceType} ${why}`, resource.resourceType);
+    return unreadable(stringifyFhirJson(resource), origin, arrival, 'NotAFhirResource', `${resource.resourceType} ${why}`, resource.resourceType);
   }
   return withValidVersion({
     op: 'upsert',
     resourceType: resource.resourceType,
     id,
-    versionId: stringOrUndefined(resource.meta?.versionId) ?? fallback.versionId,
-    lastUpdated: stringOrUndefined(resource.meta?.lastUpdated) ?? fallback.lastUpdated,
     resource,
     origin,
-    receivedAt,
+    order: orderOf(
+      { versionId: stringOrUndefined(resource.meta?.versionId) ?? fallback.versionId, lastUpdated: stringOrUndefined(resource.meta?.lastUpdated) ?? fallback.lastUpdated },
+      arrival,
+    ),
   });
 }
 
-interface VersionHint {
+export interface VersionHint {
   versionId?: string;
   lastUpdated?: string;
 }
@@ -93,15 +105,15 @@ interface BundleEntry {
   fullUrl?: string;
 }
 
-function eventsFromBundle(bundle: FhirResource, origin: Origin, receivedAt: Date, raw?: string): ChangeEvent[] {
+function eventsFromBundle(bundle: FhirResource, origin: Origin, arrival: bigint, raw?: string): ChangeEvent[] {
   if (bundle.entry === undefined) return [];
   if (!Array.isArray(bundle.entry)) {
-    return [unreadable(raw ?? stringifyFhirJson(bundle), origin, receivedAt, 'NotAFhirResource', `Bundle "entry" is ${kindOf(bundle.entry)}, not an array`, 'Bundle')];
+    return [unreadable(raw ?? stringifyFhirJson(bundle), origin, arrival, 'NotAFhirResource', `Bundle "entry" is ${kindOf(bundle.entry)}, not an array`, 'Bundle')];
   }
   const events: ChangeEvent[] = [];
   (bundle.entry as BundleEntry[]).forEach((entry, index) => {
     if (isNotificationStatus(entry, index, bundle)) return;
-    events.push(eventFromEntry(entry, { ...origin, entry: index }, receivedAt));
+    events.push(eventFromEntry(entry, { ...origin, entry: index }, arrival));
   });
   return events;
 }
@@ -118,30 +130,30 @@ function isBackportStatus(resource: FhirResource | undefined): boolean {
   return Array.isArray(params) && params.some((p) => (p as { name?: string }).name === 'subscription');
 }
 
-function eventFromEntry(entry: BundleEntry, origin: Origin, receivedAt: Date): ChangeEvent {
+function eventFromEntry(entry: BundleEntry, origin: Origin, arrival: bigint): ChangeEvent {
   const method = (entry.request?.method ?? (entry.resource ? 'PUT' : '')).toUpperCase();
   const hint: VersionHint = {
     versionId: versionFromEtag(entry.response?.etag),
     lastUpdated: entry.response?.lastModified,
   };
-  if (method === 'DELETE') return deleteFromEntry(entry, origin, receivedAt, hint);
+  if (method === 'DELETE') return deleteFromEntry(entry, origin, arrival, hint);
   if (method === 'POST' || method === 'PUT') {
-    if (!entry.resource) return unreadable(stringifyFhirJson(entry), origin, receivedAt, 'NotAFhirResource', `Bundle entry with ${method} has no resource`);
+    if (!entry.resource) return unreadable(stringifyFhirJson(entry), origin, arrival, 'NotAFhirResource', `Bundle entry with ${method} has no resource`);
     const problem = resourceProblem(entry.resource);
-    if (problem) return unreadable(stringifyFhirJson(entry), origin, receivedAt, 'NotAFhirResource', `Bundle entry: ${problem}`);
+    if (problem) return unreadable(stringifyFhirJson(entry), origin, arrival, 'NotAFhirResource', `Bundle entry: ${problem}`);
     const resource = entry.resource.id ? entry.resource : withIdFromUrl(entry.resource, entry);
-    return upsertOrUnreadable(resource, origin, receivedAt, hint);
+    return upsertOrUnreadable(resource, origin, arrival, hint);
   }
   const what = method ? `request.method ${method} is not a create, update or delete` : 'entry has neither a resource nor a request';
-  return unreadable(stringifyFhirJson(entry), origin, receivedAt, 'UnsupportedOperation', `Bundle entry: ${what}`, entry.resource?.resourceType);
+  return unreadable(stringifyFhirJson(entry), origin, arrival, 'UnsupportedOperation', `Bundle entry: ${what}`, entry.resource?.resourceType);
 }
 
-function deleteFromEntry(entry: BundleEntry, origin: Origin, receivedAt: Date, hint: VersionHint): ChangeEvent {
+function deleteFromEntry(entry: BundleEntry, origin: Origin, arrival: bigint, hint: VersionHint): ChangeEvent {
   const ref = parseReference(entry.request?.url ?? '') ?? parseReference(entry.fullUrl ?? '');
   if (!ref) {
-    return unreadable(stringifyFhirJson(entry), origin, receivedAt, 'NotAFhirResource', `DELETE entry: request.url ${JSON.stringify(entry.request?.url)} is not Type/id`);
+    return unreadable(stringifyFhirJson(entry), origin, arrival, 'NotAFhirResource', `DELETE entry: request.url ${JSON.stringify(entry.request?.url)} is not Type/id`);
   }
-  return withValidVersion({ op: 'delete', resourceType: ref.resourceType, id: ref.id, versionId: hint.versionId ?? ref.versionId, lastUpdated: hint.lastUpdated, origin, receivedAt });
+  return withValidVersion({ op: 'delete', resourceType: ref.resourceType, id: ref.id, origin, order: orderOf({ versionId: hint.versionId ?? ref.versionId, lastUpdated: hint.lastUpdated }, arrival) });
 }
 
 function withIdFromUrl(resource: FhirResource, entry: BundleEntry): FhirResource {
@@ -166,12 +178,12 @@ export function versionFromEtag(etag: string | undefined): string | undefined {
 export function unreadable(
   raw: string,
   origin: Origin,
-  receivedAt: Date,
+  arrival: bigint,
   errorClass: ErrorClass,
   message: string,
   resourceType?: string,
 ): ChangeEvent {
-  return { op: 'unreadable', raw, origin, receivedAt, error: { errorClass, message }, resourceType };
+  return { op: 'unreadable', raw, origin, order: { arrivalMicros: arrival }, error: { errorClass, message }, resourceType };
 }
 
 function stringOrUndefined(v: unknown): string | undefined {

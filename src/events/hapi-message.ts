@@ -1,7 +1,7 @@
 import type { ErrorClass } from '../deadletter/error-class.js';
-import type { ChangeEvent, FhirResource, Origin } from './change-event.js';
+import { arrivalNow, type ChangeEvent, type FhirResource, type Origin } from './change-event.js';
 import { parseFhirJson, withMembers } from './fhir-json.js';
-import { eventsFromJson, isJsonObject, parseReference, resourceProblem, unreadable, withValidVersion } from './from-fhir.js';
+import { eventsFromJson, isJsonObject, orderOf, parseReference, resourceProblem, unreadable, withValidVersion } from './from-fhir.js';
 
 /**
  * The HAPI FHIR / Smile CDR resource-modified channel message, as HAPI serialises it with Jackson onto its
@@ -46,10 +46,10 @@ export function hapiResourceModifiedMessage(value: unknown): HapiResourceModifie
 }
 
 /** Turns a resource-modified message into ChangeEvents; a message that cannot be applied becomes one UnreadableEvent. */
-export function eventsFromHapiMessage(message: HapiResourceModifiedMessage, raw: string, origin: Origin, receivedAt = new Date()): ChangeEvent[] {
+export function eventsFromHapiMessage(message: HapiResourceModifiedMessage, raw: string, origin: Origin, arrival = arrivalNow()): ChangeEvent[] {
   const operation = String(message.operationType).toUpperCase();
   const idHint = idFromMessage(message);
-  const bad = (errorClass: ErrorClass, why: string) => [unreadable(raw, origin, receivedAt, errorClass, `HAPI resource-modified message: ${why}`, idHint?.resourceType)];
+  const bad = (errorClass: ErrorClass, why: string) => [unreadable(raw, origin, arrival, errorClass, `HAPI resource-modified message: ${why}`, idHint?.resourceType)];
 
   const body = payloadResource(message);
   if (body.problem) return bad(body.problem.errorClass, body.problem.message);
@@ -58,12 +58,12 @@ export function eventsFromHapiMessage(message: HapiResourceModifiedMessage, raw:
     const ref = idHint ?? (body.resource?.id ? { resourceType: body.resource.resourceType, id: body.resource.id } : undefined);
     if (!ref) return bad('NotAFhirResource', 'DELETE without a payloadId or a payload naming the resource');
     const versionId = idHint?.versionId ?? stringOrUndefined(body.resource?.meta?.versionId);
-    return [withValidVersion({ op: 'delete', resourceType: ref.resourceType, id: ref.id, versionId, origin, receivedAt })];
+    return [withValidVersion({ op: 'delete', resourceType: ref.resourceType, id: ref.id, origin, order: orderOf({ versionId }, arrival) })];
   }
 
   if (operation === 'TRANSACTION') {
     if (!body.resource) return bad('NotAFhirResource', 'TRANSACTION without a Bundle payload');
-    return eventsFromJson(body.resource, origin, receivedAt, raw);
+    return eventsFromJson(body.resource, origin, arrival, raw);
   }
 
   if (!UPSERT_OPERATIONS.has(operation)) return bad('UnsupportedOperation', `operationType ${JSON.stringify(message.operationType)} is not CREATE, UPDATE, DELETE, MANUALLY_TRIGGERED or TRANSACTION`);
@@ -71,9 +71,9 @@ export function eventsFromHapiMessage(message: HapiResourceModifiedMessage, raw:
   if (!body.resource) return bad('MissingPayload', `${operation} of ${idHint ? `${idHint.resourceType}/${idHint.id}` : 'an unnamed resource'} carries no resource payload`);
 
   const resource = body.resource.id || !idHint || idHint.resourceType !== body.resource.resourceType ? body.resource : withMembers(body.resource, { id: idHint.id });
-  return eventsFromJson(resource, origin, receivedAt, raw).map((event) =>
+  return eventsFromJson(resource, origin, arrival, raw).map((event) =>
     // HAPI puts the version in meta.versionId; older messages may have it only in payloadId's _history part.
-    event.op === 'upsert' && event.versionId === undefined && idHint?.versionId ? withValidVersion({ ...event, versionId: idHint.versionId }) : event,
+    event.op === 'upsert' && event.order.versionId === undefined && idHint?.versionId ? withValidVersion({ ...event, order: { ...event.order, versionId: idHint.versionId } }) : event,
   );
 }
 

@@ -1,60 +1,89 @@
+import type { DeleteEvent, UpsertEvent } from '../events/change-event.js';
+
+export { instantMicros, microsToIso } from '../events/instant.js';
+
 /**
- * The version guard: does an event change a resource whose newest known state is `state`?
- *
- * - Both versionIds numeric: the higher one wins.
- * - Otherwise both lastUpdated known: the later one wins.
- * - Otherwise (the event or the state has neither, or they cannot be compared) the event applies, so
- *   input without versions is applied in arrival order.
- * Equal is stale: a duplicate delivery changes nothing.
+ * The one comparison of an event with what a resource's state has seen. It only answers; the planner
+ * (plan.ts) decides what each answer does.
  */
-export interface Versioned {
-  versionId?: string | null;
-  /** Microseconds since the epoch. */
-  lastUpdatedMicros?: bigint | null;
-  /** Only on a tombstone whose delete had no version: the version it deleted. */
-  priorVersionId?: string | null;
+export type Comparison = 'newer' | 'same' | 'older' | 'incomparable';
+
+/** Where an event stands, as the comparison sees it. */
+export interface Position {
+  versionId?: string;
+  /** Microseconds: lastUpdated, or for a delete with neither lastUpdated nor a numeric version, its arrival. */
+  timeMicros?: bigint;
+}
+
+/**
+ * The watermark a resource's state keeps (fhir_rte.resource_state). Every part only ever rises: the
+ * newest version known, the newest time known, the latest arrival applied.
+ */
+export interface Watermark {
+  versionId: string | null;
+  lastUpdatedMicros: bigint | null;
+  /**
+   * A change without a version but with a time came after `versionId` (a delete dated by its arrival):
+   * the state lies after that version, not at it, so a version above it is ordered by time.
+   */
+  afterVersion: boolean;
+  /** The latest arrival of an applied event; orders the events the comparison cannot (see plan.ts). */
+  arrivalMicros: bigint | null;
 }
 
 const NUMERIC = /^\d{1,18}$/;
 
-export function isNewer(event: Versioned, state: Versioned | undefined): boolean {
-  if (!state) return true;
-  if (state.priorVersionId) return isNewerThanUnversionedDelete(event, state);
-  if (event.versionId && state.versionId && NUMERIC.test(event.versionId) && NUMERIC.test(state.versionId)) {
-    return BigInt(event.versionId) > BigInt(state.versionId);
-  }
-  if (event.lastUpdatedMicros != null && state.lastUpdatedMicros != null) return event.lastUpdatedMicros > state.lastUpdatedMicros;
-  return true;
+/**
+ * Higher numeric versionId when both are numeric; otherwise later lastUpdated; the same version, numeric
+ * or not, is the same. Against a state that lies after its version, a version at or below it is older and
+ * one above it is ordered by time (incomparable when there is no time to compare).
+ */
+export function compare(event: Position, mark: Watermark): Comparison {
+  const byVersion = compareVersions(event.versionId, mark.versionId);
+  const byTime = compareTimes(event.timeMicros, mark.lastUpdatedMicros);
+  if (mark.afterVersion && byVersion !== 'incomparable') return byVersion === 'newer' ? (byTime ?? 'incomparable') : 'older';
+  if (byVersion !== 'incomparable') return byVersion;
+  return byTime ?? 'incomparable';
+}
+
+function compareVersions(a: string | undefined, b: string | null): Comparison {
+  if (a === undefined || b === null) return 'incomparable';
+  if (NUMERIC.test(a) && NUMERIC.test(b)) return sign(BigInt(a) - BigInt(b));
+  return a === b ? 'same' : 'incomparable';
+}
+
+function compareTimes(a: bigint | undefined, b: bigint | null): Comparison | undefined {
+  return a === undefined || b === null ? undefined : sign(a - b);
+}
+
+function sign(d: bigint): Comparison {
+  return d > 0n ? 'newer' : d < 0n ? 'older' : 'same';
 }
 
 /**
- * A delete without a version is dated by its arrival (DESIGN): an event is compared with it by time when
- * it has one. Only an event with a version but no time (a Bundle entry's etag, a HAPI payloadVersion)
- * falls back to the version the delete removed, so an old one cannot bring the resource back.
+ * An event's position: its version, and its lastUpdated. A delete that neither carries a lastUpdated nor
+ * a numeric version is dated by its arrival (DESIGN: a delete without a version is ordered by its
+ * arrival; a version without a number orders nothing on its own), so that a version made after it still
+ * applies and one made before it stays out, however late either is delivered.
  */
-function isNewerThanUnversionedDelete(event: Versioned, state: Versioned): boolean {
-  if (event.lastUpdatedMicros != null && state.lastUpdatedMicros != null) return event.lastUpdatedMicros > state.lastUpdatedMicros;
-  if (event.versionId && NUMERIC.test(event.versionId) && NUMERIC.test(state.priorVersionId!)) return BigInt(event.versionId) > BigInt(state.priorVersionId!);
-  return true;
+export function positionOf(event: UpsertEvent | DeleteEvent): Position {
+  const { versionId, lastUpdatedMicros, arrivalMicros } = event.order;
+  const datedByArrival = event.op === 'delete' && lastUpdatedMicros === undefined && !(versionId !== undefined && NUMERIC.test(versionId));
+  const timeMicros = datedByArrival ? arrivalMicros : lastUpdatedMicros;
+  return { ...(versionId === undefined ? {} : { versionId }), ...(timeMicros === undefined ? {} : { timeMicros }) };
 }
 
-const INSTANT = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})$/;
-
-/** A FHIR instant to microseconds since the epoch (Postgres' precision), or undefined when it is not one. */
-export function instantMicros(value: string | undefined): bigint | undefined {
-  if (!value) return undefined;
-  const m = INSTANT.exec(value);
-  if (!m) return undefined;
-  const seconds = Date.parse(`${m[1]}${m[3]}`);
-  if (Number.isNaN(seconds)) return undefined;
-  const fraction = (m[2] ?? '').padEnd(6, '0').slice(0, 6);
-  return BigInt(seconds) * 1000n + BigInt(fraction);
+/**
+ * The watermark after an event applied: each part rises to what the event shows, never below what was
+ * there. An event without version and time leaves version and time as they were.
+ */
+export function raise(mark: Watermark | undefined, at: Position, arrivalMicros: bigint): Watermark {
+  const versionId = at.versionId ?? mark?.versionId ?? null;
+  const lastUpdatedMicros = max(at.timeMicros ?? null, mark?.lastUpdatedMicros ?? null);
+  const afterVersion = at.versionId !== undefined ? false : at.timeMicros !== undefined ? versionId !== null : (mark?.afterVersion ?? false);
+  return { versionId, lastUpdatedMicros, afterVersion, arrivalMicros: max(arrivalMicros, mark?.arrivalMicros ?? null) };
 }
 
-/** Microseconds since the epoch as an ISO timestamp with microseconds, for a timestamptz parameter. */
-export function microsToIso(micros: bigint): string {
-  // Floor division, so instants before 1970 keep a positive sub-millisecond part.
-  const ms = micros / 1000n - (micros % 1000n < 0n ? 1n : 0n);
-  const extra = micros - ms * 1000n;
-  return new Date(Number(ms)).toISOString().replace('Z', `${extra.toString().padStart(3, '0')}Z`);
+function max(a: bigint | null, b: bigint | null): bigint | null {
+  return a === null ? b : b === null || a > b ? a : b;
 }

@@ -1,11 +1,15 @@
 import type { ErrorClass } from '../deadletter/error-class.js';
+import { createHash } from 'node:crypto';
+import { stringifyFhirJson } from '../events/fhir-json.js';
 import { resourceKey, type ChangeEvent, type DeleteEvent, type UpsertEvent } from '../events/change-event.js';
 import { TransformError, type Row, type Transformer } from '../transform/transformer.js';
-import { instantMicros, isNewer, type Versioned } from './guard.js';
+import { compare, positionOf, raise, type Comparison, type Watermark } from './guard.js';
 
-/** The guard state of one resource as stored in fhir_rte.resource_state. */
-export interface ResourceState extends Versioned {
+/** A resource's state as stored in fhir_rte.resource_state: its watermark, and what it is now. */
+export interface ResourceState extends Watermark {
   deleted: boolean;
+  /** SHA-256 (hex) of the stored resource document, the last live one under a tombstone. */
+  digest: string | null;
   /** The state's revision when it was read; a write succeeds only at that revision. 0: no state yet. */
   revision: number;
 }
@@ -18,26 +22,32 @@ export interface Poison {
   detail?: Record<string, unknown>;
 }
 
-/** One applied version of a resource: an upsert with its rows, or a delete. */
+/** One applied change of a resource: an upsert with its rows, or a delete. */
 export interface AppliedVersion {
   event: UpsertEvent | DeleteEvent;
+  /** The event's own version (not the watermark's): what its rows and history say. */
   versionId: string | null;
-  /** When the change happened (microseconds): lastUpdated, or the arrival time of an unversioned delete. */
-  lastUpdatedMicros: bigint | null;
-  /** Rows per table (upserts only). */
+  /** When the change happened (microseconds): lastUpdated, or for a delete without one, its arrival (its rows' deleted_at). */
+  timeMicros: bigint | null;
+  /** Upserts: the resource document as stored, its digest, and its rows per table (none when no transformer covers the type). */
+  document?: string;
+  digest?: string;
   rows?: Map<string, Row[]>;
 }
 
-/** What a batch does to one resource, in arrival order of its applied versions. */
+/** What a batch does to one resource, in arrival order of its applied changes. */
 export interface ResourcePlan {
   key: string;
   resourceType: string;
   id: string;
   existed: boolean;
+  /** Some transformer covers the type; when none does, the changes are skipped: state only, no rows. */
+  covered: boolean;
   /** Revision of the state read for this resource (0 when there was none). */
   revision: number;
+  /** Possibly none: an event that changed nothing may still raise the watermark. */
   versions: AppliedVersion[];
-  /** The guard state after the batch: what resource_state must hold. */
+  /** The state after the batch: what resource_state must hold. */
   state: ResourceState;
 }
 
@@ -49,9 +59,27 @@ export interface BatchPlan {
 
 /**
  * Walks a batch in arrival order against a running copy of each resource's state, exactly as if the
- * events were applied one by one: newer events apply, older or equal ones are stale, and a record its
- * transformers cannot flatten is poison and leaves the state as it was. So batch boundaries never
- * change the outcome.
+ * events were applied one by one, so batch boundaries never change the outcome. The comparison
+ * (guard.ts) only answers; what each answer does is decided here, and only here:
+ *
+ * | the event against the state          | upsert                                  | delete                                   |
+ * | ------------------------------------ | --------------------------------------- | ---------------------------------------- |
+ * | no state yet                         | applies                                 | applies (a tombstone, no rows to flag)   |
+ * | newer                                | applies                                 | applies: rows flagged, state a tombstone |
+ * | older or same                        | stale                                   | stale                                    |
+ * | incomparable (no version or time in  | applies in arrival order: stale when it | as for an upsert                         |
+ * | common, e.g. neither in the event)   | arrived before the last applied event   |                                          |
+ * | would apply but changes nothing      | stale: same content as the stored live  | stale: the resource is already deleted   |
+ * |                                      | resource (SHA-256 of the document)      |                                          |
+ *
+ * A stale event that was in order but changes nothing (the last row) still raises the watermark, tables
+ * and history untouched, so a change older than it stays out as if it had applied.
+ * An applied event raises the watermark (guard.ts `raise`): it never goes down, so an event without
+ * version or time leaves the version and time as they were and a late older version stays stale. A delete
+ * with neither a lastUpdated nor a numeric version is dated by its arrival (guard.ts `positionOf`). A record its transformers cannot
+ * flatten is poison and leaves the state as it was. A type no transformer covers is applied to the state
+ * only (watermark and document, so `rebuild` can flatten it once a transformer covers it) and counted
+ * as skipped.
  */
 export function planBatch(batch: ChangeEvent[], states: Map<string, ResourceState>, transformersOf: (type: string) => Transformer[]): BatchPlan {
   const plans = new Map<string, ResourcePlan>();
@@ -63,49 +91,81 @@ export function planBatch(batch: ChangeEvent[], states: Map<string, ResourceStat
       continue;
     }
     const key = resourceKey(event);
-    const version = versionOf(event);
     const state = running.get(key);
-    // An unversioned delete is dated by its arrival, so it would always look newer than a tombstone;
-    // deleting what is already deleted changes nothing, so a redelivered one must count as stale.
-    const redundantDelete = event.op === 'delete' && !event.versionId && state?.deleted === true;
-    if (redundantDelete || !isNewer(version, state)) {
+    const position = positionOf(event);
+    const fresh = !state || !isStale(event, compare(position, state), state);
+    if (!fresh) {
       plan.stale.push(event);
       continue;
     }
-    const applied = event.op === 'upsert' ? transform(event, version, transformersOf(event.resourceType), plan.poison) : { event, ...version };
-    if (!applied) continue;
-    const next = nextState(event, version, state);
+    const content = event.op === 'upsert' ? contentOf(event) : undefined;
+    // In order, but leaving the resource as it is: stale, yet it still raises the watermark, so that a
+    // change older than it stays out (a copy made before a second delete of a deleted resource, say).
+    const unchanged = !!state && changesNothing(event, content, state);
+    const transformers = transformersOf(event.resourceType);
+    const applied = unchanged ? undefined : event.op === 'upsert' ? transform(event, content!, transformers, plan.poison) : deletion(event);
+    if (!unchanged && !applied) continue;
+    const next: ResourceState = {
+      ...raise(state, position, event.order.arrivalMicros),
+      deleted: event.op === 'delete',
+      // A tombstone keeps the last live document (and its digest), so rebuild can still derive the deleted rows.
+      digest: content?.digest ?? state?.digest ?? null,
+      revision: state?.revision ?? 0,
+    };
+    if (unchanged && sameWatermark(next, state!)) {
+      plan.stale.push(event); // a redelivery: nothing to write at all
+      continue;
+    }
     running.set(key, next);
     let resource = plans.get(key);
     if (!resource) {
-      resource = { key, resourceType: event.resourceType, id: event.id, existed: states.has(key), revision: states.get(key)?.revision ?? 0, versions: [], state: next };
+      const before = states.get(key);
+      resource = { key, resourceType: event.resourceType, id: event.id, existed: !!before, covered: transformers.length > 0, revision: before?.revision ?? 0, versions: [], state: next };
       plans.set(key, resource);
       plan.resources.push(resource);
     }
-    resource.versions.push(applied);
+    if (applied) resource.versions.push(applied);
+    else plan.stale.push(event);
     resource.state = next;
   }
   return plan;
 }
 
-type Version = { versionId: string | null; lastUpdatedMicros: bigint | null };
+/** A delete is always dated, for its rows' deleted_at: its lastUpdated, else its arrival. */
+function deletion(event: DeleteEvent): AppliedVersion {
+  return { event, versionId: event.order.versionId ?? null, timeMicros: event.order.lastUpdatedMicros ?? event.order.arrivalMicros };
+}
+
+function sameWatermark(a: Watermark, b: Watermark): boolean {
+  return a.versionId === b.versionId && a.lastUpdatedMicros === b.lastUpdatedMicros && a.afterVersion === b.afterVersion && a.arrivalMicros === b.arrivalMicros;
+}
+
+function isStale(event: ChangeEvent, answer: Comparison, state: ResourceState): boolean {
+  if (answer === 'older' || answer === 'same') return true;
+  return answer === 'incomparable' && state.arrivalMicros !== null && event.order.arrivalMicros < state.arrivalMicros;
+}
+
+function changesNothing(event: UpsertEvent | DeleteEvent, content: Content | undefined, state: ResourceState): boolean {
+  return event.op === 'delete' ? state.deleted : !state.deleted && state.digest === content!.digest;
+}
+
+interface Content {
+  document: string;
+  digest: string;
+}
 
 /**
- * The guard state after an applied event. A delete without a version keeps the version it deleted as
- * priorVersionId (see guard.ts): an older update carrying only a versionId stays comparable.
+ * The resource document as stored (the text as delivered when the delivery carried it alone, else its
+ * JSON) and its SHA-256. Hashing the stored text rather than a canonical form costs no re-serialization
+ * and never equates documents that differ in meaning (a decimal written 1.5 or 1.50); the same resource
+ * serialized differently by two sources merely applies once more.
  */
-function nextState(event: UpsertEvent | DeleteEvent, version: Version, before: ResourceState | undefined): ResourceState {
-  const unversionedDelete = event.op === 'delete' && version.versionId === null;
-  const priorVersionId = unversionedDelete ? (before?.versionId ?? before?.priorVersionId ?? null) : null;
-  return { ...version, priorVersionId, deleted: event.op === 'delete', revision: before?.revision ?? 0 };
+function contentOf(event: UpsertEvent): Content {
+  const document = event.raw ?? stringifyFhirJson(event.resource);
+  return { document, digest: createHash('sha256').update(document).digest('hex') };
 }
 
-function versionOf(event: UpsertEvent | DeleteEvent): Version {
-  const micros = instantMicros(event.lastUpdated) ?? (event.op === 'delete' ? BigInt(event.receivedAt.getTime()) * 1000n : undefined);
-  return { versionId: event.versionId ?? null, lastUpdatedMicros: micros ?? null };
-}
-
-function transform(event: UpsertEvent, version: Version, transformers: Transformer[], poison: Poison[]): AppliedVersion | undefined {
+function transform(event: UpsertEvent, content: Content, transformers: Transformer[], poison: Poison[]): AppliedVersion | undefined {
   const rows = new Map<string, Row[]>();
   try {
     for (const t of transformers) for (const [table, tableRows] of t.rows(event.resource)) rows.set(table, tableRows);
@@ -113,7 +173,7 @@ function transform(event: UpsertEvent, version: Version, transformers: Transform
     poison.push(poisonFromError(event, err));
     return undefined;
   }
-  return { event, ...version, rows };
+  return { event, versionId: event.order.versionId ?? null, timeMicros: event.order.lastUpdatedMicros ?? null, ...content, rows };
 }
 
 function poisonFromError(event: ChangeEvent, err: unknown): Poison {

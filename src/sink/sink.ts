@@ -1,11 +1,18 @@
 import type { ChangeEvent } from '../events/change-event.js';
 
-/** What became of a batch. Every event lands in exactly one of applied, stale or deadLettered. */
-export interface BatchOutcome {
-  received: number;
-  applied: number;
-  stale: number;
-  deadLettered: number;
+/** The four things that can become of an event; every event lands in exactly one. */
+export type Fate = 'applied' | 'stale' | 'skipped' | 'deadLettered';
+
+export type Counts = { received: number } & Record<Fate, number>;
+
+/**
+ * What became of a batch: applied (rows written), stale (older than or equal to what the state holds, or
+ * changing nothing), skipped (no transformer covers its resource type: kept in the state for a later
+ * rebuild, no rows) or dead-lettered. `byType` has the same counts per resource type (`(unknown)` for input
+ * that names none).
+ */
+export interface BatchOutcome extends Counts {
+  byType: Record<string, Counts>;
 }
 
 /**
@@ -18,15 +25,40 @@ export interface Sink {
 }
 
 export function emptyOutcome(): BatchOutcome {
-  return { received: 0, applied: 0, stale: 0, deadLettered: 0 };
+  return { ...emptyCounts(), byType: {} };
+}
+
+function emptyCounts(): Counts {
+  return { received: 0, applied: 0, stale: 0, skipped: 0, deadLettered: 0 };
+}
+
+/** Counts one event of the given resource type (undefined for unreadable input that names none). */
+export function countEvent(outcome: BatchOutcome, event: { resourceType?: string }, fate: Fate): BatchOutcome {
+  const type = (outcome.byType[event.resourceType ?? '(unknown)'] ??= emptyCounts());
+  for (const c of [outcome as Counts, type]) {
+    c.received++;
+    c[fate]++;
+  }
+  return outcome;
 }
 
 export function addOutcome(total: BatchOutcome, part: BatchOutcome): BatchOutcome {
+  addCounts(total, part);
+  for (const [type, counts] of Object.entries(part.byType)) addCounts((total.byType[type] ??= emptyCounts()), counts);
+  return total;
+}
+
+function addCounts(total: Counts, part: Counts): void {
   total.received += part.received;
   total.applied += part.applied;
   total.stale += part.stale;
+  total.skipped += part.skipped;
   total.deadLettered += part.deadLettered;
-  return total;
+}
+
+/** The totals alone, as `load --json` prints them. */
+export function totalsOf(o: BatchOutcome): Counts {
+  return { received: o.received, applied: o.applied, stale: o.stale, skipped: o.skipped, deadLettered: o.deadLettered };
 }
 
 /**

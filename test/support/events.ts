@@ -1,15 +1,16 @@
-import type { ChangeEvent, FhirResource } from '../../src/events/change-event.js';
-import { eventsFromJson } from '../../src/events/from-fhir.js';
+import { arrivalNow, type ChangeEvent, type FhirResource } from '../../src/events/change-event.js';
+import { eventsFromJson, orderOf } from '../../src/events/from-fhir.js';
 
 let offset = 0;
 
-/** An upsert as a source would deliver it, with meta.versionId/lastUpdated when given. */
-export function upsert(resource: FhirResource): ChangeEvent {
-  return eventsFromJson(resource, { kind: 'kafka', topic: 'test', partition: 0, offset: String(offset++) })[0]!;
+/** An upsert as a source would deliver it, with meta.versionId/lastUpdated when given, arriving now. */
+export function upsert(resource: FhirResource, arrivalMicros = arrivalNow()): ChangeEvent {
+  return eventsFromJson(resource, { kind: 'kafka', topic: 'test', partition: 0, offset: String(offset++) }, arrivalMicros)[0]!;
 }
 
-export function del(resourceType: string, id: string, versionId?: string, lastUpdated?: string): ChangeEvent {
-  return { op: 'delete', resourceType, id, versionId, lastUpdated, origin: { kind: 'kafka', topic: 'test', partition: 0, offset: String(offset++) }, receivedAt: new Date() };
+/** A delete with the version and lastUpdated given (none: dated by its arrival, now unless given). */
+export function del(resourceType: string, id: string, versionId?: string, lastUpdated?: string, arrivalMicros = arrivalNow()): ChangeEvent {
+  return { op: 'delete', resourceType, id, origin: { kind: 'kafka', topic: 'test', partition: 0, offset: String(offset++) }, order: orderOf({ versionId, lastUpdated }, arrivalMicros) };
 }
 
 export function patient(id: string, version: number, extra: Partial<FhirResource> = {}): FhirResource {

@@ -72,7 +72,7 @@ async function load(runtime: Runtime, files: string[]): Promise<void> {
   progress.done(totals);
   const seconds = (Date.now() - started) / 1000;
   process.stdout.write(
-    `Loaded in ${seconds.toFixed(1)}s: ${totals.received} received, ${totals.applied} applied, ${totals.stale} stale (already there), ${totals.deadLettered} dead-lettered\n\n`,
+    `Loaded in ${seconds.toFixed(1)}s: ${totals.received} received, ${totals.applied} applied, ${totals.stale} stale (already there), ${totals.skipped} skipped, ${totals.deadLettered} dead-lettered\n\n`,
   );
 }
 

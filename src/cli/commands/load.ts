@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { addOutcome, emptyOutcome, type BatchOutcome } from '../../sink/sink.js';
+import { addOutcome, emptyOutcome, totalsOf, type BatchOutcome, type Counts } from '../../sink/sink.js';
 import { FileSource } from '../../sources/backfill/file-source.js';
 import { ExitCode } from '../exit-codes.js';
 import { openRuntime, type GlobalOptions } from '../runtime.js';
@@ -13,7 +13,8 @@ export function register(program: Command): void {
     .option('--json', 'print the final counts as one JSON line on stdout')
     .action(async (paths: string[], opts: { json?: boolean }, cmd: Command) => {
       const totals = await loadFiles(paths, cmd.optsWithGlobals() as GlobalOptions, !opts.json);
-      if (opts.json) process.stdout.write(`${JSON.stringify(totals)}\n`);
+      if (opts.json) process.stdout.write(`${JSON.stringify(totalsOf(totals))}
+`);
       // So that cron and CI notice: the load finished, but not everything in it was applied.
       if (totals.deadLettered) process.exitCode = ExitCode.deadLettered;
     });
@@ -36,12 +37,17 @@ export async function loadFiles(paths: string[], globals: GlobalOptions, humanSu
     progress.done(totals);
     await runtime.close();
   }
-  if (humanSummary) {
-    process.stderr.write(
-      `loaded: ${totals.received} received, ${totals.applied} applied, ${totals.stale} stale, ${totals.deadLettered} dead-lettered` +
-        (totals.deadLettered ? ' (see: fhir-rte dead-letter list)' : '') +
-        '\n',
-    );
-  }
+  if (humanSummary) process.stderr.write(summary(totals));
   return totals;
+}
+
+/** The totals, then one line per resource type, so what was skipped or dead-lettered shows where it came from. */
+function summary(totals: BatchOutcome): string {
+  const line = (c: Counts) => `${c.received} received, ${c.applied} applied, ${c.stale} stale, ${c.skipped} skipped, ${c.deadLettered} dead-lettered`;
+  const types = Object.entries(totals.byType).sort(([a], [b]) => a.localeCompare(b));
+  const width = Math.max(0, ...types.map(([t]) => t.length));
+  return (
+    `loaded: ${line(totals)}${totals.deadLettered ? ' (see: fhir-rte dead-letter list)' : ''}\n` +
+    types.map(([type, c]) => `  ${type.padEnd(width)}  ${line(c)}${c.skipped ? ' (no transformer covers this type)' : ''}\n`).join('')
+  );
 }

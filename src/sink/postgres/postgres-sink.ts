@@ -2,11 +2,10 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 import { markRetried, recordDeadLetters } from '../../deadletter/dead-letter.js';
 import { describeOrigin, resourceKey, type ChangeEvent } from '../../events/change-event.js';
-import { stringifyFhirJson } from '../../events/fhir-json.js';
 import type { TableSpec, Transformer } from '../../transform/transformer.js';
 import { microsToIso } from '../guard.js';
 import { planBatch, type AppliedVersion, type BatchPlan, type Poison, type ResourcePlan } from '../plan.js';
-import { addOutcome, emptyOutcome, SinkFailure, type BatchOutcome, type Sink } from '../sink.js';
+import { addOutcome, countEvent, emptyOutcome, SinkFailure, type BatchOutcome, type Sink } from '../sink.js';
 import { classify, sqlDetail, tooLong } from './fault.js';
 import { retryTransient, type RetryPolicy, type Stall } from './retry.js';
 import { inTransaction, unlessAborted } from './transaction.js';
@@ -136,8 +135,7 @@ export class PostgresSink implements Sink {
       await this.write(client, plan);
       await recordDeadLetters(client, plan.poison);
       await markRetried(client, appliedOrStale(plan));
-      const applied = plan.resources.reduce((n, r) => n + r.versions.length, 0);
-      return { received: events.length, applied, stale: plan.stale.length, deadLettered: plan.poison.length };
+      return outcomeOf(plan);
     }, signal);
   }
 
@@ -155,7 +153,7 @@ export class PostgresSink implements Sink {
     // where it came from and why; the dead letter holds the rest.
     const { sqlState, column, constraint } = poison.detail ?? {};
     this.options.logger.warn({ source: describeOrigin(event.origin), sqlState, table, column, constraint }, 'record dead-lettered: the database refused a value');
-    return { received: 1, applied: 0, stale: 0, deadLettered: 1 };
+    return countEvent(emptyOutcome(), event, 'deadLettered');
   }
 
   private async write(client: pg.ClientBase, plan: BatchPlan): Promise<void> {
@@ -177,6 +175,15 @@ function overlaps(a: Set<string>, b: Set<string>): boolean {
   return false;
 }
 
+/** Every event of the plan counted once: applied, skipped (no transformer covers its type), stale or dead-lettered. */
+function outcomeOf(plan: BatchPlan): BatchOutcome {
+  const outcome = emptyOutcome();
+  for (const r of plan.resources) for (const v of r.versions) countEvent(outcome, v.event, r.covered ? 'applied' : 'skipped');
+  for (const e of plan.stale) countEvent(outcome, e, 'stale');
+  for (const p of plan.poison) countEvent(outcome, p.event, 'deadLettered');
+  return outcome;
+}
+
 function appliedOrStale(plan: BatchPlan): ChangeEvent[] {
   return [...plan.stale, ...plan.resources.flatMap((r) => r.versions.map((v) => v.event))];
 }
@@ -194,7 +201,7 @@ function collectWrites(plan: BatchPlan, deleteMode: 'logical' | 'hard', tablesOf
   const w: Writes = { historyOfDeletes: new Map(), clear: new Map(), insert: new Map(), flag: new Map(), history: new Map() };
   for (const r of plan.resources) {
     const tables = tablesOf(r.resourceType);
-    if (!tables.length) continue;
+    if (!tables.length || !r.versions.length) continue;
     const final = r.versions[r.versions.length - 1]!;
     const live = lastUpsert(r);
     const tombstone = final.event.op === 'delete' ? tombstoneOf(r.key, final) : undefined;
@@ -232,28 +239,30 @@ function versionedRows(v: AppliedVersion, table: TableSpec, key: string, tombsto
 }
 
 function tombstoneOf(key: string, v: AppliedVersion): Tombstone {
-  // A delete always has a time: its lastUpdated, or its arrival (see plan.ts versionOf).
-  return { key, version: v.versionId, deletedAt: microsToIso(v.lastUpdatedMicros!) };
+  // A delete always has a time: its lastUpdated, or its arrival (see guard.ts positionOf).
+  return { key, version: v.versionId, deletedAt: microsToIso(v.timeMicros!) };
 }
 
 function stateOf(r: ResourcePlan, storeResources: boolean): StateWrite {
-  const live = lastUpsert(r)?.event;
-  const micros = r.state.lastUpdatedMicros;
+  const live = lastUpsert(r);
+  const iso = (micros: bigint | null) => (micros === null ? null : microsToIso(micros));
   return {
     resourceType: r.resourceType,
     id: r.id,
-    versionId: r.state.versionId ?? null,
-    priorVersionId: r.state.priorVersionId ?? null,
-    lastUpdated: micros === null || micros === undefined ? null : microsToIso(micros),
+    versionId: r.state.versionId,
+    lastUpdated: iso(r.state.lastUpdatedMicros),
+    afterVersion: r.state.afterVersion,
+    arrival: iso(r.state.arrivalMicros),
     deleted: r.state.deleted,
-    // The last live document, also under a tombstone (null keeps the one stored before).
-    resourceJson: live?.op === 'upsert' && storeResources ? (live.raw ?? stringifyFhirJson(live.resource)) : null,
+    // The last live document; none applied in this batch keeps the stored one (a tombstone's too).
+    digest: live ? live.digest! : null,
+    resourceJson: live && storeResources ? live.document! : null,
     revision: r.revision + 1,
   };
 }
 
 function lastUpsert(r: ResourcePlan): AppliedVersion | undefined {
-  for (let i = r.versions.length - 1; i >= 0; i--) if (r.versions[i]!.rows) return r.versions[i];
+  for (let i = r.versions.length - 1; i >= 0; i--) if (r.versions[i]!.event.op === 'upsert') return r.versions[i];
   return undefined;
 }
 

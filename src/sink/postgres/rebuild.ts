@@ -2,10 +2,11 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 import { qualified, quoteIdent } from '../../config/identifier.js';
 import { recordDeadLetters } from '../../deadletter/dead-letter.js';
-import type { ChangeEvent, FhirResource } from '../../events/change-event.js';
+import { arrivalNow, type ChangeEvent, type FhirResource } from '../../events/change-event.js';
 import { TransformError, type TableSpec, type Transformer } from '../../transform/transformer.js';
 import type { Poison } from '../plan.js';
 import { parseFhirJson } from '../../events/fhir-json.js';
+import { orderOf } from '../../events/from-fhir.js';
 import { retryTransient, type RetryPolicy } from './retry.js';
 import { describeDrift, planSchema } from './schema.js';
 import { tableDdl } from './table-ddl.js';
@@ -33,6 +34,8 @@ interface StoredState {
   resourceType: string;
   id: string;
   versionId: string | null;
+  /** The state lies after versionId (its delete had no version). */
+  afterVersion: boolean;
   lastUpdated: string | null;
   deleted: boolean;
   revision: number;
@@ -103,7 +106,7 @@ async function readPage(client: pg.ClientBase, types: string[], after: [string, 
   return rows.map(stateOf);
 }
 
-const STATE_COLUMNS = `resource_type, resource_id, version_id, to_char(last_updated AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS last_updated,
+const STATE_COLUMNS = `resource_type, resource_id, version_id, after_version, to_char(last_updated AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS last_updated,
             deleted, revision, resource::text AS resource`;
 
 function stateOf(r: Record<string, unknown>): StoredState {
@@ -111,6 +114,7 @@ function stateOf(r: Record<string, unknown>): StoredState {
     resourceType: r.resource_type as string,
     id: r.resource_id as string,
     versionId: r.version_id as string | null,
+    afterVersion: r.after_version as boolean,
     lastUpdated: r.last_updated as string | null,
     deleted: r.deleted as boolean,
     revision: Number(r.revision),
@@ -157,12 +161,16 @@ function flatten(states: StoredState[], options: RebuildOptions): Page {
 
 function rowsOf(resource: FhirResource, state: StoredState, key: string, transformers: Transformer[], deleteMode: 'logical' | 'hard'): Array<[TableSpec, VersionedRow[]]> {
   const out: Array<[TableSpec, VersionedRow[]]> = [];
+  // The rows say the version of the change they reflect, as when it was applied: the watermark's version
+  // is the newest known, which an unversioned copy or delete applied after it does not have.
+  const metaVersion = resource.meta?.versionId;
+  const version = state.deleted ? (state.afterVersion ? null : state.versionId) : typeof metaVersion === 'string' ? metaVersion : null;
   for (const t of transformers) {
     const rows = t.rows(resource);
     for (const spec of t.tables) {
       // A hard-deleted resource has no rows; a logically deleted one keeps them, flagged.
       const tableRows = state.deleted && deleteMode === 'hard' ? [] : (rows.get(spec.name) ?? []);
-      out.push([spec, tableRows.map((row) => ({ row, key, version: state.versionId, deletedAt: state.deleted ? state.lastUpdated : null }))]);
+      out.push([spec, tableRows.map((row) => ({ row, key, version, deletedAt: state.deleted ? state.lastUpdated : null }))]);
     }
   }
   return out;
@@ -180,12 +188,10 @@ function poisonOf(failure: { state: StoredState; error: unknown }): Poison {
     op: 'upsert',
     resourceType: state.resourceType,
     id: state.id,
-    versionId: state.versionId ?? undefined,
-    lastUpdated: state.lastUpdated ?? undefined,
     resource,
     raw: state.resource!,
     origin: { kind: 'rebuild', resource: keyOf(state) },
-    receivedAt: new Date(),
+    order: orderOf({ versionId: state.versionId ?? undefined, lastUpdated: state.lastUpdated ?? undefined }, arrivalNow()),
   };
   if (error instanceof TransformError) return { event, errorClass: 'TransformError', message: error.message, detail: { ...error.detail } };
   return { event, errorClass: 'TransformError', message: error instanceof Error ? `${error.name}: ${error.message}` : String(error) };

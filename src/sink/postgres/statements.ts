@@ -35,18 +35,19 @@ async function run(client: pg.ClientBase, table: string, text: string, values: u
 }
 
 /**
- * The guard state of the batch's resources. LATERAL with LIMIT keeps this an index lookup per key even
- * when the planner has no statistics yet (a table filled by this very load), where a hash join would
+ * The states (watermarks) of the batch's resources. LATERAL with LIMIT keeps this an index lookup per key
+ * even when the planner has no statistics yet (a table filled by this very load), where a hash join would
  * scan the whole state table for every batch.
  */
 export async function readStates(client: pg.ClientBase, types: string[], ids: string[]): Promise<Map<string, ResourceState>> {
   const { rows } = await run(
     client,
     'fhir_rte.resource_state',
-    `SELECT k.t AS resource_type, k.i AS resource_id, s.version_id, s.prior_version_id, s.micros, s.deleted, s.revision
+    `SELECT k.t AS resource_type, k.i AS resource_id, s.*
        FROM unnest($1::text[], $2::text[]) AS k(t, i)
        CROSS JOIN LATERAL (
-         SELECT version_id, prior_version_id, (extract(epoch FROM last_updated) * 1000000)::bigint::text AS micros, deleted, revision
+         SELECT version_id, after_version, ${micros('last_updated')} AS last_updated_micros, ${micros('arrival')} AS arrival_micros,
+                deleted, encode(content_digest, 'hex') AS digest, revision
            FROM fhir_rte.resource_state WHERE resource_type = k.t AND resource_id = k.i LIMIT 1) AS s`,
     [types, ids],
   );
@@ -54,29 +55,43 @@ export async function readStates(client: pg.ClientBase, types: string[], ids: st
   for (const r of rows) {
     states.set(`${r.resource_type}/${r.resource_id}`, {
       versionId: r.version_id,
-      priorVersionId: r.prior_version_id,
-      lastUpdatedMicros: r.micros === null ? null : BigInt(r.micros),
+      lastUpdatedMicros: r.last_updated_micros === null ? null : BigInt(r.last_updated_micros),
+      afterVersion: r.after_version,
+      arrivalMicros: r.arrival_micros === null ? null : BigInt(r.arrival_micros),
       deleted: r.deleted,
+      digest: r.digest,
       revision: Number(r.revision),
     });
   }
   return states;
 }
 
+/** A timestamptz column as exact microseconds since the epoch, in text (node-postgres reads bigint as text anyway). */
+function micros(column: string): string {
+  return `(extract(epoch FROM ${column}) * 1000000)::bigint::text`;
+}
+
 export interface StateWrite {
   resourceType: string;
   id: string;
   versionId: string | null;
-  priorVersionId: string | null;
   lastUpdated: string | null;
+  afterVersion: boolean;
+  arrival: string | null;
   deleted: boolean;
+  /**
+   * SHA-256 (hex) of the document of the last upsert applied, with `resourceJson` (null when documents
+   * are not stored). Null when the batch applied no upsert of the resource: the stored document and
+   * digest stay (a tombstone keeps the last live document, so rebuild can still derive its rows).
+   */
+  digest: string | null;
   resourceJson: string | null;
   /** The revision this write creates: the one read, plus one. */
   revision: number;
 }
 
 /**
- * Writes the new guard states with compare-and-swap: a state changes only if it is still at the revision
+ * Writes the new states with compare-and-swap: a state changes only if it is still at the revision
  * this batch read. The statement also serializes writers of the same resource (a second one waits on the
  * row, then finds the revision moved), so no advisory locks are needed. Rows are sorted so that two
  * writers take their row locks in the same order. Throws ConcurrentChange when any swap failed.
@@ -89,15 +104,17 @@ export async function writeStates(client: pg.ClientBase, states: StateWrite[]): 
   const result = await run(
     client,
     'fhir_rte.resource_state',
-    `INSERT INTO fhir_rte.resource_state AS s (resource_type, resource_id, version_id, prior_version_id, last_updated, deleted, resource, revision, applied_at)
-     SELECT x.t, x.i, x.v, x.pv, x.lu, x.d, CASE WHEN json_typeof(r.doc) = 'null' THEN NULL ELSE r.doc END, x.rev, now()
-       FROM unnest($1::text[], $2::text[], $3::text[], $8::text[], $4::timestamptz[], $5::boolean[], $7::bigint[]) WITH ORDINALITY AS x(t, i, v, pv, lu, d, rev, n)
-       JOIN json_array_elements($6::json) WITH ORDINALITY AS r(doc, n) USING (n)
+    `INSERT INTO fhir_rte.resource_state AS s (resource_type, resource_id, version_id, last_updated, after_version, arrival, deleted, content_digest, resource, revision, applied_at)
+     SELECT x.t, x.i, x.v, x.lu, x.av, x.ar, x.d, decode(x.h, 'hex'), CASE WHEN json_typeof(r.doc) = 'null' THEN NULL ELSE r.doc END, x.rev, now()
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::boolean[], $6::timestamptz[], $7::boolean[], $8::text[], $9::bigint[])
+              WITH ORDINALITY AS x(t, i, v, lu, av, ar, d, h, rev, n)
+       JOIN json_array_elements($10::json) WITH ORDINALITY AS r(doc, n) USING (n)
       ORDER BY x.n
      ON CONFLICT (resource_type, resource_id) DO UPDATE
-       SET version_id = EXCLUDED.version_id, prior_version_id = EXCLUDED.prior_version_id, last_updated = EXCLUDED.last_updated, deleted = EXCLUDED.deleted,
-           -- A tombstone keeps the last live document, so rebuild can still derive the deleted rows.
-           resource = CASE WHEN EXCLUDED.deleted AND EXCLUDED.resource IS NULL THEN s.resource ELSE EXCLUDED.resource END,
+       SET version_id = EXCLUDED.version_id, last_updated = EXCLUDED.last_updated, after_version = EXCLUDED.after_version,
+           arrival = EXCLUDED.arrival, deleted = EXCLUDED.deleted,
+           content_digest = coalesce(EXCLUDED.content_digest, s.content_digest),
+           resource = CASE WHEN EXCLUDED.content_digest IS NULL THEN s.resource ELSE EXCLUDED.resource END,
            revision = EXCLUDED.revision, applied_at = EXCLUDED.applied_at
        WHERE s.revision = EXCLUDED.revision - 1`,
     [
@@ -105,10 +122,12 @@ export async function writeStates(client: pg.ClientBase, states: StateWrite[]): 
       sorted.map((s) => s.id),
       sorted.map((s) => s.versionId),
       sorted.map((s) => s.lastUpdated),
+      sorted.map((s) => s.afterVersion),
+      sorted.map((s) => s.arrival),
       sorted.map((s) => s.deleted),
-      `[${sorted.map((s) => s.resourceJson ?? 'null').join(',')}]`,
+      sorted.map((s) => s.digest),
       sorted.map((s) => s.revision),
-      sorted.map((s) => s.priorVersionId),
+      `[${sorted.map((s) => s.resourceJson ?? 'null').join(',')}]`,
     ],
   );
   if (result.rowCount !== sorted.length) {

@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { createGunzip } from 'node:zlib';
-import type { ChangeEvent } from '../../events/change-event.js';
+import { arrivalNow, type ChangeEvent } from '../../events/change-event.js';
 import { eventsFromJson, eventsFromText, unreadable } from '../../events/from-fhir.js';
 import { parseFhirJson } from '../../events/fhir-json.js';
 import type { ApplyBatch, Source } from '../source.js';
@@ -13,7 +13,9 @@ const LOADABLE = /\.(ndjson|ndjson\.gz|jsonl|json)$/i;
 /**
  * Backfill from files: NDJSON (one resource per line), `.ndjson.gz`, and `.json` files holding a resource,
  * a Bundle or an array of resources. Directories are read recursively in name order. Every line (and entry)
- * keeps its file and line number as origin, so a dead letter points at the exact input. Batches are applied while the next ones are read.
+ * keeps its file and line number as origin, so a dead letter points at the exact input, and the time it was
+ * read as its arrival (the clock that orders events without a version or time). Batches are applied while
+ * the next ones are read.
  */
 export class FileSource implements Source {
   constructor(
@@ -75,7 +77,7 @@ async function* read(file: string): AsyncGenerator<ChangeEvent[]> {
     try {
       text = await readFile(file, 'utf8');
     } catch (err) {
-      yield [unreadable('', { kind: 'file', file, line: 1 }, new Date(), 'UnreadableFile', `cannot read ${file}: ${(err as Error).message}`)];
+      yield [unreadable('', { kind: 'file', file, line: 1 }, arrivalNow(), 'UnreadableFile', `cannot read ${file}: ${(err as Error).message}`)];
       return;
     }
     yield* jsonFileEvents(withoutBom(text), file);
@@ -88,12 +90,12 @@ async function* read(file: string): AsyncGenerator<ChangeEvent[]> {
     for await (const text of createInterface({ input, crlfDelay: Infinity })) {
       line++;
       if (text.trim() === '') continue;
-      yield eventsFromText(line === 1 ? withoutBom(text) : text, { kind: 'file', file, line });
+      yield eventsFromText(line === 1 ? withoutBom(text) : text, { kind: 'file', file, line }, arrivalNow());
     }
   } catch (err) {
     // A corrupt or truncated file: what was read counts, the rest is one dead letter that says why.
     const message = `cannot read ${file} after line ${line}: ${(err as Error).message}`;
-    yield [unreadable('', { kind: 'file', file, line: line + 1 }, new Date(), 'UnreadableFile', message)];
+    yield [unreadable('', { kind: 'file', file, line: line + 1 }, arrivalNow(), 'UnreadableFile', message)];
   }
 }
 
@@ -110,12 +112,12 @@ function* jsonFileEvents(text: string, file: string): Generator<ChangeEvent[]> {
     value = undefined; // eventsFromText reports the syntax error
   }
   if (!Array.isArray(value)) {
-    yield eventsFromText(text, { kind: 'file', file, line: 1 });
+    yield eventsFromText(text, { kind: 'file', file, line: 1 }, arrivalNow());
     return;
   }
-  const receivedAt = new Date();
+  const arrival = arrivalNow();
   for (let start = 0; start < value.length; start += 1000) {
-    yield value.slice(start, start + 1000).flatMap((item: unknown, i) => eventsFromJson(item, { kind: 'file', file, line: 1, entry: start + i }, receivedAt));
+    yield value.slice(start, start + 1000).flatMap((item: unknown, i) => eventsFromJson(item, { kind: 'file', file, line: 1, entry: start + i }, arrival));
   }
 }
 

@@ -1,10 +1,10 @@
 import type { EachBatchPayload, KafkaMessage } from 'kafkajs';
 import type { ChangeEvent } from '../../events/change-event.js';
-import { SinkFailure, type BatchOutcome } from '../../sink/sink.js';
+import { emptyOutcome, SinkFailure, type BatchOutcome } from '../../sink/sink.js';
 import type { ApplyBatch } from '../source.js';
 import { whileHeartbeating } from './heartbeat.js';
 import type { Log } from './log.js';
-import { eventsFromRecord, recordTime } from './message-events.js';
+import { eventsFromRecord, recordArrival } from './message-events.js';
 import { commitWithRetry } from './commit.js';
 import { StalledError, type StallPauses } from './stall-pause.js';
 
@@ -65,7 +65,7 @@ export function partitionBatchHandler(options: PartitionBatchOptions): (payload:
       if (!isRunning() || isStale() || abandon.aborted) return;
       const chunk = nextChunk(topic, partition, messages, start, stalls.maxEvents(topic, partition, maxEvents));
       const limitMs = stalls.limitMs(topic, partition, stallMs);
-      let outcome: BatchOutcome = { received: 0, applied: 0, stale: 0, deadLettered: 0 };
+      let outcome: BatchOutcome = emptyOutcome();
       if (chunk.events.length) {
         try {
           outcome = await whileHeartbeating(heartbeat, heartbeatEveryMs, abandon, (signal) => applyWithin(limitMs, apply, chunk.events, signal));
@@ -134,7 +134,7 @@ function nextChunk(topic: string, partition: number, messages: KafkaMessage[], s
     // Dated by the record's own timestamp, not by when it is read: a delete without a version is ordered
     // by it, and a backlog or a replay must order it as it was when it happened.
     const record = { topic, partition, offset: m.offset, key: m.key ?? null, value: m.value };
-    for (const e of eventsFromRecord(record, recordTime(m.timestamp))) events.push(e);
+    for (const e of eventsFromRecord(record, recordArrival(m.timestamp))) events.push(e);
   }
   return { records, events };
 }
