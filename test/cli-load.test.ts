@@ -132,7 +132,7 @@ describe('fhir-rte load orders what it loads', () => {
   it('prints counts per resource type in its summary', async () => {
     const mixed = file('mixed.ndjson', { resourceType: 'Patient', id: 'sum', gender: 'female' }, { resourceType: 'Device', id: 'sum' }, { nonsense: true });
     const result = await cli(['load', mixed, '--transformers', rules], { DATABASE_URL: url });
-    expect(result.code).toBe(0);
+    expect(result.code).toBe(5); // the nonsense line was dead-lettered
     expect(result.stderr).toContain('loaded: 3 received, 1 applied, 0 stale, 1 skipped, 1 dead-lettered');
     expect(result.stderr).toMatch(/^ {2}Device +1 received, 0 applied, 0 stale, 1 skipped, 0 dead-lettered \(no transformer covers this type\)$/m);
     expect(result.stderr).toMatch(/^ {2}Patient +1 received, 1 applied, 0 stale, 0 skipped, 0 dead-lettered$/m);

@@ -76,6 +76,14 @@ describe('a view table from an older fhir-rte (own columns without the leading _
     for (const [i, o] of old.entries()) await db.query(`ALTER TABLE patient_gender RENAME COLUMN "${OWN[i]}" TO "${o}"`);
   };
   const rowsOf = async () => (await db.query('SELECT _id, _source_resource_id, patient_key, gender FROM patient_gender ORDER BY 1')).rows;
+  // A database of its own: the patients loaded above would be stale here (same content), and a table
+  // added after its resources were applied is filled by rebuild, not by loading them again.
+  beforeAll(async () => {
+    await db.end();
+    url = await freshDatabase('views_old');
+    db = new pg.Client(url);
+    await db.connect();
+  });
 
   it('is reported as drift naming the fix, and moves with the documented statements or rebuild --recreate', async () => {
     const dir = transformerDir({ 'patient_gender.json': JSON.stringify(view) });
