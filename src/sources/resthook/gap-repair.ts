@@ -42,6 +42,10 @@ export type RepairResult =
  */
 export class GapRepair implements Source, CatchUp {
   readonly checkpointName: string;
+  /** Walks completed since this repairer was made. */
+  walks = 0;
+  /** True while run() waits for the schedule or a request. */
+  waiting = false;
   private pending = false;
   private wake?: () => void;
 
@@ -103,6 +107,7 @@ export class GapRepair implements Source, CatchUp {
     }
     const watermark = new Date(watermarkMs ?? startedMs);
     await this.saveWatermark(watermark);
+    this.walks++;
     logger.info({ pages, received: outcome.received, applied: outcome.applied, stale: outcome.stale, deadLettered: outcome.deadLettered, watermark: watermark.toISOString() }, 'gap repair: done');
     return { walked: true, since, watermark, pages, outcome };
   }
@@ -137,6 +142,7 @@ export class GapRepair implements Source, CatchUp {
   private async nextTurn(signal: AbortSignal): Promise<void> {
     if (this.pending || signal.aborted) return;
     let timer: NodeJS.Timeout | undefined;
+    this.waiting = true;
     await new Promise<void>((resolve) => {
       this.wake = resolve;
       timer = setTimeout(resolve, this.options.repairEveryMs);
@@ -144,6 +150,7 @@ export class GapRepair implements Source, CatchUp {
     });
     clearTimeout(timer);
     this.wake = undefined;
+    this.waiting = false;
   }
 }
 
