@@ -207,3 +207,20 @@ describe('delete resolution', () => {
     expect(most).toBe(2);
   });
 });
+
+it('config: a fhirServer block in a file passes the schema; secrets come from the environment', async () => {
+  const { mkdtempSync, writeFileSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { tmpdir } = await import('node:os');
+  const file = join(mkdtempSync(join(tmpdir(), 'fhir-rte-cfg-')), 'fhir-rte.yaml');
+  writeFileSync(file, 'fhirServer:\n  baseUrl: http://hapi:8080/fhir\n  auth: { type: basic, username: etl }\n  historyTypes: [Patient, Observation]\n  repairEveryMs: 60000\n');
+  expect(() => loadConfig(file, {}, {})).toThrow(/\/fhirServer\/auth\/password.*FHIR_RTE_FHIR_SERVER_PASSWORD/);
+  expect(loadConfig(file, {}, { FHIR_RTE_FHIR_SERVER_PASSWORD: 'from-env' }).fhirServer).toMatchObject({
+    auth: { type: 'basic', username: 'etl', password: 'from-env' },
+    historyTypes: ['Patient', 'Observation'],
+    repairEveryMs: 60_000,
+    repairMarginMs: 300_000,
+  });
+  writeFileSync(file, 'fhirServer:\n  baseUrl: http://hapi:8080/fhir\n  auth: { type: digest }\n');
+  expect(() => loadConfig(file, {}, {})).toThrow(/fhirServer\/auth\/type/);
+});

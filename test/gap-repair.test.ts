@@ -160,3 +160,18 @@ it('a burst of requests during a walk makes one more walk, not one each', async 
   stop.abort();
   await running;
 });
+
+it('run() stops with a clear error when the server refuses the credentials, and keeps going after a transient fault', async () => {
+  hapi.create(patient('auth', 1));
+  hapi.failNext(3, 503); // the first walk's every attempt: logged, the watermark stays
+  const repair = repairer();
+  const stop = new AbortController();
+  const running = repair.run(apply, stop.signal);
+  await expect.poll(() => repair.waiting, { timeout: 20_000 }).toBe(true);
+  expect(repair.walks).toBe(0);
+  expect(await repair.watermark()).toBeUndefined();
+
+  hapi.requireAuthorization = 'Bearer something-else';
+  repair.request('test');
+  await expect(running).rejects.toThrow(/refused fhir-rte's credentials \(HTTP 401\)/);
+});
