@@ -3,6 +3,7 @@ import { pino } from 'pino';
 import { loadConfig } from '../src/config/config.js';
 import type { DeleteEvent } from '../src/events/change-event.js';
 import { arrivalNow } from '../src/events/change-event.js';
+import { eventsFromJson } from '../src/events/from-fhir.js';
 import { authenticator, type AuthConfig } from '../src/fhir-client/auth.js';
 import { FhirClient } from '../src/fhir-client/fhir-client.js';
 import { FhirServerError } from '../src/fhir-client/fhir-error.js';
@@ -153,6 +154,13 @@ describe('history', () => {
     expect(pages[0]!.serverTimeMs).toBeGreaterThan(since.getTime() - 1000);
   });
 
+  it('a DELETE entry takes its version from response.etag and its time from response.lastModified', () => {
+    const bundle = { resourceType: 'Bundle', type: 'history', entry: [{ request: { method: 'DELETE', url: 'Patient/1010/_history/2' }, response: { status: '200 OK', etag: 'W/"3"', lastModified: '2026-11-30T02:26:36.100+00:00' } }] };
+    expect(eventsFromJson(bundle, { kind: 'http', method: 'GET', url: 'x' }, 1n)).toEqual([
+      { op: 'delete', resourceType: 'Patient', id: '1010', origin: { kind: 'http', method: 'GET', url: 'x', entry: 0 }, order: { versionId: '3', lastUpdatedMicros: BigInt(Date.parse('2026-11-30T02:26:36.100Z')) * 1000n, arrivalMicros: 1n } },
+    ]);
+  });
+
   it('a write between pages repeats an entry and skips none', async () => {
     const since = new Date(Date.now() - 1);
     for (let i = 0; i < 6; i++) hapi.create(patient(`w${i}`, 1));
@@ -167,10 +175,15 @@ describe('delete resolution', () => {
   it('410 with Location: a delete at the version it names', async () => {
     hapi.create(patient('d1', 1));
     hapi.update({ ...hapi.current('Patient', 'd1')!, gender: 'other' });
+    const before = BigInt(Date.now()) * 1000n;
     expect(hapi.remove('Patient', 'd1')).toBe('3');
     const handed = deleteOf('Patient', 'd1');
     const resolved = await deleteResolver(client(), { concurrency: 2, logger: silent })(handed);
-    expect(resolved).toEqual({ ...handed, order: { ...handed.order, versionId: '3' } });
+    expect(resolved).toEqual({ ...handed, order: { ...handed.order, versionId: '3', lastUpdatedMicros: expect.any(BigInt) } });
+    // dated by the OperationOutcome's "Resource was deleted at <instant>"
+    const at = (resolved.order.lastUpdatedMicros ?? 0n) - before;
+    expect(at >= 0n && at < 10_000_000n).toBe(true);
+    expect(hapi.requests.at(-1)!.url).toBe('/fhir/Patient/d1');
   });
 
   it('200: the current resource as an upsert', async () => {

@@ -1,8 +1,8 @@
 import type { Logger } from 'pino';
 import type { ChangeEvent, DeleteEvent } from '../events/change-event.js';
-import { eventsFromText, parseReference } from '../events/from-fhir.js';
+import { eventsFromText, orderOf, parseReference } from '../events/from-fhir.js';
 import type { FhirClient, FhirResponse } from './fhir-client.js';
-import { FhirServerError } from './fhir-error.js';
+import { FhirServerError, outcomeDiagnostics } from './fhir-error.js';
 import { concurrencyLimit } from './limit.js';
 
 /** Structurally the receiver's seam (src/sources/resthook/server-reads.ts). */
@@ -11,7 +11,8 @@ export type ResolveDelete = (event: DeleteEvent, signal?: AbortSignal) => Promis
 /**
  * Gives a delete delivery without a version (HAPI's REST-hook DELETE, wire doc §2) its place in the
  * resource's history by reading the resource from the server:
- * - 410 with `Location: …/{Type}/{id}/_history/N` (wire doc §5): the delete at version N;
+ * - 410 with `Location: …/{Type}/{id}/_history/N` (wire doc §5): the delete at version N, dated by the
+ *   OperationOutcome's "Resource was deleted at <instant>" when HAPI says so;
  * - 200: the resource lives again (re-created, or the delete overtook nothing): its current version, as an upsert;
  * - 404, 410 without a version, or the server unreachable after the client's retries: the delete as handed,
  *   ordered by its arrival. So is any other fault (logged): a delete must never be lost for want of a read.
@@ -42,6 +43,8 @@ function resolvedBy(response: FhirResponse, event: DeleteEvent): ChangeEvent {
 
 function versionedDelete(response: FhirResponse, event: DeleteEvent): ChangeEvent {
   const ref = parseReference(response.headers.get('location') ?? '');
-  const named = ref?.resourceType === event.resourceType && ref.id === event.id ? ref.versionId : undefined;
-  return named === undefined ? event : { ...event, order: { ...event.order, versionId: named } };
+  const versionId = ref?.resourceType === event.resourceType && ref.id === event.id ? ref.versionId : undefined;
+  if (versionId === undefined) return event;
+  const lastUpdated = /deleted at (\S+)/.exec(outcomeDiagnostics(response.body) ?? '')?.[1];
+  return { ...event, order: orderOf({ versionId, lastUpdated }, event.order.arrivalMicros) };
 }
