@@ -139,6 +139,28 @@ it('two repairers at once: one walks, the other skips', async () => {
   expect((await b.repairOnce(apply)).walked).toBe(true); // the lock is free again
 });
 
+it('a member that found another walking walks once more when the lock frees', async () => {
+  hapi.create(patient('after', 1));
+  const held = gate();
+  hapi.beforeHistoryPage = () => held.wait();
+  const otherPool = createPool(url, 2, silent);
+  extraPools.push(otherPool);
+  const a = repairer();
+  const b = repairer({ pool: otherPool, lockRetryMs: 50 });
+  const walking = a.repairOnce(apply);
+  await held.reached;
+  const stop = new AbortController();
+  const running = b.run(apply, stop.signal); // its walk at start finds a walking
+  await expect.poll(() => b.waiting, { timeout: 10_000 }).toBe(true);
+  expect(b.walks).toBe(0);
+  hapi.beforeHistoryPage = undefined;
+  held.open();
+  await walking;
+  await expect.poll(() => b.walks, { timeout: 10_000 }).toBe(1);
+  stop.abort();
+  await running;
+});
+
 it('a burst of requests during a walk makes one more walk, not one each', async () => {
   hapi.create(patient('burst', 1));
   const held = gate();

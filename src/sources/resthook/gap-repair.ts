@@ -24,6 +24,8 @@ export interface GapRepairOptions {
   marginMs: number;
   /** Without a watermark: read all history (`full`, what makes the tables equal the server) or start at now. */
   firstRepair: 'full' | 'now';
+  /** How soon a requested walk that found another member walking tries again (default 1 s). */
+  lockRetryMs?: number;
   logger: Logger;
 }
 
@@ -46,7 +48,8 @@ export class GapRepair implements Source, CatchUp {
   walks = 0;
   /** True while run() waits for the schedule or a request. */
   waiting = false;
-  private pending = false;
+  /** A walk is due: the one at start, or one requested since the last began. */
+  private pending = true;
   private wake?: () => void;
 
   constructor(private readonly options: GapRepairOptions) {
@@ -60,18 +63,29 @@ export class GapRepair implements Source, CatchUp {
     this.wake?.();
   }
 
-  /** Repairs now, then on schedule and on request, until the signal aborts; stops on a fault retrying cannot fix. */
+  /**
+   * Repairs now, then on schedule and on request, until the signal aborts; stops on a fault retrying cannot
+   * fix. A requested walk that finds another member walking is tried again when that walk may have ended:
+   * the other walk may have started before the change that prompted the request.
+   */
   async run(apply: ApplyBatch, signal: AbortSignal): Promise<void> {
     while (!signal.aborted) {
+      const requested = this.pending;
       this.pending = false;
-      try {
-        await this.repairOnce(apply, signal);
-      } catch (err) {
-        if (signal.aborted) return;
-        if (!isTransient(err)) throw err;
-        this.options.logger.warn({ err: (err as Error).message }, 'gap repair failed; the watermark stays, the next repair reads again');
-      }
-      await this.nextTurn(signal);
+      const busy = (await this.turn(apply, signal)) === 'busy' && requested;
+      if (busy) this.pending = true;
+      if (busy || !this.pending) await this.pause(signal, busy ? this.options.lockRetryMs ?? 1000 : this.options.repairEveryMs);
+    }
+  }
+
+  private async turn(apply: ApplyBatch, signal: AbortSignal): Promise<'walked' | 'busy' | 'failed'> {
+    try {
+      return (await this.repairOnce(apply, signal)).walked ? 'walked' : 'busy';
+    } catch (err) {
+      if (signal.aborted) return 'failed';
+      if (!isTransient(err)) throw err;
+      this.options.logger.warn({ err: (err as Error).message }, 'gap repair failed; the watermark stays, the next repair reads again');
+      return 'failed';
     }
   }
 
@@ -138,14 +152,14 @@ export class GapRepair implements Source, CatchUp {
     );
   }
 
-  /** Waits for the schedule, a request or the end; a request made during the last walk ends it at once. */
-  private async nextTurn(signal: AbortSignal): Promise<void> {
-    if (this.pending || signal.aborted) return;
+  /** Waits `ms`, until a request, or until the end. */
+  private async pause(signal: AbortSignal, ms: number): Promise<void> {
+    if (signal.aborted) return;
     let timer: NodeJS.Timeout | undefined;
     this.waiting = true;
     await new Promise<void>((resolve) => {
       this.wake = resolve;
-      timer = setTimeout(resolve, this.options.repairEveryMs);
+      timer = setTimeout(resolve, ms);
       signal.addEventListener('abort', () => resolve(), { once: true });
     });
     clearTimeout(timer);
