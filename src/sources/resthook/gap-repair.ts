@@ -155,16 +155,17 @@ export class GapRepair implements Source, CatchUp {
   /** Waits `ms`, until a request, or until the end. */
   private async pause(signal: AbortSignal, ms: number): Promise<void> {
     if (signal.aborted) return;
-    let timer: NodeJS.Timeout | undefined;
+    let end!: () => void;
+    const ended = new Promise<void>((resolve) => (end = resolve));
+    const timer = setTimeout(end, ms);
+    signal.addEventListener('abort', end, { once: true });
+    this.wake = end;
     this.waiting = true;
-    await new Promise<void>((resolve) => {
-      this.wake = resolve;
-      timer = setTimeout(resolve, ms);
-      signal.addEventListener('abort', () => resolve(), { once: true });
-    });
-    clearTimeout(timer);
-    this.wake = undefined;
+    await ended;
     this.waiting = false;
+    this.wake = undefined;
+    clearTimeout(timer);
+    signal.removeEventListener('abort', end);
   }
 }
 
