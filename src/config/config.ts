@@ -4,6 +4,7 @@ import { dirname, resolve } from 'node:path';
 import { ConfigError, fromAjvErrors } from './config-error.js';
 import { readStructuredFile } from './read-file.js';
 import { configSchema } from './schema.js';
+import type { AuthConfig } from '../fhir-client/auth.js';
 
 export interface KafkaConfig {
   brokers: string[];
@@ -32,6 +33,23 @@ export interface Config {
   retry: { initialMs: number; maxMs: number };
   log: { level: string };
   kafka?: KafkaConfig;
+  fhirServer?: FhirServerConfig;
+}
+
+export interface FhirServerConfig {
+  baseUrl: string;
+  auth: AuthConfig;
+  timeoutMs: number;
+  maxAttempts: number;
+  retryAfterMaxMs: number;
+  /** Reads at once to resolve deletes. */
+  concurrency: number;
+  /** Types whose `_history` gap repair reads; empty: the system-level `_history`. */
+  historyTypes: string[];
+  pageSize: number;
+  repairEveryMs: number;
+  repairMarginMs: number;
+  firstRepair: 'full' | 'now';
 }
 
 export const DEFAULT_CONFIG_FILES = ['fhir-rte.yaml', 'fhir-rte.yml', 'fhir-rte.json'];
@@ -67,6 +85,7 @@ type RawConfig = {
   retry?: { initialMs?: number; maxMs?: number };
   log?: { level?: string };
   kafka?: Partial<KafkaConfig>;
+  fhirServer?: Partial<Omit<FhirServerConfig, 'auth'>> & { auth?: { type?: AuthConfig['type']; username?: string; password?: string; token?: string } };
 };
 
 function fromRaw(raw: RawConfig, where: string, overrides: ConfigOverrides, env: NodeJS.ProcessEnv, path?: string): Config {
@@ -91,6 +110,7 @@ function fromRaw(raw: RawConfig, where: string, overrides: ConfigOverrides, env:
     retry: { initialMs: raw.retry?.initialMs ?? 200, maxMs: raw.retry?.maxMs ?? 30_000 },
     log: { level: env.FHIR_RTE_LOG_LEVEL || raw.log?.level || 'info' },
     kafka: kafkaConfig(raw.kafka, env, where),
+    fhirServer: fhirServerConfig(raw.fhirServer, env, where),
   };
   if (config.retry.maxMs < config.retry.initialMs) throw new ConfigError(where, '/retry/maxMs', 'expected a value not below retry.initialMs');
   return config;
@@ -137,4 +157,44 @@ function checkRegExp(pattern: string, where: string): void {
   } catch (err) {
     throw new ConfigError(where, '/kafka/topicPattern', `expected a regular expression: ${(err as Error).message}`);
   }
+}
+
+/** The FHIR server fhir-rte reads (gap repair, delete resolution), when a base URL is configured. */
+function fhirServerConfig(raw: RawConfig['fhirServer'], env: NodeJS.ProcessEnv, where: string): FhirServerConfig | undefined {
+  const baseUrl = env.FHIR_RTE_FHIR_SERVER_URL || raw?.baseUrl;
+  if (!baseUrl) return undefined;
+  if (!/^https?:\/\//.test(baseUrl) || !URL.canParse(baseUrl)) throw new ConfigError(where, '/fhirServer/baseUrl', 'expected an http(s) URL');
+  const url = new URL(baseUrl);
+  if (url.username || url.password) throw new ConfigError(where, '/fhirServer/baseUrl', 'expected a URL without credentials; put them in fhirServer.auth or FHIR_RTE_FHIR_SERVER_PASSWORD');
+  return {
+    baseUrl: baseUrl.replace(/\/+$/, ''),
+    auth: fhirAuth(raw?.auth, env, where),
+    timeoutMs: raw?.timeoutMs ?? 30_000,
+    maxAttempts: raw?.maxAttempts ?? 5,
+    retryAfterMaxMs: raw?.retryAfterMaxMs ?? 60_000,
+    concurrency: raw?.concurrency ?? 4,
+    historyTypes: raw?.historyTypes ?? [],
+    pageSize: raw?.pageSize ?? 100,
+    repairEveryMs: raw?.repairEveryMs ?? 300_000,
+    repairMarginMs: raw?.repairMarginMs ?? 300_000,
+    firstRepair: raw?.firstRepair ?? 'full',
+  };
+}
+
+/** Auth from the file, its secrets completed or overridden by FHIR_RTE_FHIR_SERVER_USERNAME, _PASSWORD and _TOKEN. */
+function fhirAuth(raw: NonNullable<RawConfig['fhirServer']>['auth'], env: NodeJS.ProcessEnv, where: string): AuthConfig {
+  const username = env.FHIR_RTE_FHIR_SERVER_USERNAME || raw?.username;
+  const password = env.FHIR_RTE_FHIR_SERVER_PASSWORD || raw?.password;
+  const token = env.FHIR_RTE_FHIR_SERVER_TOKEN || raw?.token;
+  const type = raw?.type ?? (token ? 'bearer' : username ? 'basic' : 'none');
+  if (type === 'basic') {
+    if (!username) throw new ConfigError(where, '/fhirServer/auth/username', 'expected a username (or FHIR_RTE_FHIR_SERVER_USERNAME)');
+    if (!password) throw new ConfigError(where, '/fhirServer/auth/password', 'expected a password (or FHIR_RTE_FHIR_SERVER_PASSWORD)');
+    return { type, username, password };
+  }
+  if (type === 'bearer') {
+    if (!token) throw new ConfigError(where, '/fhirServer/auth/token', 'expected a token (or FHIR_RTE_FHIR_SERVER_TOKEN)');
+    return { type, token };
+  }
+  return { type: 'none' };
 }

@@ -82,5 +82,33 @@ export const configSchema = {
         },
       },
     },
+    fhirServer: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['baseUrl'],
+      // Secrets may come from FHIR_RTE_FHIR_SERVER_USERNAME / _PASSWORD / _TOKEN instead (config.ts).
+      properties: {
+        baseUrl: { type: 'string', pattern: '^https?://', description: 'the FHIR base URL, e.g. https://fhir.example.org/fhir; FHIR_RTE_FHIR_SERVER_URL overrides it' },
+        auth: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            type: { enum: ['none', 'basic', 'bearer'] },
+            username: { type: 'string' },
+            password: { type: 'string' },
+            token: { type: 'string' },
+          },
+        },
+        timeoutMs: { type: 'integer', minimum: 1, description: 'one request, from sending to the end of the body' },
+        maxAttempts: { type: 'integer', minimum: 1, maximum: 100, description: 'tries of a request answered 429, 5xx or not at all' },
+        retryAfterMaxMs: { type: 'integer', minimum: 0, description: 'the longest Retry-After honoured' },
+        concurrency: { type: 'integer', minimum: 1, maximum: 64, description: 'reads at once to resolve deletes' },
+        historyTypes: { type: 'array', items: { type: 'string', pattern: '^[A-Z][A-Za-z]{1,63}$' }, description: 'read each type\'s _history instead of the system _history' },
+        pageSize: { type: 'integer', minimum: 1, maximum: 1000, description: '_count of a _history page' },
+        repairEveryMs: { type: 'integer', minimum: 1000, description: 'how often gap repair reads _history' },
+        repairMarginMs: { type: 'integer', minimum: 0, description: 'how far before its watermark gap repair reads again' },
+        firstRepair: { enum: ['full', 'now'], description: 'without a watermark: read all history, or only from now' },
+      },
+    },
   },
 } as const;

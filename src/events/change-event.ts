@@ -16,6 +16,7 @@ export type Origin = (
   | { kind: 'replay'; deadLetterId: number }
   /** `fhir-rte rebuild` re-running the transformers on a stored resource (`Patient/1`). */
   | { kind: 'rebuild'; resource: string }
+  | { kind: 'http'; method: string; url: string; requestId?: string }
 ) & {
   /** The Bundle entry, when the delivery was a Bundle. */
   entry?: number;
@@ -98,5 +99,7 @@ export function describeOrigin(o: Origin): string {
       return `replay of dead letter ${o.deadLetterId}${entry}`;
     case 'rebuild':
       return `rebuild of stored ${o.resource}`;
+    case 'http':
+      return `http ${o.method} ${o.url}${o.requestId ? ` (request ${o.requestId})` : ''}`;
   }
 }

@@ -1,0 +1,146 @@
+import type { Logger } from 'pino';
+import type { FhirResource } from '../events/change-event.js';
+import { Backoff, sleepUnlessAborted, type BackoffPolicy } from '../retry/backoff.js';
+import type { Authenticator } from './auth.js';
+import { faultOfStatus, FhirServerError, retryAfterMs, statusError } from './fhir-error.js';
+
+export interface FhirClientOptions {
+  /** The server's base, e.g. `https://fhir.example.org/fhir`. */
+  baseUrl: string;
+  auth: Authenticator;
+  /** One request's limit, from sending to the last byte of the body. */
+  timeoutMs: number;
+  /** Tries of one request before a transient fault is reported. */
+  maxAttempts: number;
+  retry: BackoffPolicy;
+  /** The longest wait a `Retry-After` may impose; a longer one is cut to this. */
+  retryAfterMaxMs: number;
+  logger: Logger;
+}
+
+/** A server's answer that is not a fault: a 2xx, or 404 / 410, which say something about the resource. */
+export interface FhirResponse {
+  url: string;
+  status: number;
+  headers: Headers;
+  /** The body as received, for parsers that keep decimals exactly (eventsFromText). */
+  text: string;
+  /** The body parsed plainly, for links, meta and OperationOutcomes; undefined when it is not JSON. */
+  body: unknown;
+}
+
+/** One page of a Bundle walk. */
+export interface BundlePage extends FhirResponse {
+  bundle: FhirResource;
+}
+
+const FHIR_JSON = 'application/fhir+json';
+
+/**
+ * A small FHIR REST client (reads only) on Node's fetch: auth headers from an Authenticator, a timeout per
+ * request, transient faults (429, 5xx, network) retried with the shared backoff honouring `Retry-After`,
+ * other faults raised as FhirServerError (see fhir-error.ts). Credentials never reach a log: only URLs do,
+ * and the base URL may not carry any.
+ */
+export class FhirClient {
+  readonly baseUrl: string;
+
+  constructor(private readonly options: FhirClientOptions) {
+    this.baseUrl = options.baseUrl.replace(/\/+$/, '');
+  }
+
+  /** A path relative to the base (`Patient/1`, `_history?_since=…`) or an absolute URL under it. */
+  resolve(target: string): string {
+    if (!/^https?:\/\//i.test(target)) return `${this.baseUrl}/${target.replace(/^\/+/, '')}`;
+    if (target !== this.baseUrl && !target.startsWith(`${this.baseUrl}/`) && !target.startsWith(`${this.baseUrl}?`)) {
+      // Following it would send fhir-rte's credentials elsewhere; HAPI writes links from its server_address.
+      throw new FhirServerError('request', target, `the FHIR server linked to ${target}, outside fhirServer.baseUrl ${this.baseUrl}; set the server's own address (HAPI: server_address) to the base fhir-rte uses`);
+    }
+    return target;
+  }
+
+  /** GETs a resource or Bundle; resolves with 2xx, 404 and 410 answers, throws FhirServerError for the rest. */
+  async get(target: string, signal?: AbortSignal): Promise<FhirResponse> {
+    const url = this.resolve(target);
+    const backoff = new Backoff(this.options.retry);
+    let reauthorized = false;
+    for (let attempt = 1; ; attempt++) {
+      const { response, error, waitMs } = await this.attempt(url, signal);
+      if (response) return response;
+      if (error.fault === 'auth' && !reauthorized && this.options.auth.rejected?.()) {
+        reauthorized = true;
+        continue;
+      }
+      if (error.fault !== 'transient' || attempt >= this.options.maxAttempts) throw error;
+      const ms = Math.min(waitMs ?? backoff.next(), this.options.retryAfterMaxMs);
+      this.options.logger.warn({ url, attempt, status: error.status, retryInMs: ms, err: error.message }, 'FHIR server request failed; retrying');
+      await sleepUnlessAborted(ms, signal);
+    }
+  }
+
+  /** Walks a Bundle and the pages its `link[relation=next]` name, one page at a time. */
+  async *pages(target: string, signal?: AbortSignal): AsyncGenerator<BundlePage> {
+    const seen = new Set<string>();
+    for (let url: string | undefined = this.resolve(target); url !== undefined; ) {
+      if (seen.has(url)) throw new FhirServerError('request', url, `the FHIR server's next link loops back to ${url}`);
+      seen.add(url);
+      const page = asBundlePage(await this.get(url, signal));
+      yield page;
+      const next = nextLink(page.bundle);
+      url = next === undefined ? undefined : this.resolve(next);
+    }
+  }
+
+  /** One try: the response when it is an answer, or the fault (and the wait the server asked for). */
+  private async attempt(url: string, signal?: AbortSignal): Promise<{ response: FhirResponse; error?: never; waitMs?: never } | { response?: never; error: FhirServerError; waitMs?: number }> {
+    let response: FhirResponse;
+    try {
+      response = await this.fetchOnce(url, signal);
+    } catch (err) {
+      if (err instanceof FhirServerError) return { error: err };
+      throw err;
+    }
+    const fault = faultOfStatus(response.status);
+    if (!fault) return { response };
+    return { error: statusError(fault, url, response.status, response.body), waitMs: retryAfterMs(response.headers.get('retry-after')) };
+  }
+
+  private async fetchOnce(url: string, signal?: AbortSignal): Promise<FhirResponse> {
+    const timeout = AbortSignal.timeout(this.options.timeoutMs);
+    try {
+      const headers = { accept: FHIR_JSON, ...(await this.options.auth.headers(signal)) };
+      const res = await fetch(url, { headers, signal: signal ? AbortSignal.any([signal, timeout]) : timeout });
+      const text = await res.text();
+      return { url, status: res.status, headers: res.headers, text, body: parseOrUndefined(text) };
+    } catch (err) {
+      signal?.throwIfAborted();
+      if (timeout.aborted) throw new FhirServerError('transient', url, `the FHIR server did not answer GET ${url} within ${this.options.timeoutMs} ms`);
+      if (err instanceof FhirServerError) throw err;
+      const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+      throw new FhirServerError('transient', url, `the FHIR server could not be reached for GET ${url}: ${cause?.code ?? cause?.message ?? (err as Error).message}`);
+    }
+  }
+}
+
+function asBundlePage(response: FhirResponse): BundlePage {
+  const bundle = response.body as FhirResource | undefined;
+  if (response.status !== 200 || bundle?.resourceType !== 'Bundle') {
+    const got = response.status !== 200 ? `HTTP ${response.status}` : `a ${bundle?.resourceType ?? 'non-FHIR'} body`;
+    throw new FhirServerError('request', response.url, `expected a Bundle from GET ${response.url}, got ${got}`, response.status);
+  }
+  return { ...response, bundle };
+}
+
+export function nextLink(bundle: FhirResource): string | undefined {
+  const links = Array.isArray(bundle.link) ? (bundle.link as { relation?: unknown; url?: unknown }[]) : [];
+  const next = links.find((l) => l?.relation === 'next')?.url;
+  return typeof next === 'string' && next !== '' ? next : undefined;
+}
+
+function parseOrUndefined(text: string): unknown {
+  try {
+    return text === '' ? undefined : JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,45 @@
+import type pg from 'pg';
+import type { Logger } from 'pino';
+import type { Config } from '../../config/config.js';
+import { authenticator } from '../../fhir-client/auth.js';
+import { FhirClient } from '../../fhir-client/fhir-client.js';
+import { deleteResolver, type ResolveDelete } from '../../fhir-client/resolve-delete.js';
+import { GapRepair } from './gap-repair.js';
+
+export interface FhirServerReads {
+  client: FhirClient;
+  /** For the receiver's DELETE deliveries. */
+  resolveDelete: ResolveDelete;
+  /** A Source for `fhir-rte start`, and the receiver's CatchUp. */
+  gapRepair: GapRepair;
+}
+
+/** What `fhir-rte start` needs from the configured FHIR server; undefined without `fhirServer.baseUrl`. */
+export function fhirServerReads(config: Config, pool: pg.Pool, logger: Logger): FhirServerReads | undefined {
+  const server = config.fhirServer;
+  if (!server) return undefined;
+  const log = logger.child({ component: 'fhir-server' });
+  const client = new FhirClient({
+    baseUrl: server.baseUrl,
+    auth: authenticator(server.auth),
+    timeoutMs: server.timeoutMs,
+    maxAttempts: server.maxAttempts,
+    retry: config.retry,
+    retryAfterMaxMs: server.retryAfterMaxMs,
+    logger: log,
+  });
+  return {
+    client,
+    resolveDelete: deleteResolver(client, { concurrency: server.concurrency, logger: log }),
+    gapRepair: new GapRepair({
+      client,
+      pool,
+      types: server.historyTypes,
+      pageSize: server.pageSize,
+      repairEveryMs: server.repairEveryMs,
+      marginMs: server.repairMarginMs,
+      firstRepair: server.firstRepair,
+      logger: log.child({ component: 'gap-repair' }),
+    }),
+  };
+}

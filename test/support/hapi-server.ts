@@ -1,0 +1,200 @@
+import { createServer, type IncomingHttpHeaders, type Server, type ServerResponse } from 'node:http';
+import { randomUUID } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+import type { FhirResource } from '../../src/events/change-event.js';
+
+/**
+ * A stand-in for a HAPI FHIR 8.8 JPA server's read side, in the test process. Each behaviour follows
+ * /work/shared/peers/hapi-fhir-8.8-wire.md ("wire doc", section named at each place): reads, 410 with
+ * Location for deleted resources, `_history` (system and type level) newest first with `_since` and offset
+ * paging over the live list, so a write between two pages repeats an entry. It holds versioned resources
+ * that tests create, update and delete, and can answer 429/503 with Retry-After or 401 on demand.
+ * Shared by the fhir-client, REST-hook receiver and backfill tests; `$export` is not served.
+ */
+export interface HapiStandIn {
+  /** `http://127.0.0.1:<port>/fhir`, as HAPI's server_address. */
+  baseUrl: string;
+  /** A create (POST): HAPI assigns numeric ids from 1000 when none is given; version 1. */
+  create(resource: FhirResource): FhirResource;
+  /** An update (PUT) of an existing or deleted resource: the next version. */
+  update(resource: FhirResource): FhirResource;
+  /** A delete: the version counter goes up by one for it (wire doc §5); returns that version. */
+  remove(resourceType: string, id: string): string;
+  /** The resource's current version, undefined when deleted or unknown. */
+  current(resourceType: string, id: string): FhirResource | undefined;
+  /** Every request received, in order. */
+  requests: { method: string; url: string; headers: IncomingHttpHeaders }[];
+  /** The next `count` requests answer `status` (429, 503…) with `Retry-After` when given. */
+  failNext(count: number, status: number, retryAfter?: string): void;
+  /** When set, a request without exactly this Authorization header answers 401 (as a gateway in front of HAPI would). */
+  requireAuthorization?: string;
+  /** Called before a `_history` page is built: writes made here land between pages, as in wire doc §5. */
+  beforeHistoryPage?: (page: { offset: number; url: string }) => Promise<void> | void;
+  /** Called before a read is answered (to hold reads, or count those in flight). */
+  beforeRead?: (reference: string) => Promise<void> | void;
+  close(): Promise<void>;
+}
+
+interface Version {
+  resourceType: string;
+  id: string;
+  versionId: number;
+  lastUpdatedMs: number;
+  method: 'POST' | 'PUT' | 'DELETE';
+  resource?: FhirResource;
+}
+
+const FHIR_JSON = 'application/fhir+json;charset=UTF-8';
+/** HAPI's default page size for `_history` when `_count` is absent. */
+const DEFAULT_COUNT = 20;
+
+export async function startHapiStandIn(): Promise<HapiStandIn> {
+  const history: Version[] = [];
+  const latest = new Map<string, Version>();
+  const faults: { status: number; retryAfter?: string }[] = [];
+  let nextId = 1000;
+  let clockMs = 0;
+  const server = createServer();
+  const standIn: HapiStandIn = {
+    baseUrl: '',
+    requests: [],
+    create: (resource) => write({ ...resource, id: resource.id ?? String(nextId++) }, 'POST'),
+    update: (resource) => write(resource, latest.has(key(resource.resourceType, resource.id!)) ? 'PUT' : 'POST'),
+    remove(resourceType, id) {
+      const before = latest.get(key(resourceType, id));
+      if (!before || before.method === 'DELETE') throw new Error(`${resourceType}/${id} is not live`);
+      return String(record({ resourceType, id, versionId: before.versionId + 1, lastUpdatedMs: tick(), method: 'DELETE' }).versionId);
+    },
+    current(resourceType, id) {
+      return latest.get(key(resourceType, id))?.resource;
+    },
+    failNext(count, status, retryAfter) {
+      for (let i = 0; i < count; i++) faults.push({ status, retryAfter });
+    },
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+
+  /** HAPI's lastUpdated has millisecond precision; writes here are strictly later than the one before. */
+  function tick(): number {
+    clockMs = Math.max(Date.now(), clockMs + 1);
+    return clockMs;
+  }
+
+  function write(resource: FhirResource, method: 'POST' | 'PUT'): FhirResource {
+    const before = latest.get(key(resource.resourceType, resource.id!));
+    const versionId = (before?.versionId ?? 0) + 1;
+    const lastUpdatedMs = tick();
+    const stored = { ...resource, meta: { ...(resource.meta ?? {}), versionId: String(versionId), lastUpdated: hapiInstant(lastUpdatedMs) } };
+    record({ resourceType: resource.resourceType, id: resource.id!, versionId, lastUpdatedMs, method, resource: stored });
+    return stored;
+  }
+
+  function record(version: Version): Version {
+    history.push(version);
+    latest.set(key(version.resourceType, version.id), version);
+    return version;
+  }
+
+  server.on('request', (req, res) => {
+    standIn.requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers });
+    void answer(req.method ?? '', new URL(req.url ?? '/', standIn.baseUrl), req.headers, res).catch((err: Error) => {
+      if (!res.headersSent) send(res, 500, outcome('error', err.message));
+    });
+  });
+
+  async function answer(method: string, url: URL, headers: IncomingHttpHeaders, res: ServerResponse): Promise<void> {
+    const fault = faults.shift();
+    if (fault) return send(res, fault.status, outcome('error', `HTTP ${fault.status}`), fault.retryAfter ? { 'retry-after': fault.retryAfter } : {});
+    if (standIn.requireAuthorization !== undefined && headers.authorization !== standIn.requireAuthorization) {
+      return send(res, 401, outcome('error', 'HAPI-0333: Unauthorized'));
+    }
+    const path = url.pathname.replace(/^\/fhir\/?/, '').split('/').filter(Boolean);
+    if (method !== 'GET') return send(res, 405, outcome('error', `HAPI-0389: method ${method} not served by the stand-in`));
+    if (path.length === 1 && path[0] === '_history') return sendHistory(res, url, undefined);
+    if (path.length === 2 && path[1] === '_history') return sendHistory(res, url, path[0]);
+    if (path.length === 2) {
+      await standIn.beforeRead?.(`${path[0]}/${path[1]}`);
+      return sendRead(res, path[0]!, path[1]!);
+    }
+    return send(res, 400, outcome('error', `HAPI-0302: Unknown resource type or path ${url.pathname}`));
+  }
+
+  /** Wire doc §5: a read of a live resource; 410 with Location naming the deleting version; unknown ids 404. */
+  function sendRead(res: ServerResponse, resourceType: string, id: string): void {
+    const version = latest.get(key(resourceType, id));
+    if (!version) return send(res, 404, outcome('error', `HAPI-2001: Resource ${resourceType}/${id} is not known`));
+    const location = `${standIn.baseUrl}/${resourceType}/${id}/_history/${version.versionId}`;
+    if (version.method === 'DELETE') {
+      return send(res, 410, outcome('information', `Resource was deleted at ${hapiInstant(version.lastUpdatedMs)}`), { location });
+    }
+    send(res, 200, version.resource, {
+      etag: `W/"${version.versionId}"`,
+      'last-modified': new Date(version.lastUpdatedMs).toUTCString(),
+      'content-location': location,
+    });
+  }
+
+  /**
+   * Wire doc §5: `Bundle.type = history`, no `total`, newest first, `_since` inclusive, a DELETE entry
+   * without resource and with its version in `response.etag`, a v1 always shown as POST, and offset paging
+   * over the live list (`link next = …/_history?_count=5&_offset=5&_since=…`): the page is cut from the
+   * list as it is when the page is asked for, so a write between pages shifts it by one.
+   */
+  async function sendHistory(res: ServerResponse, url: URL, resourceType: string | undefined): Promise<void> {
+    const count = Number(url.searchParams.get('_count') ?? DEFAULT_COUNT);
+    const offset = Number(url.searchParams.get('_offset') ?? 0);
+    await standIn.beforeHistoryPage?.({ offset, url: url.toString() });
+    const since = url.searchParams.get('_since');
+    const sinceMs = since === null ? -Infinity : Date.parse(since);
+    const matching = history.filter((v) => (!resourceType || v.resourceType === resourceType) && v.lastUpdatedMs >= sinceMs).reverse();
+    const page = matching.slice(offset, offset + count);
+    const link = [{ relation: 'self', url: url.toString() }];
+    if (offset + count < matching.length) link.push({ relation: 'next', url: nextUrl(resourceType, count, offset + count, since) });
+    send(res, 200, {
+      resourceType: 'Bundle',
+      id: randomUUID(),
+      meta: { lastUpdated: hapiInstant(Date.now()) },
+      type: 'history',
+      link,
+      entry: page.map(historyEntry),
+    });
+  }
+
+  function nextUrl(resourceType: string | undefined, count: number, offset: number, since: string | null): string {
+    const params = new URLSearchParams({ _count: String(count), _offset: String(offset) });
+    if (since !== null) params.set('_since', since);
+    return `${standIn.baseUrl}/${resourceType ? `${resourceType}/` : ''}_history?${params.toString()}`;
+  }
+
+  function historyEntry(v: Version): Record<string, unknown> {
+    const fullUrl = `${standIn.baseUrl}/${v.resourceType}/${v.id}`;
+    const request = { method: v.versionId === 1 ? 'POST' : v.method, url: `${v.resourceType}/${v.id}/_history/${v.versionId}` };
+    const etag = `W/"${v.versionId}"`;
+    if (v.method === 'DELETE') return { fullUrl, request, response: { status: '200 OK', etag } };
+    const status = request.method === 'POST' ? '201 Created' : '200 OK';
+    return { fullUrl, resource: v.resource, request, response: { status, etag, lastModified: hapiInstant(v.lastUpdatedMs) } };
+  }
+
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  standIn.baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/fhir`;
+  return standIn;
+}
+
+function key(resourceType: string, id: string): string {
+  return `${resourceType}/${id}`;
+}
+
+/** HAPI writes instants with milliseconds and `+00:00` (wire doc §2: `2026-11-30T02:19:58.480+00:00`). */
+function hapiInstant(ms: number): string {
+  return new Date(ms).toISOString().replace('Z', '+00:00');
+}
+
+function outcome(severity: string, diagnostics: string): FhirResource {
+  return { resourceType: 'OperationOutcome', issue: [{ severity, code: 'processing', diagnostics }] };
+}
+
+function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': FHIR_JSON, 'x-powered-by': 'HAPI FHIR 8.8.0 REST Server (FHIR Server; FHIR 4.0.1/R4)', ...headers });
+  res.end(text);
+}
