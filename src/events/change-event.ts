@@ -13,6 +13,7 @@ export type Origin = (
   | { kind: 'kafka'; topic: string; partition: number; offset: string }
   | { kind: 'file'; file: string; line: number }
   | { kind: 'replay'; deadLetterId: number }
+  | { kind: 'http'; method: string; url: string; requestId?: string }
 ) & {
   /** The Bundle entry, when the delivery was a Bundle. */
   entry?: number;
@@ -93,5 +94,7 @@ export function describeOrigin(o: Origin): string {
       return `file ${o.file}:${o.line}${entry}`;
     case 'replay':
       return `replay of dead letter ${o.deadLetterId}${entry}`;
+    case 'http':
+      return `http ${o.method} ${o.url}${o.requestId ? ` (request ${o.requestId})` : ''}`;
   }
 }
