@@ -1,0 +1,155 @@
+import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
+import { join } from 'node:path';
+import { ResthookSource } from '../src/sources/resthook/resthook-source.js';
+import { createHttpServer } from '../src/http/server.js';
+import { freshDatabase } from './support/database.js';
+import { HAPI_ATTEMPTS, lastOf, StandInHapi, type Attempt } from './support/hapi-sender.js';
+import { startReceiver, type TestReceiver } from './support/receiver.js';
+import { openTestSink, silent, type TestSink } from './support/sink.js';
+
+const TRANSFORMERS = join(import.meta.dirname, '..', 'transformers');
+const SECRET = 's3cret-for-tests';
+
+let t: TestSink;
+let receiver: TestReceiver;
+const catchUps: string[] = [];
+let hapi: StandInHapi;
+
+beforeAll(async () => {
+  t = await openTestSink(await freshDatabase('resthook'), TRANSFORMERS);
+  receiver = await startReceiver((batch, signal) => t.sink.apply(batch, signal), { secret: SECRET, maxBodyBytes: 64 * 1024 }, { catchUp: { request: (why) => catchUps.push(why) } });
+});
+afterAll(async () => {
+  await receiver?.stop();
+  await t?.close();
+});
+beforeEach(() => {
+  hapi = new StandInHapi(receiver.endpoint, { secret: SECRET, firstGapMs: 10 });
+});
+
+const patient = (id: string, family: string, extra: Record<string, unknown> = {}) => ({ resourceType: 'Patient', id, name: [{ family, given: ['A'] }], gender: 'female', ...extra });
+const statuses = (all: Attempt[][]) => all.map((a) => lastOf(a).status);
+const count = async (sql: string, values?: unknown[]) => (await t.rows<{ n: number }>(`SELECT count(*)::int AS n FROM ${sql}`, values))[0]!.n;
+
+async function patientRow(id: string) {
+  const [row] = await t.rows<{ gender: string; birth_date: string | null; deleted_at: Date | null }>(
+    `SELECT gender, to_char(birth_date, 'YYYY-MM-DD') AS birth_date, deleted_at FROM patient WHERE source_resource_id = $1`,
+    [`Patient/${id}`],
+  );
+  return row;
+}
+
+it("HAPI's create, update and delete (PUT with If-Match, bare DELETE) land in the example transformers' tables", async () => {
+  hapi.write(patient('1002', 'Wire'));
+  hapi.write(patient('1002', 'Wire', { birthDate: '1990-01-02' }));
+  hapi.write({ resourceType: 'Observation', id: '1003', status: 'final', code: { text: 'glucose' }, valueQuantity: { value: 5.4, unit: 'mmol/L' } });
+  hapi.write(patient('1004', 'Gone'));
+  hapi.delete('Patient', '1004');
+  expect(statuses(await hapi.deliverInOrder())).toEqual([200, 200, 200, 200, 200]);
+
+  expect(await patientRow('1002')).toEqual({ gender: 'female', birth_date: '1990-01-02', deleted_at: null });
+  expect(await t.rows(`SELECT family FROM patient_name WHERE source_resource_id = 'Patient/1002'`)).toEqual([{ family: 'Wire' }]);
+  expect(await t.rows(`SELECT status, value_quantity::text AS v FROM observation WHERE source_resource_id = 'Observation/1003'`)).toEqual([{ status: 'final', v: '5.4' }]);
+  expect((await patientRow('1004'))?.deleted_at).toBeInstanceOf(Date);
+});
+
+it('the version comes from If-Match when the body has no meta.versionId', async () => {
+  const put = (version: string, gender: string) =>
+    hapi.deliver({ method: 'PUT', path: '/Patient/ifm', headers: { 'If-Match': `W/"${version}"`, 'Content-Type': 'application/json' }, body: JSON.stringify({ resourceType: 'Patient', id: 'ifm', gender }) });
+  expect(lastOf(await put('2', 'male')).status).toBe(200);
+  expect(lastOf(await put('1', 'female')).status).toBe(200); // older: acknowledged, changes nothing
+  expect((await patientRow('ifm'))?.gender).toBe('male');
+  expect(await t.rows(`SELECT version_id FROM fhir_rte.resource_state WHERE resource_type = 'Patient' AND resource_id = 'ifm'`)).toEqual([{ version_id: '2' }]);
+});
+
+it('a delete that overtakes its update ends deleted, as on the server', async () => {
+  hapi.write(patient('overtaken', 'One'));
+  await hapi.deliverInOrder();
+  hapi.write(patient('overtaken', 'Two'));
+  const update = hapi.pending.pop()!;
+  hapi.delete('Patient', 'overtaken');
+  await hapi.deliverInOrder(); // the DELETE arrives first ...
+  expect(lastOf(await hapi.deliver(update)).status).toBe(200); // ... then the update it overtook
+  expect((await patientRow('overtaken'))?.deleted_at).toBeInstanceOf(Date);
+});
+
+it('deliveries out of order and concurrent end in the server state', async () => {
+  for (let i = 0; i < 40; i++) {
+    hapi.write(patient(`mix-${i}`, 'V1'));
+    hapi.write(patient(`mix-${i}`, 'V2', { gender: 'male' }));
+    if (i % 4 === 0) hapi.delete('Patient', `mix-${i}`);
+    else hapi.write(patient(`mix-${i}`, 'V3', { gender: i % 2 ? 'other' : 'male' }));
+  }
+  const all = await hapi.deliverShuffled();
+  expect(new Set(statuses(all))).toEqual(new Set([200]));
+
+  for (let i = 0; i < 40; i++) {
+    const server = hapi.state.get(`Patient/mix-${i}`)!;
+    const row = await patientRow(`mix-${i}`);
+    // A delete that arrives before any version leaves no row at all; one that arrives after leaves it deleted.
+    if (!server.resource) expect(row === undefined || row.deleted_at instanceof Date).toBe(true);
+    else expect(row).toEqual({ gender: server.resource.gender, birth_date: null, deleted_at: null });
+  }
+  expect(await count(`patient p JOIN patient_name n USING (source_resource_id) WHERE p.source_resource_id LIKE 'Patient/mix-%' AND p.deleted_at IS NULL AND n.family <> 'V3'`)).toBe(0);
+  expect(await count(`patient WHERE source_resource_id LIKE 'Patient/mix-%' AND deleted_at IS NULL`)).toBe(30);
+});
+
+it('concurrent deliveries share transactions (group commit), each answered after its commit', async () => {
+  const before = receiver.groups.length;
+  for (let i = 0; i < 64; i++) hapi.write(patient(`group-${i}`, 'G'));
+  const all = await hapi.deliverShuffled();
+  expect(new Set(statuses(all))).toEqual(new Set([200]));
+  const groups = receiver.groups.slice(before);
+  expect(groups.reduce((a, b) => a + b, 0)).toBe(64);
+  expect(groups.length).toBeLessThan(32);
+  expect(await count(`patient WHERE source_resource_id LIKE 'Patient/group-%'`)).toBe(64);
+});
+
+it('a wrong or missing secret gets 401 and writes nothing', async () => {
+  for (const secret of ['wrong', undefined]) {
+    const intruder = new StandInHapi(receiver.endpoint, { secret, firstGapMs: 1 });
+    intruder.write(patient('intruder', 'X'));
+    const [attempts] = await intruder.deliverInOrder();
+    expect(attempts).toHaveLength(HAPI_ATTEMPTS); // HAPI retries every refusal
+    expect(lastOf(attempts!)).toMatchObject({ status: 401, body: { resourceType: 'OperationOutcome', issue: [{ code: 'security' }] } });
+  }
+  expect(await count(`patient WHERE source_resource_id = 'Patient/intruder'`)).toBe(0);
+  expect(await count(`fhir_rte.resource_state WHERE resource_id = 'intruder'`)).toBe(0);
+});
+
+it('malformed JSON → 400, a body that is not the URL’s resource → 400, too large → 413, unreadable type → 415; nothing written', async () => {
+  const send = (path: string, contentType: string, body: string) => hapi.deliver({ method: 'PUT', path, headers: { 'Content-Type': contentType }, body }).then(lastOf);
+  const diagnostics = (a: Attempt) => (a.body as { issue: { diagnostics: string }[] }).issue[0]!.diagnostics;
+
+  const malformed = await send('/Patient/bad', 'application/fhir+json', '{"resourceType":"Patient",');
+  expect(malformed.status).toBe(400);
+  expect(diagnostics(malformed)).toMatch(/PUT \/resthook\/Patient\/bad: not valid JSON/);
+
+  const other = await send('/Patient/bad', 'application/fhir+json', JSON.stringify(patient('not-bad', 'X')));
+  expect(other.status).toBe(400);
+  expect(diagnostics(other)).toContain('the body is Patient/not-bad, not the resource the URL names (Patient/bad)');
+
+  const large = await send('/Patient/bad', 'application/fhir+json', JSON.stringify(patient('bad', 'x'.repeat(70 * 1024))));
+  expect(large.status).toBe(413);
+  expect(diagnostics(large)).toContain('larger than resthook.maxBodyBytes (65536 bytes)');
+
+  const xml = await send('/Patient/bad', 'application/fhir+xml', '<Patient/>');
+  expect(xml.status).toBe(415);
+  expect(diagnostics(xml)).toContain('cannot read content type "application/fhir+xml"');
+
+  expect(await count(`fhir_rte.resource_state WHERE resource_id IN ('bad', 'not-bad')`)).toBe(0);
+});
+
+it('an empty POST (no payload) asks for a catch-up once and is answered 200', async () => {
+  const before = catchUps.length;
+  const attempts = await hapi.emptyPost();
+  expect(attempts.map((a) => a.status)).toEqual([200]);
+  expect(catchUps.slice(before)).toEqual(['empty POST']);
+});
+
+it('without a secret the receiver refuses to listen beyond loopback', () => {
+  const server = createHttpServer({ host: '0.0.0.0', port: 0 });
+  const config = { path: '/resthook', ackTimeoutMs: 1000, maxBodyBytes: 1024, groupWindowMs: 1, maxEvents: 10, retryAfterSeconds: 1 };
+  expect(() => new ResthookSource(server, config, { host: '0.0.0.0', port: 0 }, { log: silent })).toThrow(/refusing to receive on 0.0.0.0 without a secret/);
+  expect(() => new ResthookSource(server, { ...config, secret: 'x' }, { host: '0.0.0.0', port: 0 }, { log: silent })).not.toThrow();
+});
