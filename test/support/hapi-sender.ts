@@ -35,7 +35,7 @@ export class StandInHapi {
 
   constructor(
     readonly endpoint: string,
-    private readonly opts: { secret?: string; firstGapMs: number },
+    private readonly opts: { secret?: string; firstGapMs: number; onAttempt?: (a: Attempt) => void },
   ) {}
 
   /** A create or update on the server: a new version, stamped now, and its PUT notification queued. */
@@ -83,6 +83,7 @@ export class StandInHapi {
     for (let i = 0; i < HAPI_ATTEMPTS; i++) {
       const attempt = await this.send(n);
       attempts.push(attempt);
+      this.opts.onAttempt?.(attempt);
       if (attempt.status !== undefined && (attempt.status < 300 || n.method === 'POST')) break;
       await sleep(gap);
       gap *= 1.1;
