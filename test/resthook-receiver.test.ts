@@ -4,6 +4,7 @@ import { ResthookSource } from '../src/sources/resthook/resthook-source.js';
 import { createHttpServer } from '../src/http/server.js';
 import { freshDatabase } from './support/database.js';
 import { HAPI_ATTEMPTS, lastOf, StandInHapi, type Attempt } from './support/hapi-sender.js';
+import { MEDPLUM_ATTEMPTS, StandInMedplum } from './support/medplum-sender.js';
 import { startReceiver, type TestReceiver } from './support/receiver.js';
 import { openTestSink, silent, type TestSink } from './support/sink.js';
 
@@ -152,4 +153,29 @@ it('without a secret the receiver refuses to listen beyond loopback', () => {
   const config = { path: '/resthook', ackTimeoutMs: 1000, maxBodyBytes: 1024, groupWindowMs: 1, maxEvents: 10, retryAfterSeconds: 1 };
   expect(() => new ResthookSource(server, config, { host: '0.0.0.0', port: 0 }, { log: silent })).toThrow(/refusing to receive on 0.0.0.0 without a secret/);
   expect(() => new ResthookSource(server, { ...config, secret: 'x' }, { host: '0.0.0.0', port: 0 }, { log: silent })).not.toThrow();
+});
+
+it("Medplum's POSTs land: create and update signed by X-Signature, a delete with the Bearer channel.header", async () => {
+  const signed = new StandInMedplum(receiver.endpoint, { signingSecret: SECRET, firstDelayMs: 10 });
+  const withHeader = new StandInMedplum(receiver.endpoint, { channelHeader: `Authorization: Bearer ${SECRET}`, signingSecret: SECRET, firstDelayMs: 10 });
+  const v = (versionId: string, gender: string) => ({ ...patient('mp-1', 'Med', { gender }), meta: { versionId, lastUpdated: new Date().toISOString() } });
+
+  expect((await signed.send('create', v('1', 'female'))).map((a) => a.status)).toEqual([200]);
+  expect((await signed.send('update', v('2', 'male'))).map((a) => a.status)).toEqual([200]);
+  expect(await patientRow('mp-1')).toEqual({ gender: 'male', birth_date: null, deleted_at: null });
+
+  const unsigned = await signed.send('delete', v('2', 'male')); // Medplum signs the resource but sends `{}`
+  expect(unsigned).toHaveLength(MEDPLUM_ATTEMPTS);
+  expect(lastOf(unsigned)).toMatchObject({ status: 401, body: { issue: [{ diagnostics: expect.stringContaining('set channel.header') }] } });
+  expect((await patientRow('mp-1'))?.deleted_at).toBeNull();
+
+  expect((await withHeader.send('delete', v('2', 'male'))).map((a) => a.status)).toEqual([200]);
+  expect((await patientRow('mp-1'))?.deleted_at).toBeInstanceOf(Date);
+});
+
+it('a wrong X-Signature gets 401 and writes nothing', async () => {
+  const forger = new StandInMedplum(receiver.endpoint, { signingSecret: 'not-the-secret', firstDelayMs: 1 });
+  const attempts = await forger.send('create', patient('forged', 'F'));
+  expect(attempts.map((a) => a.status)).toEqual(Array(MEDPLUM_ATTEMPTS).fill(401));
+  expect(await count(`fhir_rte.resource_state WHERE resource_id = 'forged'`)).toBe(0);
 });

@@ -9,6 +9,11 @@ import { badRequest, unsupportedType, type Answer } from './operation-outcome.js
  * HAPI FHIR 8.8 (see ../shared/peers/hapi-fhir-8.8-wire.md §2-3): `PUT {endpoint}/{Type}/{id}` with the full
  * resource and `If-Match: W/"<version>"` for creates and updates, a bare `DELETE {endpoint}/{Type}/{id}`,
  * and, without a payload, an empty `POST {endpoint}` for every change.
+ *
+ * Medplum (medplum/medplum packages/server/src/workers/subscription.ts, `sendRestHook` and
+ * `buildRestHookHeaders`): a `POST {endpoint}` with `Content-Type: application/fhir+json`,
+ * `X-Medplum-Interaction: create|update|delete` and `X-Medplum-Subscription`; the versioned resource as the body,
+ * or for a delete the body `{}` and `X-Medplum-Deleted-Resource: {Type}/{id}` (no version).
  */
 export interface Delivery {
   method: string;
@@ -18,6 +23,8 @@ export interface Delivery {
   target?: { type: string; id: string };
   contentType?: string;
   ifMatch?: string;
+  /** Medplum's `X-Medplum-Interaction` and `X-Medplum-Deleted-Resource`. */
+  medplum?: { interaction: string; deletedResource?: string };
   body: Buffer;
   arrival: bigint;
 }
@@ -28,8 +35,13 @@ const READABLE_TYPES = new Set(['application/fhir+json', 'application/json', 'ap
 
 export function readDelivery(d: Delivery): Reading {
   const origin: Origin = { kind: 'http', method: d.method, url: d.url, requestId: d.requestId };
+  if (d.method === 'POST' && d.medplum) return readMedplum(d, d.medplum, origin);
   if (d.method === 'POST' && d.body.length === 0) return { emptyPost: true };
-  if (d.method === 'DELETE') return readDelete(d, origin);
+  if (d.method === 'DELETE') return readDelete(d, d.target, origin);
+  return readBody(d, origin);
+}
+
+function readBody(d: Delivery, origin: Origin): Reading {
   const unreadable = contentTypeProblem(d.contentType);
   if (unreadable) return { refusal: unsupportedType(unreadable) };
   const events = eventsFromText(d.body.toString('utf8'), origin, d.arrival);
@@ -54,9 +66,25 @@ function readPut(d: Delivery, events: ChangeEvent[]): Reading {
   return { events: [event] };
 }
 
-/** HAPI sends no version with a delete; one given in `If-Match` is used. */
-function readDelete(d: Delivery, origin: Origin): Reading {
-  const target = d.target;
+/** A Medplum create or update is its resource alone; a delete names it in a header, without a version. */
+function readMedplum(d: Delivery, medplum: NonNullable<Delivery['medplum']>, origin: Origin): Reading {
+  if (medplum.interaction === 'delete') {
+    const target = targetOf(medplum.deletedResource ?? '');
+    if (!target) return { refusal: badRequest(`POST ${d.url}: X-Medplum-Deleted-Resource ${JSON.stringify(medplum.deletedResource ?? '(none)')} is not {Type}/{id}`) };
+    return readDelete(d, target, origin);
+  }
+  if (medplum.interaction !== 'create' && medplum.interaction !== 'update') {
+    return { refusal: badRequest(`POST ${d.url}: X-Medplum-Interaction ${JSON.stringify(medplum.interaction)} is not create, update or delete`) };
+  }
+  const reading = readBody(d, origin);
+  if ('events' in reading && (reading.events.length !== 1 || reading.events[0]!.op !== 'upsert')) {
+    return { refusal: badRequest(`POST ${d.url}: a Medplum ${medplum.interaction} must carry one resource, not ${reading.events.length}`) };
+  }
+  return reading;
+}
+
+/** HAPI and Medplum send no version with a delete; one given in `If-Match` is used. */
+function readDelete(d: Delivery, target: Delivery['target'], origin: Origin): Reading {
   if (!target) return { refusal: badRequest(`DELETE ${d.url}: expected {Type}/{id} after the receiver's path`) };
   const event: DeleteEvent = {
     op: 'delete',

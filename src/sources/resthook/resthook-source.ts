@@ -8,7 +8,7 @@ import type { ApplyBatch, Source } from '../source.js';
 import { readDelivery, targetOf, type Delivery } from './delivery.js';
 import { GroupCommit } from './group-commit.js';
 import { accepted, badRequest, operationOutcome, tooLarge, unavailable, type Answer } from './operation-outcome.js';
-import { bearerProblem } from './secret.js';
+import { bearerProblem, signatureProblem } from './secret.js';
 import type { CatchUp, ResolveDelete } from './server-reads.js';
 
 export interface ResthookOptions {
@@ -68,11 +68,16 @@ export class ResthookSource implements Source {
     scope.removeAllContentTypeParsers();
     // Bodies are read raw: the receiver chooses what it can read (415) and parses FHIR JSON itself.
     scope.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: this.config.maxBodyBytes }, (_req, body, done) => done(null, body));
+    // Authenticity: the Bearer secret, checked before the body is read; or Medplum's X-Signature over the raw body.
     scope.addHook('onRequest', async (request, reply) => {
-      const problem = this.config.secret ? bearerProblem(request.headers.authorization, this.config.secret) : undefined;
-      if (!problem) return;
-      this.options.log.warn({ method: request.method, url: request.url, from: request.ip, why: problem.diagnostics }, 'REST-hook delivery refused');
-      return this.answer(reply, problem);
+      const problem = this.bearerProblem(request);
+      if (problem && !(request.headers['x-signature'] && !request.headers.authorization)) return this.refuse(request, reply, problem);
+    });
+    scope.addHook('preHandler', async (request, reply) => {
+      const signature = header(request.headers['x-signature']);
+      if (!this.config.secret || !signature || !this.bearerProblem(request)) return;
+      const problem = signatureProblem(Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0), signature, this.config.secret);
+      if (problem) return this.refuse(request, reply, problem);
     });
     scope.setErrorHandler((err: { statusCode?: number; message: string }, request, reply) => {
       if (err.statusCode === 413) return this.answer(reply, tooLarge(`${request.method} ${request.url}: the body is larger than resthook.maxBodyBytes (${this.config.maxBodyBytes} bytes)`));
@@ -85,15 +90,21 @@ export class ResthookSource implements Source {
     scope.route({ method: 'POST', url: path, handler });
   }
 
+  private bearerProblem(request: FastifyRequest): Answer | undefined {
+    return this.config.secret ? bearerProblem(request.headers.authorization, this.config.secret) : undefined;
+  }
+
+  private refuse(request: FastifyRequest, reply: FastifyReply, answer: Answer): FastifyReply {
+    this.options.log.warn({ method: request.method, url: request.url, from: request.ip, why: answer.diagnostics }, 'REST-hook delivery refused');
+    return this.answer(reply, answer);
+  }
+
   private async receive(request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
     const arrival = arrivalNow();
     const refusal = this.unavailable();
     if (refusal) return this.answer(reply, refusal);
     const reading = readDelivery(this.deliveryOf(request, arrival));
-    if ('refusal' in reading) {
-      this.options.log.warn({ method: request.method, url: request.url, why: reading.refusal.diagnostics }, 'REST-hook delivery refused');
-      return this.answer(reply, reading.refusal);
-    }
+    if ('refusal' in reading) return this.refuse(request, reply, reading.refusal);
     if ('emptyPost' in reading) return this.answer(reply, this.requestCatchUp());
     return this.answer(reply, await this.commit(await this.resolved(reading.events)));
   }
@@ -108,6 +119,7 @@ export class ResthookSource implements Source {
       ...(target ? { target } : {}),
       contentType: request.headers['content-type'],
       ifMatch: header(request.headers['if-match']),
+      ...medplumHeaders(request),
       body: Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0),
       arrival,
     };
@@ -153,6 +165,8 @@ export class ResthookSource implements Source {
   }
 
   private async commit(events: ChangeEvent[]): Promise<Answer> {
+    const refusal = this.unavailable(); // it may have begun stopping while a delete was being resolved
+    if (refusal) return refusal;
     try {
       const outcome = await this.group!.submit(events);
       return accepted(`committed (in a group of ${outcome.received} events)`);
@@ -172,4 +186,11 @@ export class ResthookSource implements Source {
 
 function header(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value;
+}
+
+function medplumHeaders(request: FastifyRequest): Pick<Delivery, 'medplum'> {
+  const interaction = header(request.headers['x-medplum-interaction']);
+  if (!interaction) return {};
+  const deletedResource = header(request.headers['x-medplum-deleted-resource']);
+  return { medplum: { interaction, ...(deletedResource ? { deletedResource } : {}) } };
 }

@@ -1,4 +1,4 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import { unauthorized, type Answer } from './operation-outcome.js';
 
 /**
@@ -16,4 +16,16 @@ export function bearerProblem(authorization: string | undefined, secret: string)
 export function sameSecret(given: string, expected: string): boolean {
   const digest = (s: string) => createHash('sha256').update(s, 'utf8').digest();
   return timingSafeEqual(digest(given), digest(expected));
+}
+
+/**
+ * Checks Medplum's `X-Signature`: hex HMAC-SHA256 of the raw body with the secret (medplum/medplum
+ * packages/server/src/workers/subscription.ts, `buildRestHookHeaders`). Medplum signs a delete over the deleted
+ * resource but sends `{}` as its body, so a delete cannot be verified this way and needs the Bearer header.
+ */
+export function signatureProblem(body: Buffer, signature: string, secret: string): Answer | undefined {
+  const expected = createHmac('sha256', secret).update(body).digest('hex');
+  if (sameSecret(signature.trim().toLowerCase(), expected)) return undefined;
+  const hint = body.toString('utf8').trim() === '{}' ? ' (a Medplum delete signs the deleted resource, not its body: set channel.header to "Authorization: Bearer <secret>")' : '';
+  return unauthorized(`X-Signature is not the HMAC-SHA256 of the body with the secret${hint}`);
 }
