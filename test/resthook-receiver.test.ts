@@ -1,4 +1,8 @@
 import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ResthookSource } from '../src/sources/resthook/resthook-source.js';
 import { createHttpServer } from '../src/http/server.js';
@@ -178,4 +182,42 @@ it('a wrong X-Signature gets 401 and writes nothing', async () => {
   const attempts = await forger.send('create', patient('forged', 'F'));
   expect(attempts.map((a) => a.status)).toEqual(Array(MEDPLUM_ATTEMPTS).fill(401));
   expect(await count(`fhir_rte.resource_state WHERE resource_id = 'forged'`)).toBe(0);
+});
+
+it('while the sink is stalled a delivery is answered 503 with Retry-After at once, and nothing is written', async () => {
+  const stalled = await startReceiver((batch, signal) => t.sink.apply(batch, signal), { retryAfterSeconds: 7 }, { stalled: () => true });
+  try {
+    const sender = new StandInHapi(stalled.endpoint, { firstGapMs: 1 });
+    sender.write(patient('stalled', 'S'));
+    const [attempts] = await sender.deliverInOrder();
+    expect(attempts).toHaveLength(HAPI_ATTEMPTS);
+    expect(lastOf(attempts!)).toMatchObject({ status: 503, retryAfter: '7', body: { issue: [{ code: 'transient', diagnostics: expect.stringContaining('the database is unavailable') }] } });
+    expect(stalled.groups).toEqual([]);
+    expect(await count(`fhir_rte.resource_state WHERE resource_id = 'stalled'`)).toBe(0);
+  } finally {
+    await stalled.stop();
+  }
+});
+
+it('listens over TLS when http.tls names a certificate and key', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'fhir-rte-tls-'));
+  const [cert, key] = [join(dir, 'cert.pem'), join(dir, 'key.pem')];
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=127.0.0.1', '-keyout', key, '-out', cert, '-days', '1'], { stdio: 'ignore' });
+  const secure = await startReceiver((batch, signal) => t.sink.apply(batch, signal), {}, {}, { cert, key });
+  try {
+    expect(secure.endpoint).toMatch(/^https:/);
+    const status = await new Promise<number>((resolve, reject) => {
+      const body = JSON.stringify(patient('tls', 'T'));
+      const req = httpsRequest(`${secure.endpoint}/Patient/tls`, { method: 'PUT', ca: readFileSync(cert), checkServerIdentity: () => undefined, headers: { 'Content-Type': 'application/fhir+json', 'If-Match': 'W/"1"' } }, (res) => {
+        res.resume();
+        resolve(res.statusCode!);
+      });
+      req.on('error', reject);
+      req.end(body);
+    });
+    expect(status).toBe(200);
+    expect(await patientRow('tls')).toMatchObject({ gender: 'female', deleted_at: null });
+  } finally {
+    await secure.stop();
+  }
 });

@@ -16,8 +16,13 @@ export interface TestReceiver {
 }
 
 /** The real receiver on the real HTTP server, on a free port, applying through `apply` (a real sink's). */
-export async function startReceiver(apply: ApplyBatch, config: Partial<ResthookConfig> = {}, options: Partial<ResthookOptions> = {}): Promise<TestReceiver> {
-  const http = { host: '127.0.0.1', port: await freePort() };
+export async function startReceiver(
+  apply: ApplyBatch,
+  config: Partial<ResthookConfig> = {},
+  options: Partial<ResthookOptions> = {},
+  tls?: { cert: string; key: string },
+): Promise<TestReceiver> {
+  const http = { host: '127.0.0.1', port: await freePort(), ...(tls ? { tls } : {}) };
   const server = createHttpServer(http);
   const full: ResthookConfig = { path: '/resthook', ackTimeoutMs: 10_000, maxBodyBytes: 1 << 20, groupWindowMs: 5, maxEvents: 1000, retryAfterSeconds: 5, ...config };
   const source = new ResthookSource(server, full, http, { log: silent, ...options });
