@@ -169,7 +169,7 @@ export class ResthookSource implements Source {
     if (refusal) return refusal;
     try {
       const outcome = await this.group!.submit(events);
-      return accepted(`committed (in a group of ${outcome.received} events)`);
+      return accepted(`committed (one transaction of ${outcome.received} event${outcome.received === 1 ? '' : 's'})`);
     } catch (err) {
       if (err instanceof SinkFailure) this.fatal?.(err);
       const why = err instanceof SinkFailure ? 'the database refused the change for a reason retrying cannot fix' : 'the database did not commit in time';
