@@ -10,20 +10,25 @@ import { freePort } from './support/free-port.js';
 
 const TRANSFORMERS = join(import.meta.dirname, '..', 'transformers');
 
-it('`fhir-rte start` with no source configured serves the receiver: a PUT as HAPI sends it lands, SIGTERM exits 0', async () => {
+/** `fhir-rte start` in an empty working directory (no fhir-rte.yaml): only the environment configures it. */
+async function startCli(extraEnv: Record<string, string>) {
   const url = await freshDatabase('rhcli');
   const port = await freePort();
-  const env: NodeJS.ProcessEnv = { ...process.env, DATABASE_URL: url, FHIR_RTE_HTTP_PORT: String(port), FHIR_RTE_TRANSFORMERS: TRANSFORMERS };
+  const env: NodeJS.ProcessEnv = { ...process.env, DATABASE_URL: url, FHIR_RTE_HTTP_PORT: String(port), FHIR_RTE_TRANSFORMERS: TRANSFORMERS, ...extraEnv };
   delete env.KAFKA_BROKERS;
-  delete env.FHIR_RTE_RESTHOOK_SECRET;
-  // An empty working directory: no fhir-rte.yaml, so nothing but the environment configures it.
+  if (!extraEnv.FHIR_RTE_RESTHOOK_SECRET) delete env.FHIR_RTE_RESTHOOK_SECRET;
   const child = spawn(process.execPath, [BIN, 'start'], { cwd: mkdtempSync(join(tmpdir(), 'fhir-rte-cli-')), env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  child.stdout.on('data', (b: Buffer) => (output += b));
-  child.stderr.on('data', (b: Buffer) => (output += b));
-  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  const run = { url, port, child, output: '', exited: new Promise<number | null>((r) => child.once('exit', (code) => r(code))) };
+  child.stdout.on('data', (b: Buffer) => (run.output += b));
+  child.stderr.on('data', (b: Buffer) => (run.output += b));
+  await waitFor(() => run.output.includes('HTTP server listening'), () => run.output);
+  return run;
+}
+
+it('`fhir-rte start` with no source configured serves the receiver: a PUT as HAPI sends it lands, SIGTERM exits 0', async () => {
+  const run = await startCli({});
+  const { url, port, child, exited } = run;
   try {
-    await waitFor(() => output.includes('HTTP server listening'), () => output);
     const res = await fetch(`http://127.0.0.1:${port}/resthook/Patient/1002`, {
       method: 'PUT',
       headers: { 'If-Match': 'W/"1"', 'Content-Type': 'application/fhir+json; charset=UTF-8' },
@@ -42,7 +47,27 @@ it('`fhir-rte start` with no source configured serves the receiver: a PUT as HAP
     child.kill('SIGTERM');
   }
   expect(await exited).toBe(0);
-  expect(output).toContain('no resthook.secret: the receiver listens on loopback only');
+  expect(run.output).toContain('no resthook.secret: the receiver listens on loopback only');
+});
+
+it('with a secret, a wrong Bearer gets 401, and neither the secret nor the wrong one reaches the log', async () => {
+  const run = await startCli({ FHIR_RTE_RESTHOOK_SECRET: 'the-real-secret', FHIR_RTE_LOG_LEVEL: 'trace' });
+  try {
+    const put = (token: string) =>
+      fetch(`http://127.0.0.1:${run.port}/resthook/Patient/s1`, {
+        method: 'PUT',
+        headers: { 'Content-Type': 'application/fhir+json', Authorization: `Bearer ${token}` },
+        body: '{"resourceType":"Patient","id":"s1","meta":{"versionId":"1"}}',
+      });
+    expect((await put('a-guessed-secret')).status).toBe(401);
+    expect((await put('the-real-secret')).status).toBe(200);
+  } finally {
+    run.child.kill('SIGTERM');
+  }
+  expect(await run.exited).toBe(0);
+  expect(run.output).toContain('REST-hook delivery refused');
+  expect(run.output).not.toContain('the-real-secret');
+  expect(run.output).not.toContain('a-guessed-secret');
 });
 
 async function waitFor(done: () => boolean, show: () => string, timeoutMs = 90_000): Promise<void> {
