@@ -4,6 +4,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { ChangeEvent, DeleteEvent } from '../src/events/change-event.js';
 import { ResthookSource } from '../src/sources/resthook/resthook-source.js';
 import { createHttpServer } from '../src/http/server.js';
 import { freshDatabase } from './support/database.js';
@@ -220,4 +221,38 @@ it('listens over TLS when http.tls names a certificate and key', async () => {
   } finally {
     await secure.stop();
   }
+});
+
+it('a DELETE is ordered by the server when a resolver is configured: its version, a newer version, or by arrival when the server cannot say', async () => {
+  const answers: Record<string, (e: DeleteEvent) => ChangeEvent> = {
+    'Patient/res-gone': (e) => ({ ...e, order: { ...e.order, versionId: '3' } }), // 410, Location .../_history/3
+    'Patient/res-back': (e) => ({ op: 'upsert', resourceType: 'Patient', id: e.id, resource: { ...patient(e.id, 'Back'), meta: { versionId: '3' } }, origin: e.origin, order: { versionId: '3', arrivalMicros: e.order.arrivalMicros } }),
+    'Patient/res-down': () => {
+      throw new Error('connect ECONNREFUSED');
+    },
+  };
+  const resolving = await startReceiver((batch, signal) => t.sink.apply(batch, signal), {}, { resolveDelete: async (e) => answers[`${e.resourceType}/${e.id}`]!(e) });
+  try {
+    const sender = new StandInHapi(resolving.endpoint, { firstGapMs: 1 });
+    for (const id of ['res-gone', 'res-back', 'res-down']) {
+      sender.write(patient(id, 'V1'));
+      sender.write(patient(id, 'V2'));
+    }
+    sender.delete('Patient', 'res-gone');
+    sender.delete('Patient', 'res-back');
+    sender.delete('Patient', 'res-down');
+    expect(new Set(statuses(await sender.deliverInOrder()))).toEqual(new Set([200]));
+  } finally {
+    await resolving.stop();
+  }
+  const state = await t.rows(`SELECT resource_id, version_id FROM fhir_rte.resource_state WHERE resource_id LIKE 'res-%' ORDER BY 1`);
+  expect(state).toEqual([
+    { resource_id: 'res-back', version_id: '3' },
+    { resource_id: 'res-down', version_id: '2' },
+    { resource_id: 'res-gone', version_id: '3' },
+  ]);
+  expect((await patientRow('res-gone'))?.deleted_at).toBeInstanceOf(Date);
+  expect((await patientRow('res-down'))?.deleted_at).toBeInstanceOf(Date);
+  expect((await patientRow('res-back'))?.deleted_at).toBeNull();
+  expect(await t.rows(`SELECT family FROM patient_name WHERE source_resource_id = 'Patient/res-back'`)).toEqual([{ family: 'Back' }]);
 });
