@@ -64,14 +64,30 @@ export class ResthookSource implements Source {
   }
 
   private routes(scope: FastifyInstance): void {
+    this.readRawBodies(scope);
+    this.authenticate(scope);
+    this.answerErrors(scope);
     const path = this.config.path;
+    const handler = (request: FastifyRequest, reply: FastifyReply) => this.receive(request, reply);
+    for (const method of ['PUT', 'DELETE', 'POST'] as const) scope.route({ method, url: `${path}/*`, handler });
+    scope.route({ method: 'POST', url: path, handler });
+  }
+
+  /** Bodies are read raw: the receiver chooses what it can read (415) and parses FHIR JSON itself. */
+  private readRawBodies(scope: FastifyInstance): void {
     scope.removeAllContentTypeParsers();
-    // Bodies are read raw: the receiver chooses what it can read (415) and parses FHIR JSON itself.
     scope.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: this.config.maxBodyBytes }, (_req, body, done) => done(null, body));
-    // Authenticity: the Bearer secret, checked before the body is read; or Medplum's X-Signature over the raw body.
+  }
+
+  /**
+   * The Bearer secret is checked before the body is read. A request that instead carries Medplum's
+   * X-Signature (and no Authorization) is checked once its raw body has been read.
+   */
+  private authenticate(scope: FastifyInstance): void {
     scope.addHook('onRequest', async (request, reply) => {
       const problem = this.bearerProblem(request);
-      if (problem && !(request.headers['x-signature'] && !request.headers.authorization)) return this.refuse(request, reply, problem);
+      const signed = request.headers['x-signature'] !== undefined && request.headers.authorization === undefined;
+      if (problem && !signed) return this.refuse(request, reply, problem);
     });
     scope.addHook('preHandler', async (request, reply) => {
       const signature = header(request.headers['x-signature']);
@@ -79,15 +95,17 @@ export class ResthookSource implements Source {
       const problem = signatureProblem(Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0), signature, this.config.secret);
       if (problem) return this.refuse(request, reply, problem);
     });
+  }
+
+  /** Fastify's own refusals (body too large, unreadable request) as OperationOutcomes too. */
+  private answerErrors(scope: FastifyInstance): void {
     scope.setErrorHandler((err: { statusCode?: number; message: string }, request, reply) => {
-      if (err.statusCode === 413) return this.answer(reply, tooLarge(`${request.method} ${request.url}: the body is larger than resthook.maxBodyBytes (${this.config.maxBodyBytes} bytes)`));
-      if (err.statusCode && err.statusCode < 500) return this.answer(reply, badRequest(`${request.method} ${request.url}: ${err.message}`));
+      const what = `${request.method} ${request.url}`;
+      if (err.statusCode === 413) return this.answer(reply, tooLarge(`${what}: the body is larger than resthook.maxBodyBytes (${this.config.maxBodyBytes} bytes)`));
+      if (err.statusCode && err.statusCode < 500) return this.answer(reply, badRequest(`${what}: ${err.message}`));
       this.options.log.error({ method: request.method, url: request.url, error: err.message }, 'REST-hook delivery failed');
       return this.answer(reply, { status: 500, code: 'exception', diagnostics: err.message });
     });
-    const handler = (request: FastifyRequest, reply: FastifyReply) => this.receive(request, reply);
-    for (const method of ['PUT', 'DELETE', 'POST'] as const) scope.route({ method, url: `${path}/*`, handler });
-    scope.route({ method: 'POST', url: path, handler });
   }
 
   private bearerProblem(request: FastifyRequest): Answer | undefined {
