@@ -44,3 +44,19 @@ it('Postgres stopped: 503 with Retry-After and nothing acknowledged; HAPI’s re
   expect(await t.rows(`SELECT gender, deleted_at FROM patient WHERE source_resource_id = 'Patient/outage'`)).toEqual([{ gender: 'female', deleted_at: null }]);
   expect(await t.rows(`SELECT family FROM patient_name WHERE source_resource_id = 'Patient/outage'`)).toEqual([{ family: 'Down' }]);
 });
+
+it('a table dropped under the receiver: the delivery gets 503, nothing is written, and the source stops with the cause', async () => {
+  const failing = await startReceiver((batch, signal) => t.sink.apply(batch, signal));
+  const stopped = failing.running.then(
+    () => undefined,
+    (err: Error) => err,
+  );
+  await t.pool.query('DROP TABLE observation CASCADE');
+  const hapi = new StandInHapi(failing.endpoint, { firstGapMs: 1 });
+  hapi.write({ resourceType: 'Observation', id: 'dropped', status: 'final', code: { text: 'x' } });
+  const [attempts] = await hapi.deliverInOrder();
+  expect(attempts![0]).toMatchObject({ status: 503, body: { issue: [{ diagnostics: expect.stringContaining('retrying cannot fix') }] } });
+  expect(await stopped).toMatchObject({ name: 'SinkFailure', message: expect.stringContaining('observation') });
+  await failing.stop();
+  expect(await t.rows(`SELECT count(*)::int AS n FROM fhir_rte.resource_state WHERE resource_id = 'dropped'`)).toEqual([{ n: 0 }]);
+});

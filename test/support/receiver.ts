@@ -12,6 +12,8 @@ export interface TestReceiver {
   server: FastifyInstance;
   /** Size of each batch the receiver applied (one per group commit). */
   groups: number[];
+  /** The source's run: settles when it stops (rejects on a fault that must stop fhir-rte). */
+  running: Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -37,9 +39,10 @@ export async function startReceiver(
     endpoint: `${address}${full.path}`,
     server,
     groups,
+    running,
     async stop() {
       abort.abort();
-      await running;
+      await running.catch(() => {});
       await server.close();
     },
   };
