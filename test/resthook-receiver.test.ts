@@ -256,3 +256,19 @@ it('a DELETE is ordered by the server when a resolver is configured: its version
   expect((await patientRow('res-back'))?.deleted_at).toBeNull();
   expect(await t.rows(`SELECT family FROM patient_name WHERE source_resource_id = 'Patient/res-back'`)).toEqual([{ family: 'Back' }]);
 });
+
+it('stopping while deliveries are in flight: exactly the deliveries answered 200 are in the tables', async () => {
+  const stopping = await startReceiver((batch, signal) => t.sink.apply(batch, signal));
+  const sender = new StandInHapi(stopping.endpoint, { firstGapMs: 1 });
+  for (let i = 0; i < 40; i++) sender.write(patient(`stop-${i}`, 'S'));
+  const deliveries = sender.pending.splice(0).map((n) => ({ key: n.path.slice(1), attempts: sender.deliver(n) }));
+  const until = Date.now() + 30_000;
+  while (stopping.groups.length === 0 && Date.now() < until) await new Promise((r) => setImmediate(r));
+  await stopping.stop(); // while the first group is applying
+
+  const acknowledged: string[] = [];
+  for (const d of deliveries) if ((await d.attempts).some((a) => a.status === 200)) acknowledged.push(d.key);
+  const rows = await t.rows<{ id: string }>(`SELECT source_resource_id AS id FROM patient WHERE source_resource_id LIKE 'Patient/stop-%'`);
+  expect(acknowledged.length).toBeGreaterThan(0);
+  expect(rows.map((r) => r.id).sort()).toEqual(acknowledged.sort());
+});
