@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { readDelivery, targetOf, weakEtagVersion, type Delivery } from '../src/sources/resthook/delivery.js';
+import { readDelivery, targetOf, type Delivery } from '../src/sources/resthook/delivery.js';
 
 const put = (over: Partial<Delivery>): Delivery => ({
   method: 'PUT',
@@ -50,12 +50,5 @@ describe('URL and header parts', () => {
     expect(targetOf('Patient/wire-p1')).toEqual({ type: 'Patient', id: 'wire-p1' });
     expect(targetOf('Patient')).toBeUndefined();
     expect(targetOf('patient/1')).toBeUndefined();
-  });
-
-  it('reads weak and strong ETags', () => {
-    expect(weakEtagVersion('W/"1"')).toBe('1');
-    expect(weakEtagVersion('"12"')).toBe('12');
-    expect(weakEtagVersion('12')).toBeUndefined();
-    expect(weakEtagVersion(undefined)).toBeUndefined();
   });
 });

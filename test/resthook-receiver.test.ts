@@ -272,3 +272,22 @@ it('stopping while deliveries are in flight: exactly the deliveries answered 200
   expect(acknowledged.length).toBeGreaterThan(0);
   expect(rows.map((r) => r.id).sort()).toEqual(acknowledged.sort());
 });
+
+it('a topic-based notification (R4B/R5 subscription-notification Bundle, full-resource) is applied; a handshake is acknowledged', async () => {
+  const notify = (body: unknown) =>
+    hapi.deliver({ method: 'POST', path: '', headers: { 'Content-Type': 'application/fhir+json' }, body: JSON.stringify(body) }).then((a) => lastOf(a).status);
+  const status = (type: string, events: number) => ({
+    fullUrl: 'urn:uuid:1',
+    resource: { resourceType: 'SubscriptionStatus', status: 'active', type, eventsSinceSubscriptionStart: events, subscription: { reference: 'Subscription/s1' } },
+  });
+  expect(await notify({ resourceType: 'Bundle', type: 'subscription-notification', entry: [status('handshake', 0)] })).toBe(200);
+  const live = { ...patient('topic-1', 'Topic'), meta: { versionId: '1', lastUpdated: new Date().toISOString() } };
+  const entries = [
+    status('event-notification', 2),
+    { fullUrl: 'http://server/fhir/Patient/topic-1', resource: live, request: { method: 'PUT', url: 'Patient/topic-1' } },
+    { fullUrl: 'http://server/fhir/Patient/topic-2', request: { method: 'DELETE', url: 'Patient/topic-2' }, response: { status: '200', etag: 'W/"4"' } },
+  ];
+  expect(await notify({ resourceType: 'Bundle', type: 'subscription-notification', entry: entries })).toBe(200);
+  expect(await patientRow('topic-1')).toEqual({ gender: 'female', birth_date: null, deleted_at: null });
+  expect(await t.rows(`SELECT version_id, deleted FROM fhir_rte.resource_state WHERE resource_id = 'topic-2'`)).toEqual([{ version_id: '4', deleted: true }]);
+});

@@ -1,5 +1,5 @@
 import type { ChangeEvent, DeleteEvent, Origin } from '../../events/change-event.js';
-import { eventsFromText, orderOf, RESOURCE_ID, RESOURCE_TYPE, withValidVersion } from '../../events/from-fhir.js';
+import { eventsFromText, orderOf, RESOURCE_ID, RESOURCE_TYPE, versionFromEtag, withValidVersion } from '../../events/from-fhir.js';
 import { badRequest, unsupportedType, type Answer } from './operation-outcome.js';
 
 /**
@@ -60,7 +60,7 @@ function readPut(d: Delivery, events: ChangeEvent[]): Reading {
     return { refusal: badRequest(`PUT ${d.url}: the body is ${got}, not the resource the URL names (${target ? `${target.type}/${target.id}` : 'no {Type}/{id} in the URL'})`) };
   }
   if (only.order.versionId !== undefined) return { events };
-  const versionId = weakEtagVersion(d.ifMatch);
+  const versionId = versionFromEtag(d.ifMatch);
   const event = withValidVersion({ ...only, order: { ...only.order, ...(versionId !== undefined ? { versionId } : {}) } });
   if (event.op === 'unreadable') return { refusal: badRequest(`PUT ${d.url}: ${event.error.message}`) };
   return { events: [event] };
@@ -91,7 +91,7 @@ function readDelete(d: Delivery, target: Delivery['target'], origin: Origin): Re
     resourceType: target.type,
     id: target.id,
     origin,
-    order: orderOf({ versionId: weakEtagVersion(d.ifMatch) }, d.arrival),
+    order: orderOf({ versionId: versionFromEtag(d.ifMatch) }, d.arrival),
   };
   const valid = withValidVersion(event);
   if (valid.op === 'unreadable') return { refusal: badRequest(`DELETE ${d.url}: ${valid.error.message}`) };
@@ -104,12 +104,6 @@ export function targetOf(rest: string): { type: string; id: string } | undefined
   const [type, id] = segments.slice(-2);
   if (segments.length < 2 || !RESOURCE_TYPE.test(type!) || !RESOURCE_ID.test(id!)) return undefined;
   return { type: type!, id: id! };
-}
-
-/** `W/"3"` or `"3"` → `3`. */
-export function weakEtagVersion(etag: string | undefined): string | undefined {
-  const m = etag?.trim().match(/^(?:W\/)?"([^"]*)"$/);
-  return m?.[1] || undefined;
 }
 
 function contentTypeProblem(contentType: string | undefined): string | undefined {

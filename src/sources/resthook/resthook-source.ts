@@ -183,6 +183,8 @@ export class ResthookSource implements Source {
   }
 
   private async commit(events: ChangeEvent[]): Promise<Answer> {
+    // A topic-based handshake or heartbeat carries only its status: acknowledged, nothing to apply.
+    if (events.length === 0) return accepted('nothing to apply');
     const refusal = this.unavailable(); // it may have begun stopping while a delete was being resolved
     if (refusal) return refusal;
     try {
