@@ -90,3 +90,22 @@ describe('transformer files', () => {
     expect(errorOf(() => loadTransformers(dir))).toContain('/transformers/0/childTables/0/childTransformerName: no namedTransformers entry is named "addr"');
   });
 });
+
+describe('http and resthook', () => {
+  it('runs the receiver on 127.0.0.1:8090 at /resthook when no source is configured, and not beside Kafka unless asked', () => {
+    const config = loadConfig(configFile('fhir-rte.yaml', 'log: { level: info }\n'), {}, {});
+    expect(config.http).toEqual({ host: '127.0.0.1', port: 8090 });
+    expect(config.resthook).toMatchObject({ path: '/resthook', ackTimeoutMs: 10_000, maxBodyBytes: 16 * 1024 * 1024 });
+    expect(config.resthook?.secret).toBeUndefined();
+    expect(loadConfig(undefined, {}, { KAFKA_BROKERS: 'k:9092' }).resthook).toBeUndefined();
+    expect(loadConfig(undefined, {}, { KAFKA_BROKERS: 'k:9092', FHIR_RTE_RESTHOOK_SECRET: 's' }).resthook?.secret).toBe('s');
+  });
+
+  it('takes the port from FHIR_RTE_HTTP_PORT, TLS files relative to the file, and refuses a bad port', () => {
+    const file = configFile('fhir-rte.yaml', 'http: { host: 0.0.0.0, port: 9000, tls: { cert: c.pem, key: k.pem } }\nresthook: { path: /hook/, secret: x }\n');
+    const config = loadConfig(file, {}, { FHIR_RTE_HTTP_PORT: '9100' });
+    expect(config.http).toEqual({ host: '0.0.0.0', port: 9100, tls: { cert: join(file, '..', 'c.pem'), key: join(file, '..', 'k.pem') } });
+    expect(config.resthook).toMatchObject({ path: '/hook', secret: 'x' });
+    expect(errorOf(() => loadConfig(file, {}, { FHIR_RTE_HTTP_PORT: 'eighty' }))).toContain('/http/port: FHIR_RTE_HTTP_PORT: expected a port number');
+  });
+});

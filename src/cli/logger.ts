@@ -8,7 +8,7 @@ export function createLogger(level: string): Logger {
   return pino(
     {
       level,
-      redact: { paths: ['password', '*.password', '*.*.password', 'sasl', '*.sasl', 'authorization', '*.authorization'], censor: '****' },
+      redact: { paths: ['password', '*.password', '*.*.password', 'sasl', '*.sasl', 'authorization', '*.authorization', 'secret', '*.secret', '*.*.secret', 'headers.authorization', 'headers["x-signature"]'], censor: '****' },
       base: undefined,
     },
     pino.destination(2),

@@ -20,6 +20,22 @@ export interface KafkaConfig {
   sasl?: { mechanism: 'plain' | 'scram-sha-256' | 'scram-sha-512'; username: string; password: string };
 }
 
+export interface HttpConfig {
+  host: string;
+  port: number;
+  tls?: { cert: string; key: string };
+}
+
+export interface ResthookConfig {
+  path: string;
+  secret?: string;
+  ackTimeoutMs: number;
+  maxBodyBytes: number;
+  groupWindowMs: number;
+  maxEvents: number;
+  retryAfterSeconds: number;
+}
+
 export interface Config {
   /** The file it was read from, when there was one. */
   file?: string;
@@ -33,6 +49,9 @@ export interface Config {
   retry: { initialMs: number; maxMs: number };
   log: { level: string };
   kafka?: KafkaConfig;
+  http: HttpConfig;
+  /** Set when configured (a `resthook` section or FHIR_RTE_RESTHOOK_SECRET), and when no other source is. */
+  resthook?: ResthookConfig;
   fhirServer?: FhirServerConfig;
 }
 
@@ -85,6 +104,8 @@ type RawConfig = {
   retry?: { initialMs?: number; maxMs?: number };
   log?: { level?: string };
   kafka?: Partial<KafkaConfig>;
+  http?: Partial<HttpConfig>;
+  resthook?: Partial<ResthookConfig>;
   fhirServer?: Partial<Omit<FhirServerConfig, 'auth'>> & { auth?: { type?: AuthConfig['type']; username?: string; password?: string; token?: string } };
 };
 
@@ -110,8 +131,10 @@ function fromRaw(raw: RawConfig, where: string, overrides: ConfigOverrides, env:
     retry: { initialMs: raw.retry?.initialMs ?? 200, maxMs: raw.retry?.maxMs ?? 30_000 },
     log: { level: env.FHIR_RTE_LOG_LEVEL || raw.log?.level || 'info' },
     kafka: kafkaConfig(raw.kafka, env, where),
+    http: httpConfig(raw.http, env, at, where),
     fhirServer: fhirServerConfig(raw.fhirServer, env, where),
   };
+  config.resthook = resthookConfig(raw.resthook, env, !config.kafka);
   if (config.retry.maxMs < config.retry.initialMs) throw new ConfigError(where, '/retry/maxMs', 'expected a value not below retry.initialMs');
   return config;
 }
@@ -159,6 +182,27 @@ function checkRegExp(pattern: string, where: string): void {
   }
 }
 
+function httpConfig(raw: Partial<HttpConfig> | undefined, env: NodeJS.ProcessEnv, at: (p: string) => string, where: string): HttpConfig {
+  const envPort = env.FHIR_RTE_HTTP_PORT;
+  if (envPort !== undefined && !/^\d{1,5}$/.test(envPort)) throw new ConfigError(where, '/http/port', 'FHIR_RTE_HTTP_PORT: expected a port number');
+  const tls = raw?.tls && { cert: at(raw.tls.cert), key: at(raw.tls.key) };
+  return { host: raw?.host ?? '127.0.0.1', port: envPort ? Number(envPort) : (raw?.port ?? 8090), ...(tls ? { tls } : {}) };
+}
+
+/** The receiver's settings when it is configured, or when no other source is (then it is the one that runs). */
+function resthookConfig(raw: Partial<ResthookConfig> | undefined, env: NodeJS.ProcessEnv, alone: boolean): ResthookConfig | undefined {
+  const secret = env.FHIR_RTE_RESTHOOK_SECRET || raw?.secret;
+  if (!raw && !secret && !alone) return undefined;
+  return {
+    path: (raw?.path ?? '/resthook').replace(/\/+$/, '') || '/resthook',
+    secret,
+    ackTimeoutMs: raw?.ackTimeoutMs ?? 10_000,
+    maxBodyBytes: raw?.maxBodyBytes ?? 16 * 1024 * 1024,
+    groupWindowMs: raw?.groupWindowMs ?? 3,
+    maxEvents: raw?.maxEvents ?? 1000,
+    retryAfterSeconds: raw?.retryAfterSeconds ?? 5,
+  };
+}
 /** The FHIR server fhir-rte reads (gap repair, delete resolution), when a base URL is configured. */
 function fhirServerConfig(raw: RawConfig['fhirServer'], env: NodeJS.ProcessEnv, where: string): FhirServerConfig | undefined {
   const baseUrl = env.FHIR_RTE_FHIR_SERVER_URL || raw?.baseUrl;

@@ -82,6 +82,37 @@ export const configSchema = {
         },
       },
     },
+    http: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        host: { type: 'string', description: 'the address to listen on (127.0.0.1 unless a secret is set)' },
+        port: { type: 'integer', minimum: 0, maximum: 65535 },
+        tls: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['cert', 'key'],
+          properties: {
+            cert: { type: 'string', description: 'path to a PEM file' },
+            key: { type: 'string', description: 'path to a PEM file' },
+          },
+        },
+      },
+    },
+    resthook: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        path: { type: 'string', pattern: '^/[A-Za-z0-9_\\-./]*$' },
+        // May come from FHIR_RTE_RESTHOOK_SECRET instead (config.ts): secrets belong in the environment.
+        secret: { type: 'string', minLength: 1 },
+        ackTimeoutMs: { type: 'integer', minimum: 100, maximum: 600000, description: 'longest wait for a delivery\'s commit before answering 503' },
+        maxBodyBytes: { type: 'integer', minimum: 1024 },
+        groupWindowMs: { type: 'integer', minimum: 0, maximum: 1000, description: 'how long concurrent deliveries are gathered into one transaction' },
+        maxEvents: { type: 'integer', minimum: 1, description: 'the most events in one group commit' },
+        retryAfterSeconds: { type: 'integer', minimum: 1, maximum: 3600 },
+      },
+    },
     fhirServer: {
       type: 'object',
       additionalProperties: false,

@@ -9,8 +9,8 @@ import { instantMicros } from './instant.js';
  * that names what was wrong, so the caller can dead-letter it beside the good events.
  */
 
-const RESOURCE_TYPE = /^[A-Z][A-Za-z]{1,63}$/;
-const RESOURCE_ID = /^[A-Za-z0-9\-.]{1,64}$/;
+export const RESOURCE_TYPE = /^[A-Z][A-Za-z]{1,63}$/;
+export const RESOURCE_ID = /^[A-Za-z0-9\-.]{1,64}$/;
 
 export function eventsFromText(text: string, origin: Origin, arrival = arrivalNow()): ChangeEvent[] {
   let value: unknown;

@@ -5,7 +5,10 @@ import type { FhirClient, FhirResponse } from './fhir-client.js';
 import { FhirServerError, outcomeDiagnostics } from './fhir-error.js';
 import { concurrencyLimit } from './limit.js';
 
-/** Structurally the receiver's seam (src/sources/resthook/server-reads.ts). */
+/**
+ * Orders a DELETE delivery by the server: a 410 with `Location .../_history/N` gives a delete at version N;
+ * a 200 gives the newer version as an upsert; unreachable or 404 gives back the unversioned delete it was handed.
+ */
 export type ResolveDelete = (event: DeleteEvent, signal?: AbortSignal) => Promise<ChangeEvent>;
 
 /**

@@ -1,24 +1,28 @@
 import type { Command } from 'commander';
-import { UsageError } from '../exit-codes.js';
+import type { Logger } from 'pino';
 import { loadConfig } from '../../config/config.js';
+import { createHttpServer, listen } from '../../http/server.js';
+import { fhirServerReads } from '../../sources/resthook/fhir-server-reads.js';
 import { addOutcome, emptyOutcome, SinkFailure } from '../../sink/sink.js';
 import { KafkaSource } from '../../sources/kafka/kafka-source.js';
 import type { CommittedChunk } from '../../sources/kafka/partition-batch.js';
-import { openRuntime, type GlobalOptions } from '../runtime.js';
+import { ResthookSource } from '../../sources/resthook/resthook-source.js';
+import type { Source } from '../../sources/source.js';
+import { openRuntime, type GlobalOptions, type Runtime } from '../runtime.js';
 
 export function register(program: Command): void {
   program
     .command('start')
-    .description('channel mode: consume change events from Kafka in a consumer group and keep the tables in step until SIGTERM/SIGINT')
+    .description('live mode: run every configured source (the REST-hook receiver, Kafka, or both; the receiver when none is configured) until SIGTERM/SIGINT')
     .action(async (_opts: unknown, cmd: Command) => {
       await start(cmd.optsWithGlobals() as GlobalOptions);
     });
 }
 
 /**
- * Runs the Kafka source until SIGTERM or SIGINT. Then the transaction in flight may finish (its offsets are
- * committed) within a grace period, or is abandoned uncommitted; the consumer leaves the group so its
- * partitions move to the other members at once; the database pool closes; the process exits.
+ * Runs every configured source in one process until SIGTERM or SIGINT. Then each stops taking input, the
+ * transactions in flight may finish within their grace (Kafka offsets committed, REST-hook deliveries
+ * answered) or are abandoned uncommitted, the HTTP server closes, the database pool closes, the process exits.
  *
  * A fault of the database that retrying cannot fix (a table dropped or drifted, a permission revoked, a
  * disk full: a SinkFailure) stops it too, with nothing committed for the refused batch: the cause is
@@ -26,35 +30,80 @@ export function register(program: Command): void {
  * restart it once the operator has fixed the cause.
  */
 export async function start(globals: GlobalOptions): Promise<void> {
-  // Fail on a missing Kafka section before any database is opened.
   const config = loadConfig(globals.config, { transformers: globals.transformers });
-  const kafka = config.kafka;
-  if (!kafka) throw new UsageError('no Kafka source configured: add a "kafka" section to the configuration or set KAFKA_BROKERS');
-
   const runtime = await openRuntime(globals, { config });
-  const log = runtime.logger.child({ source: 'kafka' });
+  const server = createHttpServer(config.http);
+  // One stop for all sources: a signal, or one source's fatal fault, stops the others.
+  const stop = new AbortController();
+  const onStop = () => stop.abort();
+  runtime.signal.addEventListener('abort', onStop, { once: true });
+  try {
+    const sources = configuredSources(runtime, server);
+    // Only a part with routes opens the port (Kafka members alone need none, and may share a host).
+    if (config.resthook) await listen(server, config.http, runtime.logger);
+    await Promise.all(
+      sources.map(({ source, log }) =>
+        source.run((batch, signal?: AbortSignal) => runtime.sink.apply(batch, signal), stop.signal).catch((err: unknown) => {
+          if (err instanceof SinkFailure) log.error({ error: err.message }, 'fhir-rte start stops: fix the cause in the database, then start it again; the refused batch will be applied then');
+          stop.abort();
+          throw err;
+        }),
+      ),
+    );
+  } finally {
+    runtime.signal.removeEventListener('abort', onStop);
+    await server.close();
+    await runtime.close();
+  }
+}
+
+interface Running {
+  source: Source;
+  log: Logger;
+}
+
+function configuredSources(runtime: Runtime, server: ReturnType<typeof createHttpServer>): Running[] {
+  const { config, logger, sink } = runtime;
+  const sources: Running[] = [];
+  // The FHIR server, when configured, resolves the receiver's unversioned deletes and repairs its gaps.
+  const reads = config.resthook ? fhirServerReads(config, runtime.pool, logger) : undefined;
+  if (config.resthook) {
+    const log = logger.child({ source: 'resthook' });
+    const receiver = new ResthookSource(server, config.resthook, config.http, {
+      log,
+      stalled: () => sink.stall !== undefined,
+      catchUp: reads?.gapRepair,
+      resolveDelete: reads?.resolveDelete,
+    });
+    sources.push({ source: receiver, log });
+  }
+  if (reads) sources.push({ source: reads.gapRepair, log: logger.child({ source: 'gap-repair' }) });
+  if (config.kafka) {
+    const log = logger.child({ source: 'kafka' });
+    sources.push({ source: kafkaSource(runtime, log), log });
+  }
+  return sources;
+}
+
+/** The Kafka source with a progress line a minute at info level, rather than one per transaction. */
+function kafkaSource(runtime: Runtime, log: Logger): Source {
   const totals = { ...emptyOutcome(), records: 0, commits: 0 };
   const onCommitted = (chunk: CommittedChunk) => {
     addOutcome(totals, chunk.outcome);
     totals.records += chunk.records;
     totals.commits += 1;
   };
-  // One progress line a minute at info level, rather than one per transaction.
-  const progress = setInterval(() => log.info({ ...totals }, 'kafka progress'), 60_000);
-  progress.unref();
-  try {
-    const source = new KafkaSource(kafka, { maxEvents: runtime.config.batch.maxEvents, log, onCommitted });
-    // The source's signal, not the runtime's, reaches the sink: on shutdown the transaction in flight is
-    // given its grace period instead of being cut off at once.
-    await source.run((batch, signal?: AbortSignal) => runtime.sink.apply(batch, signal), runtime.signal);
-  } catch (err) {
-    if (err instanceof SinkFailure) {
-      log.error({ error: err.message }, 'fhir-rte start stops: fix the cause in the database, then start it again; the refused batch will be applied then');
-    }
-    throw err;
-  } finally {
-    clearInterval(progress);
-    log.info({ ...totals }, 'kafka source stopped; final counts');
-    await runtime.close();
-  }
+  const kafka = new KafkaSource(runtime.config.kafka!, { maxEvents: runtime.config.batch.maxEvents, log, onCommitted });
+  return {
+    async run(apply, signal) {
+      const progress = setInterval(() => log.info({ ...totals }, 'kafka progress'), 60_000);
+      progress.unref();
+      try {
+        await kafka.run(apply, signal);
+      } finally {
+        clearInterval(progress);
+        log.info({ ...totals }, 'kafka source stopped; final counts');
+      }
+    },
+  };
 }

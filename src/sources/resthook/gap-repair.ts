@@ -6,11 +6,8 @@ import { historyPages } from '../../fhir-client/history.js';
 import { classify } from '../../sink/postgres/fault.js';
 import { addOutcome, emptyOutcome, type BatchOutcome } from '../../sink/sink.js';
 import type { ApplyBatch, Source } from '../source.js';
+import type { CatchUp } from './server-reads.js';
 
-/** Structurally the receiver's seam (src/sources/resthook/server-reads.ts): asks for a catch-up read. */
-export interface CatchUp {
-  request(reason: string): void;
-}
 
 export interface GapRepairOptions {
   client: FhirClient;
