@@ -7,6 +7,7 @@ import pg from 'pg';
 import { BIN } from './support/cli.js';
 import { freshDatabase } from './support/database.js';
 import { freePort } from './support/free-port.js';
+import { startHapiStandIn } from './support/hapi-server.js';
 
 const TRANSFORMERS = join(import.meta.dirname, '..', 'transformers');
 
@@ -77,3 +78,42 @@ async function waitFor(done: () => boolean, show: () => string, timeoutMs = 90_0
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+it('with fhirServer configured, `fhir-rte start` loads what the server holds, catches up on an empty POST, and dates a DELETE by the server', async () => {
+  const hapi = await startHapiStandIn();
+  const held = hapi.create({ resourceType: 'Patient', gender: 'female', name: [{ family: 'Held' }] });
+  const run = await startCli({ FHIR_RTE_FHIR_SERVER_URL: hapi.baseUrl });
+  const client = new pg.Client({ connectionString: run.url });
+  await client.connect();
+  const patient = async (id: string) =>
+    (await client.query(`SELECT version, gender, deleted_at IS NOT NULL AS deleted FROM patient WHERE source_resource_id = $1`, [`Patient/${id}`])).rows[0];
+  const until = async (what: string, check: () => Promise<boolean>) => {
+    const deadline = Date.now() + 90_000;
+    while (!(await check())) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; output:\n${run.output}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  try {
+    // Gap repair's first walk at start reads the whole _history: what the server held before any delivery.
+    await until('the held patient from the first walk', async () => (await patient(held.id!))?.version === '1');
+
+    // HAPI without a payload (wire doc §3): changes announced by empty POSTs only; one burst, one catch-up.
+    hapi.update({ ...hapi.current('Patient', held.id!)!, gender: 'other' });
+    const later = hapi.create({ resourceType: 'Patient', gender: 'male' });
+    const posts = await Promise.all([1, 2, 3].map(() => fetch(`http://127.0.0.1:${run.port}/resthook`, { method: 'POST' })));
+    expect(posts.map((p) => p.status)).toEqual([200, 200, 200]);
+    await until('the catch-up after the empty POSTs', async () => (await patient(held.id!))?.gender === 'other' && (await patient(later.id!))?.version === '1');
+
+    // A bare DELETE (wire doc §2) is dated by the server: its 410 names the deleting version.
+    const deletedVersion = hapi.remove('Patient', later.id!);
+    const del = await fetch(`http://127.0.0.1:${run.port}/resthook/Patient/${later.id}`, { method: 'DELETE' });
+    expect(del.status).toBe(200);
+    expect(await patient(later.id!)).toEqual({ version: deletedVersion, gender: 'male', deleted: true });
+  } finally {
+    run.child.kill('SIGTERM');
+    await client.end();
+    await hapi.close();
+  }
+  expect(await run.exited).toBe(0);
+});
