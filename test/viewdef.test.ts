@@ -11,7 +11,8 @@ import type { FhirResource } from '../src/events/change-event.js';
 import { compileView } from '../src/transform/viewdef/compile-view.js';
 import { isViewDefinition, loadViewDefinition, viewTransformer } from '../src/transform/viewdef/view-transformer.js';
 import { TransformError } from '../src/transform/transformer.js';
-import { cli, SYNTHEA } from './support/cli.js';
+import { cli } from './support/cli.js';
+import { SYNTHEA } from './support/shared.js';
 
 const patient: FhirResource = {
   resourceType: 'Patient',

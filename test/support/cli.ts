@@ -4,8 +4,6 @@ import { promisify } from 'node:util';
 
 const run = promisify(execFile);
 export const BIN = join(import.meta.dirname, '..', '..', 'bin', 'fhir-rte.js');
-export const SHARED = process.env.FHIR_RTE_SHARED_DIR ?? join(import.meta.dirname, '..', '..', '..', 'shared');
-export const SYNTHEA = join(SHARED, 'fixtures', 'synthea-10');
 
 export interface CliResult {
   code: number;
