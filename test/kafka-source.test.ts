@@ -90,11 +90,12 @@ describe.skipIf(!brokers)(`Kafka source${why ? ` (skipped: ${why})` : ''}`, () =
     const seen = new Map<number, bigint[]>();
     let abandoned = 0;
     const apply = async (batch: ChangeEvent[], signal?: AbortSignal): Promise<BatchOutcome> => {
-      while (abandoned === 0) {
+      for (;;) {
         if (signal?.aborted) {
           abandoned += 1;
           throw signal.reason;
         }
+        if (abandoned > 0) break;
         await new Promise((r) => setTimeout(r, 50));
       }
       for (const e of batch) {
