@@ -1,3 +1,4 @@
+import { eventually } from './wait.js';
 import { randomBytes } from 'node:crypto';
 import { Kafka, logLevel, Partitioners, type Message } from 'kafkajs';
 
@@ -10,11 +11,21 @@ export function uniqueName(prefix: string): string {
   return `${prefix}-${randomBytes(4).toString('hex')}`;
 }
 
+/**
+ * Creates the topic and waits until every partition has a leader. kafkajs' own waitForLeaders gives up
+ * after a few retries ("This server does not host this topic-partition") on a busy machine, where the
+ * broker takes longer to publish a new topic's metadata.
+ */
 export async function createTopic(kafka: Kafka, topic: string, numPartitions: number): Promise<void> {
   const admin = kafka.admin();
   await admin.connect();
   try {
-    await admin.createTopics({ topics: [{ topic, numPartitions }], waitForLeaders: true });
+    await admin.createTopics({ topics: [{ topic, numPartitions }], waitForLeaders: false });
+    await eventually(async () => {
+      const { topics } = await admin.fetchTopicMetadata({ topics: [topic] });
+      const partitions = topics[0]?.partitions ?? [];
+      return partitions.length === numPartitions && partitions.every((p) => p.leader >= 0);
+    }, `a leader for each of the ${numPartitions} partitions of ${topic}`, 120_000, 100);
   } finally {
     await admin.disconnect();
   }
@@ -57,4 +68,4 @@ export async function committedOffsets(kafka: Kafka, groupId: string, topic: str
   }
 }
 
-export { eventually } from './wait.js';
+export { eventually };
