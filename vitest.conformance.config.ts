@@ -4,5 +4,6 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/viewdef-conformance.test.ts'],
+    reporters: ['default', './test/support/summary-reporter.ts'],
   },
 });

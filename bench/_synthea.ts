@@ -1,18 +1,15 @@
 /**
- * Realistic input for the flatten benchmark and the fast-path tests: the Synthea export in
- * ../shared/fixtures/synthea-10, plus Observations in Synthea's own shape (that export carries none),
+ * Realistic input for the flatten benchmark and the fast-path tests: the Synthea export (the shared
+ * fixtures when present, see test/support/shared.ts), plus Observations in Synthea's own shape (that export carries none),
  * generated deterministically from its Encounters: vital signs with valueQuantity, a blood pressure panel
  * with components, and a smoking status with valueCodeableConcept.
  */
 import { readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import type { FhirResource } from '../src/events/change-event.js';
+import { SYNTHEA } from '../test/support/shared.js';
 
-export function fixturesDir(): string {
-  return resolve(process.env.SYNTHEA_DIR ?? join(process.cwd(), '..', 'shared', 'fixtures', 'synthea-10'));
-}
-
-export function readSynthea(type: string, dir = fixturesDir()): FhirResource[] {
+export function readSynthea(type: string, dir = SYNTHEA): FhirResource[] {
   return readFileSync(join(dir, `${type}.000.ndjson`), 'utf8')
     .split('\n')
     .filter((l) => l.trim())

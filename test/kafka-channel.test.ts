@@ -167,14 +167,14 @@ describe.skipIf(!brokersText)(`Kafka channel mode${why ? ` (skipped: ${why})` : 
 
     // Stop one while the stream flows: it finishes or abandons its batch, leaves the group, exits.
     const producing = produceWorkload(kafka, topic, during);
-    await new Promise((r) => setTimeout(r, 200));
+    const endsBefore = await endOffsets(kafka, topic);
+    await waitFor(async () => [...(await endOffsets(kafka, topic))].some(([part, end]) => end !== endsBefore.get(part)), 'the stream flowing', 60_000, 50);
     const memberA = latestMemberId(a);
     const exit = await a.stop();
     expect(exit.code, a.output.slice(-3000)).toBe(0);
-    const exitedAt = Date.now();
-    // It left the group (rather than being dropped when its 10 s session ran out).
-    await waitFor(async () => !(await groupMembers(groupId)).includes(memberA!), 'the stopped member gone from the group', 5_000, 100);
-    expect(Date.now() - exitedAt).toBeLessThan(10_000);
+    // It left the group before exiting: the broker no longer lists it (a member that just vanished would
+    // stay listed until its 10 s session ran out, however busy the machine).
+    expect(await groupMembers(groupId)).not.toContain(memberA);
     await producing;
     // Records that only the remaining process can apply, on the partitions the stopped one held.
     await produceWorkload(kafka, topic, after);
@@ -199,8 +199,10 @@ describe.skipIf(!brokersText)(`Kafka channel mode${why ? ` (skipped: ${why})` : 
       const p = new ChannelProcess(writeChannelConfig({ databaseUrl, transformersDir, brokers: broker.brokers, topic, groupId }));
       processes.push(p);
       await waitFor(async () => (await committedOffsets(own, groupId, topic)).size > 0, 'progress before the restart', 90_000, 100);
+      const complaintsBefore = complaints(p);
       await broker.stop();
-      await new Promise((r) => setTimeout(r, 5_000));
+      // The broker stays away until the consumer has noticed (it logs the lost connection), however long that takes.
+      await waitFor(() => complaints(p) > complaintsBefore, 'the consumer noticing the broker is away', 120_000, 100);
       await broker.start();
       await produceWorkload(own, topic, late);
       await waitFor(async () => {
@@ -218,7 +220,7 @@ describe.skipIf(!brokersText)(`Kafka channel mode${why ? ` (skipped: ${why})` : 
     }
   });
 
-  it('waits out Postgres stopped for 20 seconds mid-stream: nothing lost, nothing dead-lettered but the poison', async () => {
+  it('waits out Postgres stopped mid-stream past the stall limit: nothing lost, nothing dead-lettered but the poison', async () => {
     const db = await startTestPostgres();
     try {
       const topic = uniqueName('channel-pg');
@@ -231,19 +233,17 @@ describe.skipIf(!brokersText)(`Kafka channel mode${why ? ` (skipped: ${why})` : 
       const p = channel(db.url, topic, groupId);
       await waitFor(async () => (await committedCount(groupId, topic)) > early.length * 0.2, 'progress before the outage', 90_000, 50);
       await db.stop();
-      const stoppedAt = Date.now();
       // The stream goes on while the database is away.
       await produceWorkload(kafka, topic, late);
       const before = await committedCount(groupId, topic);
-      await new Promise((r) => setTimeout(r, 20_000 - (Date.now() - stoppedAt)));
+      // Backpressure: the database stays away until, past the stall limit, a waiting transaction was let go and its partition paused.
+      await waitFor(() => p.logged('sink stalled') > 0, 'a stalled batch let go and its partition paused', 120_000, 200);
       // Nothing can have been committed to Kafka without the database (at most a commit already in flight).
       expect(await committedCount(groupId, topic)).toBeLessThanOrEqual(before + 1000);
       await db.start();
 
       await waitFor(() => allCommitted(groupId, topic), 'every partition committed after the outage', 120_000);
       expect(p.child.exitCode, 'the process kept running through the outage').toBeNull();
-      // Backpressure: past the stall limit the waiting transactions were let go and their partitions paused.
-      expect(p.logged('sink stalled'), p.output.slice(-3000)).toBeGreaterThan(0);
       await p.stop();
       await expectExact(db.url, workload, topic, groupId, [p]);
     } finally {
@@ -263,7 +263,8 @@ describe.skipIf(!brokersText)(`Kafka channel mode${why ? ` (skipped: ${why})` : 
       const first = channel(db.url, topic, groupId);
       await waitFor(async () => (await committedCount(groupId, topic)) > workload.records.length * 0.2, 'progress before the outage', 90_000, 50);
       await db.stop();
-      await new Promise((r) => setTimeout(r, 2_000));
+      // SIGTERM only once a batch is waiting for the database.
+      await waitFor(() => first.logged('transient database fault') > 0, 'a batch waiting for the stopped database', 120_000, 100);
       const before = await committedCount(groupId, topic);
       const stoppedAt = Date.now();
       const exit = await first.stop(40_000);
@@ -408,6 +409,11 @@ function latestAssignment(p: ChannelProcess): number[] | undefined {
   if (!last) return undefined;
   const assignment = (JSON.parse(last) as { assignment: Record<string, number[]> }).assignment;
   return Object.values(assignment).flat();
+}
+
+/** Warnings and errors a process has logged (pino levels 40 and 50): how a consumer says it lost its broker. */
+function complaints(p: ChannelProcess): number {
+  return p.output.split('\n').filter((l) => /"level":(40|50)/.test(l)).length;
 }
 
 function latestMemberId(p: ChannelProcess): string | undefined {

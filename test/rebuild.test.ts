@@ -2,7 +2,8 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { cli, SYNTHEA } from './support/cli.js';
+import { cli } from './support/cli.js';
+import { SYNTHEA } from './support/shared.js';
 import { freshDatabase } from './support/database.js';
 import { transformerDir } from './support/sink.js';
 

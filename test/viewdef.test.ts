@@ -13,7 +13,8 @@ import { VIEW_SYSTEM_COLUMNS } from '../src/transform/system-columns.js';
 import { isViewDefinition, loadViewDefinition, viewTransformer } from '../src/transform/viewdef/view-transformer.js';
 import { reservedNames } from '../src/transform/system-columns.js';
 import { TransformError } from '../src/transform/transformer.js';
-import { cli, SYNTHEA } from './support/cli.js';
+import { cli } from './support/cli.js';
+import { SYNTHEA } from './support/shared.js';
 
 const patient: FhirResource = {
   resourceType: 'Patient',

@@ -4,8 +4,6 @@ import { promisify } from 'node:util';
 
 const run = promisify(execFile);
 export const BIN = join(import.meta.dirname, '..', '..', 'bin', 'fhir-rte.js');
-export const SHARED = process.env.FHIR_RTE_SHARED_DIR ?? join(import.meta.dirname, '..', '..', '..', 'shared');
-export const SYNTHEA = join(SHARED, 'fixtures', 'synthea-10');
 
 export interface CliResult {
   code: number;
@@ -13,10 +11,10 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs the built CLI (`npm run build` first) as a user would, with its own environment. */
-export async function cli(args: string[], env: Record<string, string>): Promise<CliResult> {
+/** Runs the built CLI (`npm run build` first) as a user would, with its own environment (and another copy's bin, or working directory). */
+export async function cli(args: string[], env: Record<string, string>, where: { bin?: string; cwd?: string } = {}): Promise<CliResult> {
   try {
-    const { stdout, stderr } = await run(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, maxBuffer: 64 << 20 });
+    const { stdout, stderr } = await run(process.execPath, [where.bin ?? BIN, ...args], { env: { ...process.env, ...env }, cwd: where.cwd, maxBuffer: 64 << 20 });
     return { code: 0, stdout, stderr };
   } catch (err) {
     const e = err as { code?: number; stdout?: string; stderr?: string };

@@ -1,7 +1,7 @@
-import { importEmbeddedPostgres } from '../../src/sink/postgres/embedded.js';
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PostgresServer } from '../../src/sink/postgres/postgres-server.js';
 import { freePort } from './free-port.js';
 
 /** A throw-away embedded Postgres for tests that need one of their own (e.g. to stop it mid-batch). */
@@ -13,39 +13,22 @@ export interface TestPostgres {
   destroy(): Promise<void>;
 }
 
+/** The same server fhir-rte's embedded default runs (its binaries, as root its user), in a temporary directory. */
 export async function startTestPostgres(): Promise<TestPostgres> {
   const dir = mkdtempSync(join(tmpdir(), 'fhir-rte-pg-'));
-  // mkdtemp makes the directory private to root; the server runs as the postgres user.
+  // mkdtemp makes the directory private to its owner; as root the server runs as the postgres user.
   chmodSync(dir, 0o755);
   const port = await freePort();
-  const EmbeddedPostgres = await importEmbeddedPostgres();
-  const pg = new EmbeddedPostgres({
-    databaseDir: join(dir, 'data'),
-    port,
-    user: 'postgres',
-    password: 'postgres',
-    persistent: true,
-    createPostgresUser: true,
-    onLog: () => {},
-    onError: () => {},
-  });
-  await pg.initialise();
-  await pg.start();
-  let running = true;
+  const server = new PostgresServer(join(dir, 'data'), port);
+  await server.initialise();
+  await server.start();
   return {
     url: `postgres://postgres:postgres@127.0.0.1:${port}/postgres`,
     port,
-    async stop() {
-      if (running) await pg.stop();
-      running = false;
-    },
-    async start() {
-      if (!running) await pg.start();
-      running = true;
-    },
+    start: () => server.start(),
+    stop: () => server.stop(),
     async destroy() {
-      if (running) await pg.stop();
-      running = false;
+      await server.stop();
       rmSync(dir, { recursive: true, force: true });
     },
   };

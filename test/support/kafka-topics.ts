@@ -1,3 +1,4 @@
+import { eventually } from './wait.js';
 import { randomBytes } from 'node:crypto';
 import { Kafka, logLevel, Partitioners, type Message } from 'kafkajs';
 
@@ -10,11 +11,21 @@ export function uniqueName(prefix: string): string {
   return `${prefix}-${randomBytes(4).toString('hex')}`;
 }
 
+/**
+ * Creates the topic and waits until every partition has a leader. kafkajs' own waitForLeaders gives up
+ * after a few retries ("This server does not host this topic-partition") on a busy machine, where the
+ * broker takes longer to publish a new topic's metadata.
+ */
 export async function createTopic(kafka: Kafka, topic: string, numPartitions: number): Promise<void> {
   const admin = kafka.admin();
   await admin.connect();
   try {
-    await admin.createTopics({ topics: [{ topic, numPartitions }], waitForLeaders: true });
+    await admin.createTopics({ topics: [{ topic, numPartitions }], waitForLeaders: false });
+    await eventually(async () => {
+      const { topics } = await admin.fetchTopicMetadata({ topics: [topic] });
+      const partitions = topics[0]?.partitions ?? [];
+      return partitions.length === numPartitions && partitions.every((p) => p.leader >= 0);
+    }, `a leader for each of the ${numPartitions} partitions of ${topic}`, 120_000, 100);
   } finally {
     await admin.disconnect();
   }
@@ -57,18 +68,4 @@ export async function committedOffsets(kafka: Kafka, groupId: string, topic: str
   }
 }
 
-/** Resolves when `check` returns true, polling; rejects with `what` after the timeout. */
-export async function eventually(check: () => Promise<boolean> | boolean, what: string, timeoutMs = 60_000, everyMs = 250): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      if (await check()) return;
-    } catch (err) {
-      // A broker still electing the group's coordinator, say: ask again.
-      last = err;
-    }
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}`);
-}
+export { eventually };

@@ -232,9 +232,12 @@ function jitter<T>(items: T[], rnd: () => number): T[] {
   return order;
 }
 
-/** Produces the workload's records to their partitions, in order. */
+/**
+ * Produces the workload's records to their partitions, in order, each exactly once: idempotent, so a send
+ * retried after a timeout on a busy machine is not written twice (which would shift every later offset).
+ */
 export async function produceWorkload(kafka: Kafka, topic: string, records: WorkloadRecord[]): Promise<void> {
-  const producer = kafka.producer({ allowAutoTopicCreation: false, idempotent: false, maxInFlightRequests: 1 });
+  const producer = kafka.producer({ allowAutoTopicCreation: false, idempotent: true, maxInFlightRequests: 1 });
   await producer.connect();
   try {
     for (let i = 0; i < records.length; i += 1000) {

