@@ -9,7 +9,7 @@
  */
 import fhirpath from 'fhirpath';
 import r4 from 'fhirpath/fhir-context/r4';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { describe, expect, it } from 'vitest';
@@ -19,18 +19,17 @@ import { parseFhirJson, stringifyFhirJson } from '../src/events/fhir-json.js';
 import { compilePath } from '../src/transform/fhirpath.js';
 import { child } from '../src/transform/fhirpath/model.js';
 import { sqlOnFhirFunctions } from '../src/transform/fhirpath/sof-functions.js';
-import { SYNTHEA } from './support/cli.js';
+import { SYNTHEA } from './support/shared.js';
 
 const SEED = Number(process.env.FHIRPATH_SEED ?? 20261130);
 const EXPRESSIONS = Number(process.env.FHIRPATH_EXPRESSIONS ?? 3000);
 const RESOURCES_PER_EXPRESSION = 6;
 
-/** Resources parsed as fhir-rte parses them, so their numbers keep the text they were written with. */
+/**
+ * The Synthea export (the shared one, else the generated one: see support/shared.ts), parsed as fhir-rte
+ * parses it, so its numbers keep the text they were written with.
+ */
 function fixtures(): FhirResource[] {
-  if (!existsSync(SYNTHEA)) {
-    if (process.env.CI === 'true') throw new Error(`the Synthea fixtures are missing at ${SYNTHEA} (set FHIR_RTE_SHARED_DIR)`);
-    return [];
-  }
   return readdirSync(SYNTHEA)
     .filter((f) => f.endsWith('.ndjson'))
     .sort()

@@ -7,7 +7,8 @@
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cli, SYNTHEA } from './support/cli.js';
+import { cli } from './support/cli.js';
+import { SYNTHEA } from './support/shared.js';
 import { freshDatabase } from './support/database.js';
 import { transformerDir } from './support/sink.js';
 
