@@ -72,6 +72,7 @@ async function commands(): Promise<Array<(program: Command) => void>> {
     import('./commands/rebuild.js'),
     import('./commands/start.js'),
     import('./commands/flatten.js'),
+    import('./commands/subscribe.js'),
   ] as Array<Promise<{ register: (program: Command) => void }>>);
   return modules.map((m) => m.register);
 }

@@ -37,7 +37,7 @@ export interface BundlePage extends FhirResponse {
 const FHIR_JSON = 'application/fhir+json';
 
 /**
- * A small FHIR REST client (reads only) on Node's fetch: auth headers from an Authenticator, a timeout per
+ * A small FHIR REST client (reads, and the few writes `fhir-rte subscribe` makes) on Node's fetch: auth headers from an Authenticator, a timeout per
  * request, transient faults (429, 5xx, network) retried with the shared backoff honouring `Retry-After`,
  * other faults raised as FhirServerError (see fhir-error.ts). Credentials never reach a log: only URLs do,
  * and the base URL may not carry any.
@@ -61,17 +61,33 @@ export class FhirClient {
 
   /** GETs a resource or Bundle; resolves with 2xx, 404 and 410 answers, throws FhirServerError for the rest. */
   async get(target: string, signal?: AbortSignal): Promise<FhirResponse> {
+    return this.request({ method: 'GET' }, target, signal);
+  }
+
+  /**
+   * POSTs or PUTs a resource; resolves with the 2xx answer, throws FhirServerError otherwise. A POST is
+   * retried only when the server answered (429, 5xx), never after a timeout or a lost connection, where
+   * it may have been created already.
+   */
+  async write(method: 'POST' | 'PUT', target: string, resource: FhirResource, signal?: AbortSignal): Promise<FhirResponse> {
+    const response = await this.request({ method, body: JSON.stringify(resource) }, target, signal);
+    if (response.status >= 300) throw statusError('request', response.url, response.status, response.body, method);
+    return response;
+  }
+
+  private async request(init: Request, target: string, signal?: AbortSignal): Promise<FhirResponse> {
     const url = this.resolve(target);
     const backoff = new Backoff(this.options.retry);
     let reauthorized = false;
     for (let attempt = 1; ; attempt++) {
-      const { response, error, waitMs } = await this.attempt(url, signal);
+      const { response, error, waitMs } = await this.attempt(init, url, signal);
       if (response) return response;
       if (error.fault === 'auth' && !reauthorized && this.options.auth.rejected?.()) {
         reauthorized = true;
         continue;
       }
       if (error.fault !== 'transient' || attempt >= this.options.maxAttempts) throw error;
+      if (init.method === 'POST' && error.status === undefined) throw error;
       const ms = Math.min(waitMs ?? backoff.next(), this.options.retryAfterMaxMs);
       this.options.logger.warn({ url, attempt, status: error.status, retryInMs: ms, err: error.message }, 'FHIR server request failed; retrying');
       await sleepUnlessAborted(ms, signal);
@@ -92,34 +108,41 @@ export class FhirClient {
   }
 
   /** One try: the response when it is an answer, or the fault (and the wait the server asked for). */
-  private async attempt(url: string, signal?: AbortSignal): Promise<{ response: FhirResponse; error?: never; waitMs?: never } | { response?: never; error: FhirServerError; waitMs?: number }> {
+  private async attempt(init: Request, url: string, signal?: AbortSignal): Promise<{ response: FhirResponse; error?: never; waitMs?: never } | { response?: never; error: FhirServerError; waitMs?: number }> {
     let response: FhirResponse;
     try {
-      response = await this.fetchOnce(url, signal);
+      response = await this.fetchOnce(init, url, signal);
     } catch (err) {
       if (err instanceof FhirServerError) return { error: err };
       throw err;
     }
     const fault = faultOfStatus(response.status);
     if (!fault) return { response };
-    return { error: statusError(fault, url, response.status, response.body), waitMs: retryAfterMs(response.headers.get('retry-after')) };
+    return { error: statusError(fault, url, response.status, response.body, init.method), waitMs: retryAfterMs(response.headers.get('retry-after')) };
   }
 
-  private async fetchOnce(url: string, signal?: AbortSignal): Promise<FhirResponse> {
+  private async fetchOnce(init: Request, url: string, signal?: AbortSignal): Promise<FhirResponse> {
     const timeout = AbortSignal.timeout(this.options.timeoutMs);
+    const { method } = init;
     try {
-      const headers = { accept: FHIR_JSON, ...(await this.options.auth.headers(signal)) };
-      const res = await fetch(url, { headers, signal: signal ? AbortSignal.any([signal, timeout]) : timeout });
+      const headers = { accept: FHIR_JSON, ...(init.body === undefined ? {} : { 'content-type': FHIR_JSON }), ...(await this.options.auth.headers(signal)) };
+      const res = await fetch(url, { method, body: init.body, headers, signal: signal ? AbortSignal.any([signal, timeout]) : timeout });
       const text = await res.text();
       return { url, status: res.status, headers: res.headers, text, body: parseOrUndefined(text) };
     } catch (err) {
       signal?.throwIfAborted();
-      if (timeout.aborted) throw new FhirServerError('transient', url, `the FHIR server did not answer GET ${url} within ${this.options.timeoutMs} ms`);
+      if (timeout.aborted) throw new FhirServerError('transient', url, `the FHIR server did not answer ${method} ${url} within ${this.options.timeoutMs} ms`);
       if (err instanceof FhirServerError) throw err;
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-      throw new FhirServerError('transient', url, `the FHIR server could not be reached for GET ${url}: ${cause?.code ?? cause?.message ?? (err as Error).message}`);
+      throw new FhirServerError('transient', url, `the FHIR server could not be reached for ${method} ${url}: ${cause?.code ?? cause?.message ?? (err as Error).message}`);
     }
   }
+}
+
+/** One request's method and body (JSON text), the same on every try. */
+interface Request {
+  method: 'GET' | 'POST' | 'PUT';
+  body?: string;
 }
 
 function asBundlePage(response: FhirResponse): BundlePage {

@@ -38,15 +38,15 @@ export function outcomeDiagnostics(body: unknown): string | undefined {
   return texts.length ? texts.join('; ') : undefined;
 }
 
-export function statusError(fault: FhirFault, url: string, status: number, body: unknown): FhirServerError {
+export function statusError(fault: FhirFault, url: string, status: number, body: unknown, method = 'GET'): FhirServerError {
   const diagnostics = outcomeDiagnostics(body);
   const said = diagnostics ? `: ${diagnostics}` : '';
   const what =
     fault === 'auth'
-      ? `the FHIR server refused fhir-rte's credentials (HTTP ${status}) for GET ${url}${said}; check fhirServer.auth`
+      ? `the FHIR server refused fhir-rte's credentials (HTTP ${status}) for ${method} ${url}${said}; check fhirServer.auth`
       : fault === 'request'
-        ? `the FHIR server rejected GET ${url} with HTTP ${status}${said}`
-        : `the FHIR server is unavailable: GET ${url} answered HTTP ${status}${said}`;
+        ? `the FHIR server rejected ${method} ${url} with HTTP ${status}${said}`
+        : `the FHIR server is unavailable: ${method} ${url} answered HTTP ${status}${said}`;
   return new FhirServerError(fault, url, what, status, diagnostics);
 }
 

@@ -19,15 +19,7 @@ export function fhirServerReads(config: Config, pool: pg.Pool, logger: Logger): 
   const server = config.fhirServer;
   if (!server) return undefined;
   const log = logger.child({ component: 'fhir-server' });
-  const client = new FhirClient({
-    baseUrl: server.baseUrl,
-    auth: authenticator(server.auth),
-    timeoutMs: server.timeoutMs,
-    maxAttempts: server.maxAttempts,
-    retry: config.retry,
-    retryAfterMaxMs: server.retryAfterMaxMs,
-    logger: log,
-  });
+  const client = fhirClient(config, server, log);
   return {
     client,
     resolveDelete: deleteResolver(client, { concurrency: server.concurrency, logger: log }),
@@ -42,4 +34,17 @@ export function fhirServerReads(config: Config, pool: pg.Pool, logger: Logger): 
       logger: log.child({ component: 'gap-repair' }),
     }),
   };
+}
+
+/** The client for the configured FHIR server (also `fhir-rte subscribe`'s). */
+export function fhirClient(config: Config, server: NonNullable<Config['fhirServer']>, log: Logger): FhirClient {
+  return new FhirClient({
+    baseUrl: server.baseUrl,
+    auth: authenticator(server.auth),
+    timeoutMs: server.timeoutMs,
+    maxAttempts: server.maxAttempts,
+    retry: config.retry,
+    retryAfterMaxMs: server.retryAfterMaxMs,
+    logger: log,
+  });
 }
