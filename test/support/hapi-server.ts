@@ -1,4 +1,4 @@
-import { createServer, type IncomingHttpHeaders, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { FhirResource } from '../../src/events/change-event.js';
@@ -9,7 +9,10 @@ import type { FhirResource } from '../../src/events/change-event.js';
  * Location for deleted resources, `_history` (system and type level) newest first with `_since` and offset
  * paging over the live list, so a write between two pages repeats an entry. It holds versioned resources
  * that tests create, update and delete, and can answer 429/503 with Retry-After or 401 on demand.
- * Shared by the fhir-client, REST-hook receiver and backfill tests; `$export` is not served.
+ * Subscriptions (wire doc §1) can be created (POST, 201 with Location) and updated (PUT, 200), found by
+ * `Subscription?_tag=system|code`, get HAPI's matching-strategy tag, and turn `active` as a new version
+ * after `subscriptionActivationMs`. Shared by the fhir-client, REST-hook receiver, backfill and subscribe
+ * tests; `$export` is not served.
  */
 export interface HapiStandIn {
   /** `http://127.0.0.1:<port>/fhir`, as HAPI's server_address. */
@@ -32,6 +35,8 @@ export interface HapiStandIn {
   beforeHistoryPage?: (page: { offset: number; url: string }) => Promise<void> | void;
   /** Called before a read is answered (to hold reads, or count those in flight). */
   beforeRead?: (reference: string) => Promise<void> | void;
+  /** How long after a write a `requested` Subscription turns `active` (HAPI: 1.4-4.5 s, wire doc §1); Infinity: never. */
+  subscriptionActivationMs: number;
   close(): Promise<void>;
 }
 
@@ -55,9 +60,11 @@ export async function startHapiStandIn(): Promise<HapiStandIn> {
   let nextId = 1000;
   let clockMs = 0;
   const server = createServer();
+  const activations = new Set<NodeJS.Timeout>();
   const standIn: HapiStandIn = {
     baseUrl: '',
     requests: [],
+    subscriptionActivationMs: 200,
     create: (resource) => write({ ...resource, id: resource.id ?? String(nextId++) }, 'POST'),
     update: (resource) => write(resource, latest.has(key(resource.resourceType, resource.id!)) ? 'PUT' : 'POST'),
     remove(resourceType, id) {
@@ -71,7 +78,10 @@ export async function startHapiStandIn(): Promise<HapiStandIn> {
     failNext(count, status, retryAfter) {
       for (let i = 0; i < count; i++) faults.push({ status, retryAfter });
     },
-    close: () => new Promise((resolve) => server.close(() => resolve())),
+    close: () => {
+      for (const t of activations) clearTimeout(t);
+      return new Promise((resolve) => server.close(() => resolve()));
+    },
   };
 
   /** HAPI's lastUpdated has millisecond precision; writes here are strictly later than the one before. */
@@ -97,7 +107,10 @@ export async function startHapiStandIn(): Promise<HapiStandIn> {
 
   server.on('request', (req, res) => {
     standIn.requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers });
-    void answer(req.method ?? '', new URL(req.url ?? '/', standIn.baseUrl), req.headers, res).catch((err: Error) => {
+    const url = new URL(req.url ?? '/', standIn.baseUrl);
+    const method = req.method ?? '';
+    const answered = method === 'POST' || method === 'PUT' ? readBody(req).then((body) => answerWrite(method, url, body, res)) : answer(method, url, req.headers, res);
+    void answered.catch((err: Error) => {
       if (!res.headersSent) send(res, 500, outcome('error', err.message));
     });
   });
@@ -112,11 +125,56 @@ export async function startHapiStandIn(): Promise<HapiStandIn> {
     if (method !== 'GET') return send(res, 405, outcome('error', `HAPI-0389: method ${method} not served by the stand-in`));
     if (path.length === 1 && path[0] === '_history') return sendHistory(res, url, undefined);
     if (path.length === 2 && path[1] === '_history') return sendHistory(res, url, path[0]);
+    if (path.length === 1 && path[0] === 'Subscription') return sendSubscriptionSearch(res, url);
     if (path.length === 2) {
       await standIn.beforeRead?.(`${path[0]}/${path[1]}`);
       return sendRead(res, path[0]!, path[1]!);
     }
     return send(res, 400, outcome('error', `HAPI-0302: Unknown resource type or path ${url.pathname}`));
+  }
+
+  /**
+   * Wire doc §1: a Subscription POST answers 201 with `Location: …/Subscription/{id}/_history/1`, a PUT 200;
+   * HAPI adds its matching-strategy tag and later turns a `requested` one `active` as a new version.
+   */
+  function answerWrite(method: string, url: URL, body: string, res: ServerResponse): void {
+    const path = url.pathname.replace(/^\/fhir\/?/, '').split('/').filter(Boolean);
+    if (path[0] !== 'Subscription' || path.length !== (method === 'POST' ? 1 : 2)) return send(res, 405, outcome('error', `HAPI-0389: ${method} ${url.pathname} not served by the stand-in`));
+    const given = JSON.parse(body) as FhirResource;
+    if (given.resourceType !== 'Subscription') return send(res, 400, outcome('error', 'HAPI-0450: expected a Subscription'));
+    const tags = [...(((given.meta as { tag?: unknown[] } | undefined)?.tag ?? []) as unknown[]), HAPI_MATCHING_TAG];
+    const resource = { ...given, id: method === 'POST' ? String(nextId++) : path[1]!, meta: { tag: tags } } as FhirResource;
+    const existed = latest.has(key('Subscription', resource.id!));
+    const stored = method === 'POST' ? standIn.create(resource) : standIn.update(resource);
+    if (stored.status === 'requested') scheduleActivation(stored.id!, stored.meta!.versionId!);
+    send(res, method === 'PUT' && existed ? 200 : 201, stored, { location: `${standIn.baseUrl}/Subscription/${stored.id}/_history/${stored.meta!.versionId}` });
+  }
+
+  function scheduleActivation(id: string, versionId: string): void {
+    if (!Number.isFinite(standIn.subscriptionActivationMs)) return;
+    const timer = setTimeout(() => {
+      activations.delete(timer);
+      const now = standIn.current('Subscription', id);
+      // A later write scheduled its own activation.
+      if (now?.meta?.versionId === versionId) standIn.update({ ...now, status: 'active' });
+    }, standIn.subscriptionActivationMs);
+    activations.add(timer);
+  }
+
+  /** `Subscription?_tag=system|code`: a searchset of the live Subscriptions carrying that tag. */
+  function sendSubscriptionSearch(res: ServerResponse, url: URL): void {
+    const [system, code] = (url.searchParams.get('_tag') ?? '').split('|');
+    const hits = [...latest.values()].filter(
+      (v) => v.resourceType === 'Subscription' && v.resource && ((v.resource.meta as { tag?: { system?: string; code?: string }[] }).tag ?? []).some((t) => t.system === system && t.code === code),
+    );
+    send(res, 200, {
+      resourceType: 'Bundle',
+      id: randomUUID(),
+      type: 'searchset',
+      total: hits.length,
+      link: [{ relation: 'self', url: url.toString() }],
+      entry: hits.map((v) => ({ fullUrl: `${standIn.baseUrl}/Subscription/${v.id}`, resource: v.resource, search: { mode: 'match' } })),
+    });
   }
 
   /** Wire doc §5: a read of a live resource; 410 with Location naming the deleting version; unknown ids 404. */
@@ -178,6 +236,15 @@ export async function startHapiStandIn(): Promise<HapiStandIn> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   standIn.baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/fhir`;
   return standIn;
+}
+
+/** The tag HAPI adds to every Subscription it takes (wire doc §1). */
+const HAPI_MATCHING_TAG = { system: 'http://hapifhir.io/fhir/StructureDefinition/subscription-matching-strategy', code: 'IN_MEMORY' };
+
+async function readBody(req: IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of req) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
 }
 
 function key(resourceType: string, id: string): string {
