@@ -63,6 +63,15 @@ describe('fhir-rte subscribe', () => {
     expect(posts()).toBe(1);
   });
 
+  it('requests a Subscription the server set to error again', async () => {
+    const [first] = JSON.parse((await subscribe('--json', '--type', 'Patient')).stdout).subscriptions;
+    hapi.update({ ...hapi.current('Subscription', first.id)!, status: 'error' });
+    const again = await subscribe('--json', '--type', 'Patient');
+    expect(again.code).toBe(0);
+    expect(JSON.parse(again.stdout).subscriptions).toMatchObject([{ id: first.id, action: 'updated', status: 'active' }]);
+    expect(hapi.current('Subscription', first.id)).toMatchObject({ status: 'active' });
+  });
+
   it('exits 1 when the server does not activate them within --timeout', async () => {
     hapi.subscriptionActivationMs = Infinity;
     const result = await subscribe('--type', 'Patient', 'Observation', '--timeout', '1');

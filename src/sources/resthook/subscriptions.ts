@@ -50,13 +50,14 @@ function owned(s: FhirResource): string {
 
 /**
  * Creates the Subscription when none carries fhir-rte's tag for the type, PUTs it when the one found
- * differs in what fhir-rte owns (back to `requested`, so the server activates it again), and leaves it
+ * differs in what fhir-rte owns or was stopped (back to `requested`, so the server activates it again), and leaves it
  * alone otherwise: running it twice changes nothing.
  */
 export async function ensureSubscription(client: FhirClient, spec: SubscriptionSpec, signal?: AbortSignal): Promise<SubscriptionState> {
   const wanted = desiredSubscription(spec);
   const found = await findOwn(client, spec.resourceType, signal);
-  if (found && owned(found) === owned(wanted)) {
+  // A server sets `error` after failed deliveries and an admin may set `off`: requesting it again revives it.
+  if (found && owned(found) === owned(wanted) && found.status !== 'error' && found.status !== 'off') {
     return { id: found.id!, type: spec.resourceType, action: 'unchanged', status: String(found.status) };
   }
   if (found) {
