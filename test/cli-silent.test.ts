@@ -167,14 +167,18 @@ describe('dead letters', () => {
     expect(piped.stderr).not.toMatch(/EPIPE|Error/);
 
     // On a terminal (script gives the command one), a payload of 10,000 characters is cut; --full shows it.
+    // Its id depends on which batch committed first (load applies batches side by side): look it up.
+    const db = new pg.Client(dlUrl);
+    await db.connect();
+    const hugeId = (await db.query(`SELECT id FROM fhir_rte.dead_letter WHERE source LIKE '%many.ndjson:1'`).finally(() => db.end())).rows[0].id;
     const onTerminal = async (...args: string[]) =>
-      (await sh('script', ['-qec', `"${process.execPath}" "${BIN}" dead-letter show 1 ${args.join(' ')}`, '/dev/null'], { env: { ...process.env, ...env } })).stdout;
+      (await sh('script', ['-qec', `"${process.execPath}" "${BIN}" dead-letter show ${hugeId} ${args.join(' ')}`, '/dev/null'], { env: { ...process.env, ...env } })).stdout;
     const cut = await onTerminal();
     expect(cut).toContain('more characters (--full shows all of it)');
     expect(cut).not.toContain('x'.repeat(3000));
     expect(await onTerminal('--full')).toContain('x'.repeat(10_000));
     // Piped, the payload is whole: scripts read it.
-    expect((await cli(['dead-letter', 'show', '1'], env)).stdout).toContain(huge);
+    expect((await cli(['dead-letter', 'show', String(hugeId)], env)).stdout).toContain(huge);
   });
 });
 
