@@ -1,3 +1,5 @@
+import { SmartBackendServices, type SmartAuthConfig } from './smart.js';
+
 /**
  * How fhir-rte proves who it is to the FHIR server. The client asks for headers before every request and
  * tells the authenticator when the server refused them, so a token-based scheme (SMART Backend Services:
@@ -17,10 +19,13 @@ export interface Authenticator {
 export type AuthConfig =
   | { type: 'none' }
   | { type: 'basic'; username: string; password: string }
-  | { type: 'bearer'; token: string };
+  | { type: 'bearer'; token: string }
+  | SmartAuthConfig;
 
-export function authenticator(config: AuthConfig): Authenticator {
+export function authenticator(config: AuthConfig, options: { timeoutMs?: number } = {}): Authenticator {
   switch (config.type) {
+    case 'smart':
+      return new SmartBackendServices(config, options.timeoutMs ?? 30_000);
     case 'none':
       return staticHeaders({});
     case 'basic':
