@@ -2,9 +2,8 @@ import { SmartBackendServices, type SmartAuthConfig } from './smart.js';
 
 /**
  * How fhir-rte proves who it is to the FHIR server. The client asks for headers before every request and
- * tells the authenticator when the server refused them, so a token-based scheme (SMART Backend Services:
- * a client-credentials grant with a signed JWT, its token cached until it expires) fits in later as one
- * more implementation without changing the client.
+ * tells the authenticator when the server refused them, so a token-based scheme (SMART Backend Services,
+ * smart.ts: its token cached until it expires) is one more implementation without changing the client.
  */
 export interface Authenticator {
   /** Headers for the next request (an Authorization header, or none). */

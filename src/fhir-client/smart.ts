@@ -42,11 +42,16 @@ export class SmartBackendServices implements Authenticator {
 
   async headers(signal?: AbortSignal): Promise<Record<string, string>> {
     const cached = this.token;
-    const token = await (cached ?? (this.token = this.fetchToken(signal)).catch((err: unknown) => {
-      this.token = undefined;
+    const current = cached ?? (this.token = this.fetchToken(signal));
+    let token: Token;
+    try {
+      token = await current;
+    } catch (err) {
+      if (this.token === current) this.token = undefined;
       throw err;
-    }));
-    if (Date.now() < token.renewAt) return { authorization: token.header };
+    }
+    // A token fetched for this request is used even if its life is shorter than the way here took.
+    if (cached === undefined || Date.now() < token.renewAt) return { authorization: token.header };
     if (this.token === cached) this.token = undefined;
     return this.headers(signal);
   }
