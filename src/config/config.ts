@@ -5,6 +5,9 @@ import { ConfigError, fromAjvErrors } from './config-error.js';
 import { readStructuredFile } from './read-file.js';
 import { configSchema } from './schema.js';
 import type { AuthConfig } from '../fhir-client/auth.js';
+import type { SmartAlg, SmartAuthConfig } from '../fhir-client/smart.js';
+import { createPrivateKey, type KeyObject } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 
 export interface KafkaConfig {
   brokers: string[];
@@ -106,7 +109,7 @@ type RawConfig = {
   kafka?: Partial<KafkaConfig>;
   http?: Partial<HttpConfig>;
   resthook?: Partial<ResthookConfig>;
-  fhirServer?: Partial<Omit<FhirServerConfig, 'auth'>> & { auth?: { type?: AuthConfig['type']; username?: string; password?: string; token?: string } };
+  fhirServer?: Partial<Omit<FhirServerConfig, 'auth'>> & { auth?: { type?: AuthConfig['type']; username?: string; password?: string; token?: string; tokenUrl?: string; clientId?: string; privateKey?: string; alg?: SmartAlg; kid?: string; scope?: string } };
 };
 
 function fromRaw(raw: RawConfig, where: string, overrides: ConfigOverrides, env: NodeJS.ProcessEnv, path?: string): Config {
@@ -240,5 +243,41 @@ function fhirAuth(raw: NonNullable<RawConfig['fhirServer']>['auth'], env: NodeJS
     if (!token) throw new ConfigError(where, '/fhirServer/auth/token', 'expected a token (or FHIR_RTE_FHIR_SERVER_TOKEN)');
     return { type, token };
   }
+  if (type === 'smart') return smartAuth(raw, env, where);
   return { type: 'none' };
+}
+
+/** SMART Backend Services: the private key is read and checked against `alg` now, not at the first request. */
+function smartAuth(raw: NonNullable<RawConfig['fhirServer']>['auth'], env: NodeJS.ProcessEnv, where: string): SmartAuthConfig {
+  const keyFile = env.FHIR_RTE_FHIR_SERVER_PRIVATE_KEY || raw?.privateKey;
+  if (!raw?.tokenUrl || !URL.canParse(raw.tokenUrl)) throw new ConfigError(where, '/fhirServer/auth/tokenUrl', 'expected the http(s) URL of the SMART token endpoint');
+  if (!raw.clientId) throw new ConfigError(where, '/fhirServer/auth/clientId', 'expected the client id registered with the SMART server');
+  if (!keyFile) throw new ConfigError(where, '/fhirServer/auth/privateKey', 'expected the path of a PKCS#8 PEM private key (or FHIR_RTE_FHIR_SERVER_PRIVATE_KEY)');
+  const alg = raw.alg ?? 'RS384';
+  const privateKey = smartKey(keyFile, alg, where);
+  return { type: 'smart', tokenUrl: raw.tokenUrl, clientId: raw.clientId, privateKey, alg, ...(raw.kid === undefined ? {} : { kid: raw.kid }), scope: raw.scope ?? 'system/*.read' };
+}
+
+const KEY_OF_ALG: Record<SmartAlg, { type: string; curve?: string; wanted: string }> = {
+  RS384: { type: 'rsa', wanted: 'an RSA private key' },
+  ES384: { type: 'ec', curve: 'P-384', wanted: 'an EC P-384 private key' },
+};
+
+/** Reads the PEM key; the message names the file but never shows its content. */
+function smartKey(file: string, alg: SmartAlg, where: string): KeyObject {
+  const { type, curve, wanted } = KEY_OF_ALG[alg];
+  let key: KeyObject;
+  try {
+    key = createPrivateKey(readFileSync(file));
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' ? 'not found' : code?.startsWith('ERR_') ? 'not a PEM private key' : `unreadable (${code ?? 'error'})`;
+    throw new ConfigError(where, '/fhirServer/auth/privateKey', `expected ${wanted} for ${alg} in ${file}, which is ${why}`);
+  }
+  const details = key.asymmetricKeyDetails as { namedCurve?: string } | undefined;
+  const namedCurve = details?.namedCurve === 'secp384r1' ? 'P-384' : details?.namedCurve;
+  if (key.asymmetricKeyType !== type || (curve !== undefined && namedCurve !== curve)) {
+    throw new ConfigError(where, '/fhirServer/auth/privateKey', `expected ${wanted} for ${alg} in ${file}, got a ${key.asymmetricKeyType}${namedCurve ? ` ${namedCurve}` : ''} key`);
+  }
+  return key;
 }

@@ -117,17 +117,23 @@ export const configSchema = {
       type: 'object',
       additionalProperties: false,
       required: ['baseUrl'],
-      // Secrets may come from FHIR_RTE_FHIR_SERVER_USERNAME / _PASSWORD / _TOKEN instead (config.ts).
+      // Secrets may come from FHIR_RTE_FHIR_SERVER_USERNAME / _PASSWORD / _TOKEN / _PRIVATE_KEY instead (config.ts).
       properties: {
         baseUrl: { type: 'string', pattern: '^https?://', description: 'the FHIR base URL, e.g. https://fhir.example.org/fhir; FHIR_RTE_FHIR_SERVER_URL overrides it' },
         auth: {
           type: 'object',
           additionalProperties: false,
           properties: {
-            type: { enum: ['none', 'basic', 'bearer'] },
+            type: { enum: ['none', 'basic', 'bearer', 'smart'] },
             username: { type: 'string' },
             password: { type: 'string' },
             token: { type: 'string' },
+            tokenUrl: { type: 'string', pattern: '^https?://', description: 'smart: the token endpoint' },
+            clientId: { type: 'string', minLength: 1, description: 'smart: the registered client id' },
+            privateKey: { type: 'string', minLength: 1, description: 'smart: path to a PKCS#8 PEM private key; FHIR_RTE_FHIR_SERVER_PRIVATE_KEY overrides it' },
+            alg: { enum: ['RS384', 'ES384'], description: 'smart: the client assertion\'s signing algorithm' },
+            kid: { type: 'string', minLength: 1, description: 'smart: the key id in the JWKS registered for the client' },
+            scope: { type: 'string', minLength: 1, description: 'smart: the scopes asked for' },
           },
         },
         timeoutMs: { type: 'integer', minimum: 1, description: 'one request, from sending to the end of the body' },

@@ -1,8 +1,9 @@
+import { SmartBackendServices, type SmartAuthConfig } from './smart.js';
+
 /**
  * How fhir-rte proves who it is to the FHIR server. The client asks for headers before every request and
- * tells the authenticator when the server refused them, so a token-based scheme (SMART Backend Services:
- * a client-credentials grant with a signed JWT, its token cached until it expires) fits in later as one
- * more implementation without changing the client.
+ * tells the authenticator when the server refused them, so a token-based scheme (SMART Backend Services,
+ * smart.ts: its token cached until it expires) is one more implementation without changing the client.
  */
 export interface Authenticator {
   /** Headers for the next request (an Authorization header, or none). */
@@ -17,10 +18,13 @@ export interface Authenticator {
 export type AuthConfig =
   | { type: 'none' }
   | { type: 'basic'; username: string; password: string }
-  | { type: 'bearer'; token: string };
+  | { type: 'bearer'; token: string }
+  | SmartAuthConfig;
 
-export function authenticator(config: AuthConfig): Authenticator {
+export function authenticator(config: AuthConfig, options: { timeoutMs?: number } = {}): Authenticator {
   switch (config.type) {
+    case 'smart':
+      return new SmartBackendServices(config, options.timeoutMs ?? 30_000);
     case 'none':
       return staticHeaders({});
     case 'basic':

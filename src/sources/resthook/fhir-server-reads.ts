@@ -40,7 +40,7 @@ export function fhirServerReads(config: Config, pool: pg.Pool, logger: Logger): 
 export function fhirClient(config: Config, server: NonNullable<Config['fhirServer']>, log: Logger): FhirClient {
   return new FhirClient({
     baseUrl: server.baseUrl,
-    auth: authenticator(server.auth),
+    auth: authenticator(server.auth, { timeoutMs: server.timeoutMs }),
     timeoutMs: server.timeoutMs,
     maxAttempts: server.maxAttempts,
     retry: config.retry,
