@@ -8,7 +8,8 @@ import { planBatch, type AppliedVersion, type BatchPlan, type Poison, type Resou
 import { addOutcome, countEvent, emptyOutcome, SinkFailure, type BatchOutcome, type Sink } from '../sink.js';
 import { classify, sqlDetail, tooLong } from './fault.js';
 import { retryTransient, type RetryPolicy, type Stall } from './retry.js';
-import { inTransaction, unlessAborted } from './transaction.js';
+import { unlessAborted } from '../../retry/abortable.js';
+import { inTransaction } from './transaction.js';
 import {
   deleteRows,
   flagDeleted,

@@ -197,11 +197,6 @@ function poisonOf(failure: { state: StoredState; error: unknown }): Poison {
   return { event, errorClass: 'TransformError', message: error instanceof Error ? `${error.name}: ${error.message}` : String(error) };
 }
 
-/** The name of one of fhir-rte's own columns in a table. */
-function systemColumn(spec: TableSpec, role: 'id' | 'sourceResourceId' | 'parentReference'): string {
-  return spec.system[role];
-}
-
 /** Where `rebuild --recreate` builds the new tables before they replace the old ones. */
 const STAGING = 'fhir_rte_rebuild';
 /** Which resources the new tables hold rows of (kept: not flattened, so their old rows are carried over). */
@@ -300,7 +295,7 @@ async function catchUp(client: pg.ClientBase, options: RebuildOptions): Promise<
  * same type. A child row comes only with its parent row (the new parent table must hold it).
  */
 async function carryOver(client: pg.ClientBase, schema: string, spec: TableSpec, before: Map<string, string>, after: Map<string, string>): Promise<number> {
-  const [id, key, parentRef] = (['id', 'sourceResourceId', 'parentReference'] as const).map((role) => systemColumn(spec, role));
+  const { id, sourceResourceId: key, parentReference: parentRef } = spec.system;
   const shared = [...after.keys()].filter((c) => before.get(c) === after.get(c));
   if (!shared.includes(id!) || !shared.includes(key!)) return 0;
   const list = shared.map(quoteIdent).join(', ');
@@ -371,7 +366,7 @@ export async function previewRebuild(pool: pg.Pool, options: RebuildOptions): Pr
       for (const spec of specs) {
         const produced = page.rows.get(spec)?.rows.length ?? 0;
         const replaced = existing.has(spec.name)
-          ? Number((await client.query(`SELECT count(*) AS n FROM ${qualified(options.schema, spec.name)} WHERE ${quoteIdent(systemColumn(spec, 'sourceResourceId'))} = ANY($1::text[])`, [keys])).rows[0].n)
+          ? Number((await client.query(`SELECT count(*) AS n FROM ${qualified(options.schema, spec.name)} WHERE ${quoteIdent(spec.system.sourceResourceId)} = ANY($1::text[])`, [keys])).rows[0].n)
           : 0;
         delta.set(spec.name, produced - replaced);
       }

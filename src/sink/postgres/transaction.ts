@@ -1,5 +1,6 @@
 import pg from 'pg';
 import type { Socket } from 'node:net';
+import { unlessAborted } from '../../retry/abortable.js';
 import { classify } from './fault.js';
 
 /**
@@ -47,32 +48,6 @@ export async function inTransaction<T>(pool: pg.Pool, work: (client: pg.PoolClie
     // peer that may never answer: the socket goes now.
     (client as unknown as { connection?: { stream?: Socket } }).connection?.stream?.destroy();
     if (pid) void terminateSession(pool, pid);
-  });
-}
-
-/**
- * The promise's outcome, or the signal's reason as soon as the signal aborts; `abandon` then lets go of
- * what the promise was using. The promise itself may settle later; that outcome is dropped.
- */
-export function unlessAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined, abandon: () => void = () => {}): Promise<T> {
-  if (!signal) return promise;
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => {
-      abandon();
-      reject(signal.reason);
-    };
-    if (signal.aborted) return onAbort();
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (err: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(err);
-      },
-    );
   });
 }
 

@@ -1,5 +1,6 @@
 import { Kafka, type Admin, type Consumer, type ConsumerConfig } from 'kafkajs';
 import type { KafkaConfig } from '../../config/config.js';
+import { unlessAborted } from '../../retry/abortable.js';
 import { Backoff } from '../../retry/backoff.js';
 import { SinkFailure } from '../../sink/sink.js';
 import type { ApplyBatch, Source } from '../source.js';
@@ -130,8 +131,8 @@ export class KafkaSource implements Source {
       if (!topics.length) return 'shutdown';
       // kafkajs retries a broker it cannot reach for half a minute and more, deaf to the signal: a stop
       // must not wait for that.
-      if ((await untilAborted(consumer.connect(), signal)) === ABORTED) return 'shutdown';
-      if ((await untilAborted(consumer.subscribe({ topics, fromBeginning: this.config.fromBeginning }), signal)) === ABORTED) return 'shutdown';
+      if (!(await doneUnlessAborted(consumer.connect(), signal))) return 'shutdown';
+      if (!(await doneUnlessAborted(consumer.subscribe({ topics, fromBeginning: this.config.fromBeginning }), signal))) return 'shutdown';
       await consumer.run({
         autoCommit: false,
         eachBatchAutoResolve: false,
@@ -171,29 +172,19 @@ export class KafkaSource implements Source {
   /** The configured topics, or those matching topicPattern now (waiting until one does). */
   private async topics(admin: Admin, signal: AbortSignal): Promise<string[]> {
     if (!this.config.topicPattern) return this.config.topics ?? [];
-    if ((await untilAborted(admin.connect(), signal)) === ABORTED) return [];
+    if (!(await doneUnlessAborted(admin.connect(), signal))) return [];
     return awaitMatchingTopics(admin, new RegExp(this.config.topicPattern), this.options.topicRefreshMs ?? 30_000, signal, this.log);
   }
 }
 
-const ABORTED = Symbol('aborted');
-
-/** Resolves with the step's result, or with ABORTED as soon as the signal aborts (the step goes on unheeded). */
-async function untilAborted<T>(step: Promise<T>, signal: AbortSignal): Promise<T | typeof ABORTED> {
-  if (signal.aborted) {
-    step.catch(() => {});
-    return ABORTED;
-  }
-  let onAbort = () => {};
-  const aborted = new Promise<typeof ABORTED>((resolve) => {
-    onAbort = () => resolve(ABORTED);
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
-  step.catch(() => {}); // a step that fails after the abort was let go on purpose
+/** True once the step is done; false as soon as the signal aborts (the step goes on unheeded). */
+async function doneUnlessAborted(step: Promise<unknown>, signal: AbortSignal): Promise<boolean> {
   try {
-    return await Promise.race([step, aborted]);
-  } finally {
-    signal.removeEventListener('abort', onAbort);
+    await unlessAborted(step, signal);
+    return true;
+  } catch (err) {
+    if (signal.aborted) return false;
+    throw err;
   }
 }
 
