@@ -37,6 +37,10 @@ export interface ResthookConfig {
   groupWindowMs: number;
   maxEvents: number;
   retryAfterSeconds: number;
+  /** Where deliveries are made durable: the database (default), or Kafka, for the consumer group to apply. */
+  relayTo?: 'postgres' | 'kafka';
+  /** With relayTo kafka: the topic produced to (default: the first of kafka.topics). */
+  relayTopic?: string;
 }
 
 export interface Config {
@@ -137,7 +141,7 @@ function fromRaw(raw: RawConfig, where: string, overrides: ConfigOverrides, env:
     http: httpConfig(raw.http, env, at, where),
     fhirServer: fhirServerConfig(raw.fhirServer, env, where),
   };
-  config.resthook = resthookConfig(raw.resthook, env, !config.kafka);
+  config.resthook = resthookConfig(raw.resthook, env, !config.kafka, config.kafka, where);
   if (config.retry.maxMs < config.retry.initialMs) throw new ConfigError(where, '/retry/maxMs', 'expected a value not below retry.initialMs');
   return config;
 }
@@ -193,10 +197,11 @@ function httpConfig(raw: Partial<HttpConfig> | undefined, env: NodeJS.ProcessEnv
 }
 
 /** The receiver's settings when it is configured, or when no other source is (then it is the one that runs). */
-function resthookConfig(raw: Partial<ResthookConfig> | undefined, env: NodeJS.ProcessEnv, alone: boolean): ResthookConfig | undefined {
+function resthookConfig(raw: Partial<ResthookConfig> | undefined, env: NodeJS.ProcessEnv, alone: boolean, kafka: KafkaConfig | undefined, where: string): ResthookConfig | undefined {
   const secret = env.FHIR_RTE_RESTHOOK_SECRET || raw?.secret;
   if (!raw && !secret && !alone) return undefined;
   return {
+    ...relay(raw, kafka, where),
     path: (raw?.path ?? '/resthook').replace(/\/+$/, '') || '/resthook',
     secret,
     ackTimeoutMs: raw?.ackTimeoutMs ?? 10_000,
@@ -206,6 +211,18 @@ function resthookConfig(raw: Partial<ResthookConfig> | undefined, env: NodeJS.Pr
     retryAfterSeconds: raw?.retryAfterSeconds ?? 5,
   };
 }
+/** With `relayTo: kafka` the receiver produces to a topic of the `kafka` section's cluster (its brokers, TLS, SASL). */
+function relay(raw: Partial<ResthookConfig> | undefined, kafka: KafkaConfig | undefined, where: string): Pick<ResthookConfig, 'relayTo' | 'relayTopic'> {
+  if (raw?.relayTo !== 'kafka') {
+    if (raw?.relayTopic) throw new ConfigError(where, '/resthook/relayTopic', 'only used with relayTo: kafka');
+    return { relayTo: 'postgres' };
+  }
+  if (!kafka) throw new ConfigError(where, '/resthook/relayTo', 'relayTo kafka needs a kafka section (or KAFKA_BROKERS) naming the brokers');
+  const relayTopic = raw.relayTopic ?? kafka.topics?.[0];
+  if (!relayTopic) throw new ConfigError(where, '/resthook/relayTopic', 'expected the topic to relay to: kafka.topicPattern names no single topic');
+  return { relayTo: 'kafka', relayTopic };
+}
+
 /** The FHIR server fhir-rte reads (gap repair, delete resolution), when a base URL is configured. */
 function fhirServerConfig(raw: RawConfig['fhirServer'], env: NodeJS.ProcessEnv, where: string): FhirServerConfig | undefined {
   const baseUrl = env.FHIR_RTE_FHIR_SERVER_URL || raw?.baseUrl;

@@ -54,14 +54,15 @@ export class ChannelProcess {
   output = '';
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 
-  constructor(configFile: string) {
+  /** `args`: more arguments after `start -c <file>` (e.g. `--only kafka`). */
+  constructor(configFile: string, args: string[] = []) {
     const env = { ...process.env };
     // The test runner's own database and broker settings must not override the process's configuration.
     delete env.DATABASE_URL;
     delete env.KAFKA_BROKERS;
     // The built CLI, as users run it (npm test builds first): running the sources through a TypeScript
     // loader once hid a module that only failed under Node's own ESM loader.
-    this.child = spawn(process.execPath, [BIN, 'start', '-c', configFile], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = spawn(process.execPath, [BIN, 'start', '-c', configFile, ...args], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
     const keep = (b: Buffer) => {
       this.output += b.toString();
       if (this.output.length > 200_000) this.output = this.output.slice(-100_000);

@@ -2,22 +2,33 @@ import type { Command } from 'commander';
 import type { Logger } from 'pino';
 import { loadConfig } from '../../config/config.js';
 import { createHttpServer, listen } from '../../http/server.js';
-import { fhirServerReads } from '../../sources/resthook/fhir-server-reads.js';
+import type { ResthookConfig } from '../../config/config.js';
+import { fhirServerReads, type FhirServerReads } from '../../sources/resthook/fhir-server-reads.js';
 import { addOutcome, emptyOutcome, SinkFailure } from '../../sink/sink.js';
 import { KafkaSource } from '../../sources/kafka/kafka-source.js';
 import type { CommittedChunk } from '../../sources/kafka/partition-batch.js';
+import { KafkaRelay, relayingReceiver } from '../../sources/resthook/kafka-relay.js';
 import { ResthookSource } from '../../sources/resthook/resthook-source.js';
 import type { Source } from '../../sources/source.js';
+import { UsageError } from '../exit-codes.js';
 import { openRuntime, type GlobalOptions, type Runtime } from '../runtime.js';
 
 export function register(program: Command): void {
   program
     .command('start')
     .description('live mode: run every configured source (the REST-hook receiver, Kafka, or both; the receiver when none is configured) until SIGTERM/SIGINT')
+    .option('--only <source>', 'run only this configured source: resthook (the receiver and gap repair) or kafka (the consumer), e.g. receivers relaying to Kafka apart from the members applying it')
     .action(async (_opts: unknown, cmd: Command) => {
-      await start(cmd.optsWithGlobals() as GlobalOptions);
+      await start(cmd.optsWithGlobals() as StartOptions);
     });
 }
+
+export interface StartOptions extends GlobalOptions {
+  only?: string;
+}
+
+const SOURCES = ['resthook', 'kafka'] as const;
+type SourceName = (typeof SOURCES)[number];
 
 /**
  * Runs every configured source in one process until SIGTERM or SIGINT. Then each stops taking input, the
@@ -29,8 +40,10 @@ export function register(program: Command): void {
  * logged at error level and the command rejects, so the process exits with code 1 and a supervisor can
  * restart it once the operator has fixed the cause.
  */
-export async function start(globals: GlobalOptions): Promise<void> {
+export async function start(globals: StartOptions): Promise<void> {
+  const only = onlySource(globals.only);
   const config = loadConfig(globals.config, { transformers: globals.transformers });
+  if (only && !config[only]) throw new UsageError(`--only ${only}: no ${only} source is configured (see README: ${only === 'kafka' ? 'Kafka mode' : 'REST-hook mode'})`);
   const runtime = await openRuntime(globals, { config });
   const server = createHttpServer(config.http);
   // One stop for all sources: a signal, or one source's fatal fault, stops the others.
@@ -38,9 +51,9 @@ export async function start(globals: GlobalOptions): Promise<void> {
   const onStop = () => stop.abort();
   runtime.signal.addEventListener('abort', onStop, { once: true });
   try {
-    const sources = configuredSources(runtime, server);
+    const sources = configuredSources(runtime, server, only);
     // Only a part with routes opens the port (Kafka members alone need none, and may share a host).
-    if (config.resthook) await listen(server, config.http, runtime.logger);
+    if (config.resthook && only !== 'kafka') await listen(server, config.http, runtime.logger);
     await Promise.all(
       sources.map(({ source, log }) =>
         source.run((batch, signal?: AbortSignal) => runtime.sink.apply(batch, signal), stop.signal).catch((err: unknown) => {
@@ -62,27 +75,46 @@ interface Running {
   log: Logger;
 }
 
-function configuredSources(runtime: Runtime, server: ReturnType<typeof createHttpServer>): Running[] {
-  const { config, logger, sink } = runtime;
+function onlySource(only: string | undefined): SourceName | undefined {
+  if (only === undefined) return undefined;
+  if (!SOURCES.includes(only as SourceName)) throw new UsageError(`--only: expected ${SOURCES.join(' or ')}, got ${JSON.stringify(only)}`);
+  return only as SourceName;
+}
+
+function configuredSources(runtime: Runtime, server: ReturnType<typeof createHttpServer>, only?: SourceName): Running[] {
+  const { config, logger } = runtime;
   const sources: Running[] = [];
+  const resthook = only !== 'kafka' ? config.resthook : undefined;
   // The FHIR server, when configured, resolves the receiver's unversioned deletes and repairs its gaps.
-  const reads = config.resthook ? fhirServerReads(config, runtime.pool, logger) : undefined;
-  if (config.resthook) {
+  const reads = resthook ? fhirServerReads(config, runtime.pool, logger) : undefined;
+  if (resthook) {
     const log = logger.child({ source: 'resthook' });
-    const receiver = new ResthookSource(server, config.resthook, config.http, {
-      log,
-      stalled: () => sink.stall !== undefined,
-      catchUp: reads?.gapRepair,
-      resolveDelete: reads?.resolveDelete,
-    });
-    sources.push({ source: receiver, log });
+    sources.push({ source: receiver(runtime, server, resthook, reads, log), log });
   }
   if (reads) sources.push({ source: reads.gapRepair, log: logger.child({ source: 'gap-repair' }) });
-  if (config.kafka) {
+  if (config.kafka && only !== 'resthook') {
     const log = logger.child({ source: 'kafka' });
     sources.push({ source: kafkaSource(runtime, log), log });
   }
   return sources;
+}
+
+/**
+ * The receiver, making deliveries durable in the database (the sink's group commit), or with
+ * `relayTo: kafka` in Kafka: then it neither writes to the database nor waits for it, so it is not refused
+ * while the sink is stalled; the consumer group's members apply the records.
+ */
+function receiver(runtime: Runtime, server: ReturnType<typeof createHttpServer>, config: ResthookConfig, reads: FhirServerReads | undefined, log: Logger): Source {
+  const relaying = config.relayTo === 'kafka';
+  const source = new ResthookSource(server, config, runtime.config.http, {
+    log,
+    ...(relaying ? { durableIn: 'kafka' as const } : { stalled: () => runtime.sink.stall !== undefined }),
+    catchUp: reads?.gapRepair,
+    resolveDelete: reads?.resolveDelete,
+  });
+  if (!relaying) return source;
+  log.info({ topic: config.relayTopic, brokers: runtime.config.kafka!.brokers }, 'REST-hook deliveries are relayed to Kafka; the consumer group applies them');
+  return relayingReceiver(source, new KafkaRelay(runtime.config.kafka!, config.relayTopic!, log));
 }
 
 /** The Kafka source with a progress line a minute at info level, rather than one per transaction. */

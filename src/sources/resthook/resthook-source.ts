@@ -17,12 +17,24 @@ export interface ResthookOptions {
   stalled?: () => boolean;
   catchUp?: CatchUp;
   resolveDelete?: ResolveDelete;
+  /**
+   * What the apply handed to `run` makes deliveries durable in, for the answers' wording: the database's
+   * transaction (default), or a produce to Kafka when relaying (kafka-relay.ts). The receiver is the same.
+   */
+  durableIn?: 'postgres' | 'kafka';
 }
+
+const WORDING = {
+  postgres: { done: (n: string) => `committed (one transaction of ${n})`, failed: 'the database did not commit in time' },
+  kafka: { done: (n: string) => `relayed to Kafka (one produce of ${n}, acknowledged by all in-sync replicas)`, failed: 'Kafka did not acknowledge the delivery' },
+};
 
 /**
  * The REST-hook receiver: a FHIR server's Subscription delivers to `resthook.path`, and a delivery is
  * answered 2xx only once the transaction that applied or dead-lettered it has committed (group commit:
- * concurrent deliveries share one transaction). Anything else gets a FHIR OperationOutcome that says why:
+ * concurrent deliveries share one transaction), or with `relayTo: kafka` once Kafka has acknowledged the
+ * group's records (the same group commit, through the relay's apply). Anything else gets a FHIR
+ * OperationOutcome that says why:
  * 503 (with Retry-After) while the database is away, 400/401/413/415 for what the sender must fix.
  */
 export class ResthookSource implements Source {
@@ -30,6 +42,7 @@ export class ResthookSource implements Source {
   private stopping = false;
   private fatal?: (err: unknown) => void;
   private warnedNoCatchUp = false;
+  private readonly wording: (typeof WORDING)['postgres'];
 
   constructor(
     server: FastifyInstance,
@@ -40,6 +53,7 @@ export class ResthookSource implements Source {
     if (!config.secret && !isLoopback(http.host)) {
       throw new Error(`refusing to receive on ${http.host} without a secret: set resthook.secret (or FHIR_RTE_RESTHOOK_SECRET), or listen on 127.0.0.1`);
     }
+    this.wording = WORDING[options.durableIn ?? 'postgres'];
     if (!config.secret) options.log.info({ path: config.path }, 'no resthook.secret: the receiver listens on loopback only');
     void server.register((scope, _opts, done) => {
       this.routes(scope);
@@ -189,10 +203,10 @@ export class ResthookSource implements Source {
     if (refusal) return refusal;
     try {
       const outcome = await this.group!.submit(events);
-      return accepted(`committed (one transaction of ${outcome.received} event${outcome.received === 1 ? '' : 's'})`);
+      return accepted(this.wording.done(`${outcome.received} event${outcome.received === 1 ? '' : 's'}`));
     } catch (err) {
       if (err instanceof SinkFailure) this.fatal?.(err);
-      const why = err instanceof SinkFailure ? 'the database refused the change for a reason retrying cannot fix' : 'the database did not commit in time';
+      const why = err instanceof SinkFailure ? 'the database refused the change for a reason retrying cannot fix' : this.wording.failed;
       this.options.log.warn({ error: (err as Error).message }, `REST-hook delivery not acknowledged: ${why}`);
       return unavailable(`${why}; nothing was written; retry`, this.config.retryAfterSeconds);
     }
