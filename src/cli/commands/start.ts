@@ -3,13 +3,13 @@ import type { Logger } from 'pino';
 import { loadConfig } from '../../config/config.js';
 import { createHttpServer, listen } from '../../http/server.js';
 import type { ResthookConfig } from '../../config/config.js';
-import { fhirServerReads, type FhirServerReads } from '../../sources/resthook/fhir-server-reads.js';
+import { fhirServerReads } from '../../sources/resthook/fhir-server-reads.js';
 import { addOutcome, emptyOutcome, SinkFailure } from '../../sink/sink.js';
 import { KafkaSource } from '../../sources/kafka/kafka-source.js';
 import type { CommittedChunk } from '../../sources/kafka/partition-batch.js';
-import { KafkaRelay, relayingReceiver } from '../../sources/resthook/kafka-relay.js';
+import { KafkaRelay } from '../../sources/resthook/kafka-relay.js';
 import { ResthookSource } from '../../sources/resthook/resthook-source.js';
-import type { Source } from '../../sources/source.js';
+import type { ApplyBatch, Source } from '../../sources/source.js';
 import { UsageError } from '../exit-codes.js';
 import { openRuntime, type GlobalOptions, type Runtime } from '../runtime.js';
 
@@ -50,13 +50,15 @@ export async function start(globals: StartOptions): Promise<void> {
   const stop = new AbortController();
   const onStop = () => stop.abort();
   runtime.signal.addEventListener('abort', onStop, { once: true });
+  let relay: KafkaRelay | undefined;
   try {
-    const sources = configuredSources(runtime, server, only);
+    const parts = configuredSources(runtime, server, only);
+    relay = parts.relay;
     // Only a part with routes opens the port (Kafka members alone need none, and may share a host).
     if (config.resthook && only !== 'kafka') await listen(server, config.http, runtime.logger);
     await Promise.all(
-      sources.map(({ source, log }) =>
-        source.run((batch, signal?: AbortSignal) => runtime.sink.apply(batch, signal), stop.signal).catch((err: unknown) => {
+      parts.sources.map(({ source, log, apply }) =>
+        source.run(apply, stop.signal).catch((err: unknown) => {
           if (err instanceof SinkFailure) log.error({ error: err.message }, 'fhir-rte start stops: fix the cause in the database, then start it again; the refused batch will be applied then');
           stop.abort();
           throw err;
@@ -65,6 +67,7 @@ export async function start(globals: StartOptions): Promise<void> {
     );
   } finally {
     runtime.signal.removeEventListener('abort', onStop);
+    await relay?.close();
     await server.close();
     await runtime.close();
   }
@@ -73,6 +76,8 @@ export async function start(globals: StartOptions): Promise<void> {
 interface Running {
   source: Source;
   log: Logger;
+  /** Where its input is made durable: the sink's transaction, or for the REST-hook parts with `relayTo: kafka` the relay. */
+  apply: ApplyBatch;
 }
 
 function onlySource(only: string | undefined): SourceName | undefined {
@@ -81,40 +86,40 @@ function onlySource(only: string | undefined): SourceName | undefined {
   return only as SourceName;
 }
 
-function configuredSources(runtime: Runtime, server: ReturnType<typeof createHttpServer>, only?: SourceName): Running[] {
+function configuredSources(runtime: Runtime, server: ReturnType<typeof createHttpServer>, only?: SourceName): { sources: Running[]; relay?: KafkaRelay } {
   const { config, logger } = runtime;
   const sources: Running[] = [];
+  const applied: ApplyBatch = (batch, signal) => runtime.sink.apply(batch, signal);
   const resthook = only !== 'kafka' ? config.resthook : undefined;
+  const relay = resthook ? kafkaRelay(runtime, resthook) : undefined;
   // The FHIR server, when configured, resolves the receiver's unversioned deletes and repairs its gaps.
   const reads = resthook ? fhirServerReads(config, runtime.pool, logger) : undefined;
   if (resthook) {
     const log = logger.child({ source: 'resthook' });
-    sources.push({ source: receiver(runtime, server, resthook, reads, log), log });
+    const receiver = new ResthookSource(server, resthook, config.http, {
+      log,
+      // Relaying, the receiver neither writes to the database nor waits for it: a stalled sink refuses nothing.
+      ...(relay ? { durableIn: 'kafka' as const } : { stalled: () => runtime.sink.stall !== undefined }),
+      catchUp: reads?.gapRepair,
+      resolveDelete: reads?.resolveDelete,
+    });
+    sources.push({ source: receiver, log, apply: relay?.apply ?? applied });
   }
-  if (reads) sources.push({ source: reads.gapRepair, log: logger.child({ source: 'gap-repair' }) });
+  // Gap repair feeds what it reads through the receiver's path: relayed too when the receiver relays.
+  if (reads) sources.push({ source: reads.gapRepair, log: logger.child({ source: 'gap-repair' }), apply: relay?.apply ?? applied });
   if (config.kafka && only !== 'resthook') {
     const log = logger.child({ source: 'kafka' });
-    sources.push({ source: kafkaSource(runtime, log), log });
+    sources.push({ source: kafkaSource(runtime, log), log, apply: applied });
   }
-  return sources;
+  return { sources, ...(relay ? { relay } : {}) };
 }
 
-/**
- * The receiver, making deliveries durable in the database (the sink's group commit), or with
- * `relayTo: kafka` in Kafka: then it neither writes to the database nor waits for it, so it is not refused
- * while the sink is stalled; the consumer group's members apply the records.
- */
-function receiver(runtime: Runtime, server: ReturnType<typeof createHttpServer>, config: ResthookConfig, reads: FhirServerReads | undefined, log: Logger): Source {
-  const relaying = config.relayTo === 'kafka';
-  const source = new ResthookSource(server, config, runtime.config.http, {
-    log,
-    ...(relaying ? { durableIn: 'kafka' as const } : { stalled: () => runtime.sink.stall !== undefined }),
-    catchUp: reads?.gapRepair,
-    resolveDelete: reads?.resolveDelete,
-  });
-  if (!relaying) return source;
-  log.info({ topic: config.relayTopic, brokers: runtime.config.kafka!.brokers }, 'REST-hook deliveries are relayed to Kafka; the consumer group applies them');
-  return relayingReceiver(source, new KafkaRelay(runtime.config.kafka!, config.relayTopic!, log));
+/** With `resthook.relayTo: kafka`, the producer the receiver and gap repair make deliveries durable with. */
+function kafkaRelay(runtime: Runtime, resthook: ResthookConfig): KafkaRelay | undefined {
+  if (resthook.relayTo !== 'kafka') return undefined;
+  const log = runtime.logger.child({ component: 'kafka-relay' });
+  log.info({ topic: resthook.relayTopic, brokers: runtime.config.kafka!.brokers }, 'REST-hook deliveries are relayed to Kafka; the consumer group applies them');
+  return new KafkaRelay(runtime.config.kafka!, resthook.relayTopic!, log);
 }
 
 /** The Kafka source with a progress line a minute at info level, rather than one per transaction. */

@@ -1,10 +1,11 @@
 import { Kafka, Partitioners, type Producer } from 'kafkajs';
 import type { KafkaConfig } from '../../config/config.js';
 import { unlessAborted } from '../../retry/abortable.js';
+import { Backoff, type BackoffPolicy } from '../../retry/backoff.js';
 import { emptyOutcome } from '../../sink/sink.js';
 import { clientOptions } from '../kafka/client-options.js';
 import type { Log } from '../kafka/log.js';
-import type { ApplyBatch, Source } from '../source.js';
+import type { ApplyBatch } from '../source.js';
 import { relayRecord, type RelayRecord } from './relay-record.js';
 
 /**
@@ -14,18 +15,18 @@ import { relayRecord, type RelayRecord } from './relay-record.js';
  */
 const MAX_REQUEST_BYTES = 512 * 1024;
 
-/**
- * The relay's retries are short: the receiver answers 503 when a produce fails and the FHIR server retries
- * the delivery, so waiting out a long broker outage here would only hold HTTP requests open. The receiver's
- * `ackTimeoutMs` bounds the wait in any case.
- */
-const RELAY_RETRY = { initialRetryTime: 200, maxRetryTime: 2_000, retries: 2 };
+/** kafkajs' own retries stay short: the relay retries a failed produce itself, with the process's backoff, until its signal aborts. */
+const KAFKAJS_RETRY = { initialRetryTime: 200, maxRetryTime: 2_000, retries: 2 };
 
 /**
  * "Make durable" for the REST-hook receiver when `resthook.relayTo` is kafka: the same ApplyBatch the
- * receiver's group commit calls for the Postgres sink, implemented as one produce of the group's records
- * (relay-record.ts) to the relay topic, resolved once every in-sync replica has them (acks -1). The
- * members of the consumer group (`fhir-rte start` with the Kafka source) then apply them.
+ * receiver's group commit (and gap repair) calls for the Postgres sink, implemented as one produce of the
+ * group's records (relay-record.ts) to the relay topic, resolved once every in-sync replica has them
+ * (acks -1). The members of the consumer group (`fhir-rte start` with the Kafka source) then apply them.
+ * Its contract is the sink's: a transient fault (a broker away, a leader moving) is retried with backoff
+ * until Kafka acknowledges or the signal aborts (the receiver's `ackTimeoutMs`: then the deliveries are
+ * answered 503), a fault kafkajs will not retry (topic authorization, a record above the broker's limit)
+ * rejects at once.
  *
  * Not kafkajs' idempotent producer: kafkajs marks it experimental, loses records under concurrent sends
  * (tulios/kafkajs#1005, #598), and after a send abandoned on a timeout would reuse its sequence numbers for
@@ -36,13 +37,16 @@ const RELAY_RETRY = { initialRetryTime: 200, maxRetryTime: 2_000, retries: 2 };
 export class KafkaRelay {
   private readonly producer: Producer;
   private connecting?: Promise<void>;
+  /** Whether the last produce succeeded: the log says when the relay fails and when it works again, not per batch. */
+  private healthy = true;
 
   constructor(
     config: KafkaConfig,
     readonly topic: string,
     private readonly log: Log,
+    private readonly backoff: BackoffPolicy = { initialMs: 200, maxMs: 5_000 },
   ) {
-    const kafka = new Kafka({ ...clientOptions(config, log), retry: RELAY_RETRY });
+    const kafka = new Kafka({ ...clientOptions(config, log), retry: KAFKAJS_RETRY });
     // Kafka's own (Java-compatible murmur2) partitioner, so a key lands where any other producer puts it.
     this.producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner, allowAutoTopicCreation: false });
     this.producer.on(this.producer.events.DISCONNECT, () => {
@@ -50,20 +54,40 @@ export class KafkaRelay {
     });
   }
 
-  /** Resolves once Kafka has every record of the batch; rejects (nothing acknowledged) when it did not say so. */
+  /** Resolves once Kafka has every record of the batch; rejects (nothing acknowledged) on abort or a fault retrying cannot fix. */
   readonly apply: ApplyBatch = async (batch, signal) => {
     const records = batch.map(relayRecord);
-    try {
-      await unlessAborted(this.send(records), signal);
-    } catch (err) {
-      if (!signal?.aborted) this.log.warn({ topic: this.topic, records: records.length, error: (err as Error).message }, 'relay to Kafka failed; the deliveries are answered 503');
-      throw err;
+    const backoff = new Backoff(this.backoff);
+    for (;;) {
+      try {
+        await unlessAborted(this.send(records), signal);
+        this.recovered();
+        return { ...emptyOutcome(), received: batch.length };
+      } catch (err) {
+        if (signal?.aborted) throw signal.reason;
+        if (!transient(err)) {
+          this.log.error({ topic: this.topic, records: records.length, error: (err as Error).message }, 'Kafka refused the relayed records for a reason retrying cannot fix');
+          throw err;
+        }
+        this.failed(err as Error);
+        await backoff.wait(signal);
+      }
     }
-    return { ...emptyOutcome(), received: batch.length };
   };
-
   async close(): Promise<void> {
     await this.producer.disconnect().catch(() => {});
+  }
+
+  private failed(err: Error): void {
+    if (!this.healthy) return;
+    this.healthy = false;
+    this.log.warn({ topic: this.topic, error: err.message }, 'relay to Kafka failing; retrying; deliveries not acknowledged by Kafka within ackTimeoutMs are answered 503');
+  }
+
+  private recovered(): void {
+    if (this.healthy) return;
+    this.healthy = true;
+    this.log.info({ topic: this.topic }, 'relay to Kafka works again');
   }
 
   private async send(records: RelayRecord[]): Promise<void> {
@@ -79,6 +103,13 @@ export class KafkaRelay {
     });
     return this.connecting;
   }
+}
+
+/** kafkajs' own retries ran out (a broker away), or it says another attempt may succeed. */
+function transient(err: unknown): boolean {
+  // By name: kafkajs is CommonJS, and Node's ESM loader does not see its error classes as named exports.
+  const e = err as { name?: unknown; retriable?: unknown } | undefined;
+  return e?.name === 'KafkaJSNumberOfRetriesExceeded' || e?.retriable === true;
 }
 
 /** The records in order, cut into requests of at most MAX_REQUEST_BYTES (a larger record alone). */
@@ -98,21 +129,4 @@ function requests(records: RelayRecord[]): RelayRecord[][] {
   }
   if (current.length > 0) out.push(current);
   return out;
-}
-
-/**
- * The receiver as `fhir-rte start` runs it with `relayTo: kafka`: deliveries are made durable by the relay
- * rather than by the apply it is handed (that one serves the Kafka source and gap repair), and the producer
- * is closed when the receiver has stopped.
- */
-export function relayingReceiver(receiver: Source, relay: KafkaRelay): Source {
-  return {
-    async run(_apply, signal) {
-      try {
-        await receiver.run(relay.apply, signal);
-      } finally {
-        await relay.close();
-      }
-    },
-  };
 }
