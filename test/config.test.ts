@@ -108,4 +108,15 @@ describe('http and resthook', () => {
     expect(config.resthook).toMatchObject({ path: '/hook', secret: 'x' });
     expect(errorOf(() => loadConfig(file, {}, { FHIR_RTE_HTTP_PORT: 'eighty' }))).toContain('/http/port: FHIR_RTE_HTTP_PORT: expected a port number');
   });
+
+  it('relays to Kafka only with a kafka section: to relayTopic, else the first of kafka.topics', () => {
+    const load = (text: string, env: NodeJS.ProcessEnv = {}) => loadConfig(configFile('fhir-rte.yaml', text), {}, env);
+    expect(load('resthook: { secret: x }\n').resthook?.relayTo).toBe('postgres');
+    expect(load('resthook: { relayTo: kafka }\nkafka: { topics: [fhir-in, other] }\n').resthook).toMatchObject({ relayTo: 'kafka', relayTopic: 'fhir-in' });
+    expect(load('resthook: { relayTo: kafka, relayTopic: hooks }\n', { KAFKA_BROKERS: 'k:9092' }).resthook).toMatchObject({ relayTo: 'kafka', relayTopic: 'hooks' });
+    expect(errorOf(() => load('resthook: { relayTo: kafka }\n'))).toContain('/resthook/relayTo: relayTo kafka needs a kafka section (or KAFKA_BROKERS)');
+    expect(errorOf(() => load('resthook: { relayTo: kafka }\nkafka: { topicPattern: "fhir-.*" }\n'))).toContain('/resthook/relayTopic: expected the topic to relay to');
+    expect(errorOf(() => load('resthook: { relayTopic: hooks }\n'))).toContain('/resthook/relayTopic: expected relayTo: kafka beside it');
+    expect(errorOf(() => load('resthook: { relayTo: s3 }\n'))).toContain('/resthook/relayTo');
+  });
 });

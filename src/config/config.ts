@@ -214,7 +214,7 @@ function resthookConfig(raw: Partial<ResthookConfig> | undefined, env: NodeJS.Pr
 /** With `relayTo: kafka` the receiver produces to a topic of the `kafka` section's cluster (its brokers, TLS, SASL). */
 function relay(raw: Partial<ResthookConfig> | undefined, kafka: KafkaConfig | undefined, where: string): Pick<ResthookConfig, 'relayTo' | 'relayTopic'> {
   if (raw?.relayTo !== 'kafka') {
-    if (raw?.relayTopic) throw new ConfigError(where, '/resthook/relayTopic', 'only used with relayTo: kafka');
+    if (raw?.relayTopic) throw new ConfigError(where, '/resthook/relayTopic', 'expected relayTo: kafka beside it (deliveries go to the database otherwise)');
     return { relayTo: 'postgres' };
   }
   if (!kafka) throw new ConfigError(where, '/resthook/relayTo', 'relayTo kafka needs a kafka section (or KAFKA_BROKERS) naming the brokers');
