@@ -23,8 +23,9 @@ interface Group {
 }
 
 /**
- * Gathers concurrent deliveries into one apply (one transaction), then settles every delivery of the group
- * when it commits: the cost of a commit is shared by all senders, so throughput grows with their number.
+ * Gathers concurrent deliveries into one apply (one transaction, or with the Kafka relay one produce), then
+ * settles every delivery of the group when it commits: the cost of a commit is shared by all senders, so
+ * throughput grows with their number.
  * A group is bounded in time: if it has not committed within the ack timeout its apply is aborted (the sink
  * then destroys the transaction), so no delivery is ever acknowledged for data that is not durable.
  */
