@@ -188,8 +188,12 @@ describe.skipIf(!brokersText)(`REST-hook relay to Kafka${why ? ` (skipped: ${why
     expect(records.every((r) => r.key === 'Patient/down')).toBe(true);
   });
 
-  it('`fhir-rte start --only resthook` relays while the appliers\' Postgres is stopped; `start --only kafka` applies once it is back', async () => {
+  it('`fhir-rte start --only resthook` relays deliveries and gap repair while the appliers\' Postgres is stopped; `start --only kafka` applies once it is back', async () => {
     const topic = uniqueName('relay-cli');
+    // The server's read side: gap repair's first walk reads what it holds (a change whose delivery was lost).
+    const server = await startHapiStandIn();
+    cleanups.push(() => server.close());
+    const lost = server.create({ resourceType: 'Patient', id: 'held', gender: 'unknown' });
     await createTopic(kafka, topic, 2);
     const appliersDb = await startTestPostgres();
     cleanups.push(() => appliersDb.destroy());
@@ -208,6 +212,7 @@ describe.skipIf(!brokersText)(`REST-hook relay to Kafka${why ? ` (skipped: ${why
           http: { port },
           kafka: { brokers, groupId, topics: [topic], sessionTimeoutMs: 10_000 },
           resthook: { secret: SECRET, relayTo: 'kafka' },
+          fhirServer: { baseUrl: server.baseUrl, repairEveryMs: 3_600_000 },
         }),
       );
       return file;
@@ -224,10 +229,12 @@ describe.skipIf(!brokersText)(`REST-hook relay to Kafka${why ? ` (skipped: ${why
     hapi.delete('Patient', 'cli2');
     expect(statuses(await hapi.deliverShuffled()), receiverProcess.output.slice(-3000)).toEqual([200, 200, 200, 200]);
     expect(receiverProcess.output).toContain('relayed to Kafka');
-    // The receiver wrote nothing to its own database for the deliveries.
+    // The receiver wrote nothing to its own database for the deliveries, nor for gap repair's walk.
     const receiverClient = new pg.Client({ connectionString: receiverDb });
     await receiverClient.connect();
     try {
+      // Gap repair's walk was relayed, and only then its watermark moved (the one thing the receiver writes).
+      await eventually(async () => (await receiverClient.query(`SELECT 1 FROM fhir_rte.checkpoint`)).rows.length > 0, 'gap repair\'s watermark', 60_000, 100);
       expect((await receiverClient.query(`SELECT count(*)::int AS n FROM fhir_rte.resource_state`)).rows).toEqual([{ n: 0 }]);
     } finally {
       await receiverClient.end();
@@ -240,14 +247,18 @@ describe.skipIf(!brokersText)(`REST-hook relay to Kafka${why ? ` (skipped: ${why
     await client.connect();
     try {
       const state = async () => (await client.query(`SELECT resource_id, deleted FROM fhir_rte.resource_state ORDER BY 1`)).rows;
-      await eventually(async () => (await state()).length === 2 || applierProcess.child.exitCode !== null, 'both patients applied, or the applier exited', 120_000);
-      expect(await state(), applierProcess.output.slice(-3000)).toHaveLength(2);
+      await eventually(async () => (await state()).length === 3 || applierProcess.child.exitCode !== null, 'the three patients applied, or the applier exited', 120_000);
+      expect(await state(), applierProcess.output.slice(-3000)).toHaveLength(3);
       expect(await state()).toEqual([
         { resource_id: 'cli1', deleted: false },
         { resource_id: 'cli2', deleted: true },
+        { resource_id: lost.id, deleted: false },
       ]);
-      // cli2's DELETE carried no version (no fhirServer): ordered by its arrival, kept as the record's timestamp.
-      expect((await client.query(`SELECT source_resource_id AS id, gender FROM patient WHERE deleted_at IS NULL`)).rows).toEqual([{ id: 'Patient/cli1', gender: 'female' }]);
+      // cli2's DELETE carried no version (the server does not know cli2: 404): ordered by its arrival, kept as the record's timestamp.
+      expect((await client.query(`SELECT source_resource_id AS id, gender FROM patient WHERE deleted_at IS NULL ORDER BY 1`)).rows).toEqual([
+        { id: 'Patient/cli1', gender: 'female' },
+        { id: 'Patient/held', gender: 'unknown' },
+      ]);
       expect(applierProcess.output).not.toContain('HTTP server listening');
     } finally {
       await client.end();
