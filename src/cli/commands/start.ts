@@ -1,8 +1,7 @@
 import type { Command } from 'commander';
 import type { Logger } from 'pino';
-import { loadConfig } from '../../config/config.js';
+import { loadConfig, type ResthookConfig } from '../../config/config.js';
 import { createHttpServer, listen } from '../../http/server.js';
-import type { ResthookConfig } from '../../config/config.js';
 import { fhirServerReads } from '../../sources/resthook/fhir-server-reads.js';
 import { addOutcome, emptyOutcome, SinkFailure } from '../../sink/sink.js';
 import { KafkaSource } from '../../sources/kafka/kafka-source.js';
