@@ -26,6 +26,10 @@ export interface RelayRecord {
  *   keeps milliseconds; the receiver's microseconds are truncated. The topic must keep the producer's time
  *   (`message.timestamp.type=CreateTime`, Kafka's default), not the broker's append time.
  *
+ * One shape this cannot carry: an upsert of a `Parameters` resource holding a parameter named
+ * `subscription` reads back as an R4 Backport notification's status entry, which the parser skips
+ * (from-fhir.ts isNotificationStatus); servers do not store Parameters, so no Subscription delivers one.
+ *
  * The receiver refuses unreadable deliveries (400) before they reach here; an unreadable event would be
  * relayed as its raw text, so the applier dead-letters it rather than it being dropped.
  */
