@@ -28,7 +28,7 @@ export interface RelayRecord {
  *
  * One shape this cannot carry: an upsert of a `Parameters` resource holding a parameter named
  * `subscription` reads back as an R4 Backport notification's status entry, which the parser skips
- * (from-fhir.ts isNotificationStatus); servers do not store Parameters, so no Subscription delivers one.
+ * (from-fhir.ts isNotificationStatus). Parameters is an operation payload that servers seldom store.
  *
  * The receiver refuses unreadable deliveries (400) before they reach here; an unreadable event would be
  * relayed as its raw text, so the applier dead-letters it rather than it being dropped.
