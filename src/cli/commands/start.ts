@@ -74,6 +74,7 @@ function configuredSources(runtime: Runtime, server: ReturnType<typeof createHtt
       stalled: () => sink.stall !== undefined,
       catchUp: reads?.gapRepair,
       resolveDelete: reads?.resolveDelete,
+      readCurrent: reads?.readCurrent,
     });
     sources.push({ source: receiver, log });
   }

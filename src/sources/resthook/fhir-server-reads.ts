@@ -3,13 +3,17 @@ import type { Logger } from 'pino';
 import type { Config } from '../../config/config.js';
 import { authenticator } from '../../fhir-client/auth.js';
 import { FhirClient } from '../../fhir-client/fhir-client.js';
+import { currentReader, type ReadCurrent } from '../../fhir-client/read-current.js';
 import { deleteResolver, type ResolveDelete } from '../../fhir-client/resolve-delete.js';
+import { tlsDispatcher } from '../../fhir-client/tls.js';
 import { GapRepair } from './gap-repair.js';
 
 export interface FhirServerReads {
   client: FhirClient;
   /** For the receiver's DELETE deliveries. */
   resolveDelete: ResolveDelete;
+  /** For the receiver's id-only topic notifications. */
+  readCurrent: ReadCurrent;
   /** A Source for `fhir-rte start`, and the receiver's CatchUp. */
   gapRepair: GapRepair;
 }
@@ -22,7 +26,8 @@ export function fhirServerReads(config: Config, pool: pg.Pool, logger: Logger): 
   const client = fhirClient(config, server, log);
   return {
     client,
-    resolveDelete: deleteResolver(client, { concurrency: server.concurrency, logger: log }),
+    resolveDelete: deleteResolver(client, { logger: log }),
+    readCurrent: currentReader(client),
     gapRepair: new GapRepair({
       client,
       pool,
@@ -46,5 +51,7 @@ export function fhirClient(config: Config, server: NonNullable<Config['fhirServe
     retry: config.retry,
     retryAfterMaxMs: server.retryAfterMaxMs,
     logger: log,
+    limits: { maxConcurrency: server.maxConcurrency, maxRequestsPerSecond: server.maxRequestsPerSecond },
+    ...(server.tls ? { dispatcher: tlsDispatcher(server.tls) } : {}),
   });
 }
