@@ -3,9 +3,9 @@ import type { NotificationStatus } from './notification.js';
 /** Event numbers of one subscription that no notification received so far carried. */
 export interface MissedEvents {
   subscription: string;
-  /** The highest number acknowledged before, and the highest this notification says exists. */
-  after: number;
-  upTo: number;
+  /** The first and last number missing (those between may have come). */
+  first: number;
+  last: number;
 }
 
 /** One notification's claim on the sequence, settled when it has been answered. */
@@ -70,6 +70,12 @@ export class EventNumbers {
   private missed(subscription: string, seq: Sequence, top: number, numbers: number[]): MissedEvents | undefined {
     if (top <= seq.highest) return undefined;
     const accounted = new Set([...numbers, ...seq.inFlight.keys()].filter((n) => n > seq.highest && n <= top));
-    return top - seq.highest > accounted.size ? { subscription, after: seq.highest, upTo: top } : undefined;
+    if (top - seq.highest === accounted.size) return undefined;
+    // Each walk passes at most accounted.size numbers before it finds one missing.
+    let first = seq.highest + 1;
+    while (accounted.has(first)) first++;
+    let last = top;
+    while (accounted.has(last)) last--;
+    return { subscription, first, last };
   }
 }

@@ -200,13 +200,13 @@ export class ResthookSource implements Source {
   }
 
   private missedEvents(missed: MissedEvents): void {
-    const { subscription, after, upTo } = missed;
-    const what = `event ${after + 1 === upTo ? upTo : `${after + 1}-${upTo}`} of ${subscription} never arrived`;
+    const { subscription, first, last } = missed;
+    const what = `event ${first === last ? first : `${first}-${last}`} of ${subscription} never arrived`;
     if (this.options.catchUp) {
-      this.options.log.info({ subscription, after, upTo }, `${what}: catch-up read of the server's history requested`);
+      this.options.log.info({ subscription, first, last }, `${what}: catch-up read of the server's history requested`);
       this.options.catchUp.request(what);
     } else {
-      this.options.log.warn({ subscription, after, upTo }, `${what}, and no fhirServer is configured to read it from: configure fhirServer so that gap repair recovers it`);
+      this.options.log.warn({ subscription, first, last }, `${what}, and no fhirServer is configured to read it from: configure fhirServer so that gap repair recovers it`);
     }
   }
 
