@@ -54,12 +54,18 @@ const VERIFY_CODES = new Set([
   'CERT_SIGNATURE_FAILURE',
   'ERR_TLS_CERT_ALTNAME_INVALID',
 ]);
-const REFUSED_ALERT = /^ERR_SSL_.*ALERT_(BAD_CERTIFICATE|CERTIFICATE_REQUIRED|UNKNOWN_CA|CERTIFICATE_UNKNOWN|UNSUPPORTED_CERTIFICATE|ACCESS_DENIED)$/;
+/**
+ * Alerts of a server that refuses the handshake: a TLS 1.2 server without the client certificate it asks for
+ * answers handshake_failure (40). A TLS 1.3 server learns of the missing certificate only after the client
+ * thinks the handshake done, and closes the connection: indistinguishable from a restart, so that stays transient.
+ */
+const REFUSED_ALERT = /^ERR_SSL_.*ALERT_(BAD_CERTIFICATE|CERTIFICATE_REQUIRED|UNKNOWN_CA|CERTIFICATE_UNKNOWN|UNSUPPORTED_CERTIFICATE|ACCESS_DENIED|HANDSHAKE_FAILURE)$/;
 
 /** What was wrong when a request failed for a certificate (ours or the server's), else undefined: retrying cannot fix it. */
 export function tlsProblem(cause: { code?: string; message?: string } | undefined): string | undefined {
   const code = cause?.code;
   if (!code || (!VERIFY_CODES.has(code) && !REFUSED_ALERT.test(code))) return undefined;
-  const side = REFUSED_ALERT.test(code) ? 'the server refused fhir-rte\'s client certificate (or its absence)' : 'the server\'s certificate is not trusted';
-  return `${side} (${code}: ${cause?.message ?? ''})`;
+  // OpenSSL's own text for an alert is a line of internals; the code says it.
+  if (REFUSED_ALERT.test(code)) return `the server refused the handshake (fhir-rte's client certificate, or its absence) (${code})`;
+  return `the server's certificate is not trusted (${code}: ${cause?.message ?? ''})`;
 }
