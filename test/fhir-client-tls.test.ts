@@ -5,7 +5,9 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
+import { generateKeyPairSync } from 'node:crypto';
 import { loadConfig } from '../src/config/config.js';
+import { fhirClient } from '../src/sources/resthook/fhir-server-reads.js';
 import { authenticator } from '../src/fhir-client/auth.js';
 import { FhirClient } from '../src/fhir-client/fhir-client.js';
 import { FhirServerError } from '../src/fhir-client/fhir-error.js';
@@ -25,6 +27,7 @@ let plain: string;
 let mutual12: string;
 let mutual13: string;
 const clientNames: string[] = [];
+const authorizations: string[] = [];
 
 async function httpsServer(requireClientCert: boolean, maxVersion: 'TLSv1.2' | 'TLSv1.3' = 'TLSv1.3'): Promise<string> {
   const server = createServer(
@@ -35,6 +38,12 @@ async function httpsServer(requireClientCert: boolean, maxVersion: 'TLSv1.2' | '
       ...(requireClientCert ? { ca: readFileSync(certs.caFile), requestCert: true, rejectUnauthorized: true } : {}),
     },
     (req, res) => {
+      // A SMART token endpoint on the same host (the SMART Backend Services grant; smart-auth.test.ts checks the assertion).
+      if (req.method === 'POST' && req.url === '/auth/token') {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        return void res.end(JSON.stringify({ access_token: 'tls-token', token_type: 'bearer', expires_in: 300 }));
+      }
+      authorizations.push(req.headers.authorization ?? '');
       const peer = (req.socket as TLSSocket).getPeerCertificate();
       const cn = peer?.subject?.CN;
       if (cn) clientNames.push(String(cn));
@@ -117,4 +126,17 @@ it('config: tls paths are resolved against the config file; a key that does not 
   expect(() => loadConfig(file, {}, {})).toThrow(/\/fhirServer\/tls.*both cert and key/);
   expect(() => tlsDispatcher({ cert: certs.clientCertFile, key: join(certs.dir, 'broker.key') })).toThrow(/fhirServer\.tls: .*client\.pem.*broker\.key do not make a TLS context/);
   expect(() => tlsDispatcher({ ca: join(dir, 'missing.pem') })).toThrow(/fhirServer\.tls\.ca: cannot read .*missing\.pem: ENOENT/);
+});
+
+it('the SMART token endpoint is reached with the same fhirServer.tls settings', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'fhir-rte-tls-smart-'));
+  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  writeFileSync(join(dir, 'smart.pem'), privateKey.export({ type: 'pkcs8', format: 'pem' }));
+  const file = join(dir, 'fhir-rte.yaml');
+  const origin = plain.replace(/\/fhir$/, '');
+  writeFileSync(file, `fhirServer:\n  baseUrl: ${plain}\n  auth: { type: smart, tokenUrl: ${origin}/auth/token, clientId: fhir-rte, privateKey: ${join(dir, 'smart.pem')} }\n  tls: { ca: ${certs.caFile} }\n`);
+  const config = loadConfig(file, {}, {});
+  const res = await fhirClient(config, config.fhirServer!, silent).get('Patient/tls-1');
+  expect(res.status).toBe(200);
+  expect(authorizations.at(-1)).toBe('Bearer tls-token');
 });

@@ -43,15 +43,16 @@ export function fhirServerReads(config: Config, pool: pg.Pool, logger: Logger): 
 
 /** The client for the configured FHIR server (also `fhir-rte subscribe`'s). */
 export function fhirClient(config: Config, server: NonNullable<Config['fhirServer']>, log: Logger): FhirClient {
+  const dispatcher = server.tls ? tlsDispatcher(server.tls) : undefined;
   return new FhirClient({
     baseUrl: server.baseUrl,
-    auth: authenticator(server.auth, { timeoutMs: server.timeoutMs }),
+    auth: authenticator(server.auth, { timeoutMs: server.timeoutMs, ...(dispatcher ? { dispatcher } : {}) }),
     timeoutMs: server.timeoutMs,
     maxAttempts: server.maxAttempts,
     retry: config.retry,
     retryAfterMaxMs: server.retryAfterMaxMs,
     logger: log,
     limits: { maxConcurrency: server.maxConcurrency, maxRequestsPerSecond: server.maxRequestsPerSecond },
-    ...(server.tls ? { dispatcher: tlsDispatcher(server.tls) } : {}),
+    ...(dispatcher ? { dispatcher } : {}),
   });
 }
