@@ -2,8 +2,6 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import type { HttpConfig, ResthookConfig } from '../../config/config.js';
 import { arrivalNow, describeOrigin, type ChangeEvent } from '../../events/change-event.js';
-import { orderOf } from '../../events/from-fhir.js';
-import { FhirServerError } from '../../fhir-client/fhir-error.js';
 import type { ReadCurrent } from '../../fhir-client/read-current.js';
 import { isLoopback } from '../../http/server.js';
 import { SinkFailure } from '../../sink/sink.js';
@@ -11,9 +9,10 @@ import type { ApplyBatch, Source } from '../source.js';
 import { readDelivery, targetOf, type Delivery } from './delivery.js';
 import { EventNumbers, type MissedEvents } from './event-numbers.js';
 import { GroupCommit } from './group-commit.js';
+import { readNamed } from './id-only.js';
 import { accepted, badRequest, operationOutcome, tooLarge, unavailable, type Answer } from './operation-outcome.js';
 import { bearerProblem, signatureProblem } from './secret.js';
-import { isEmptyEventNotification, type Notification, type ResourceReference } from './notification.js';
+import { isEmptyEventNotification, type Notification } from './notification.js';
 import type { CatchUp, ResolveDelete } from './server-reads.js';
 
 export interface ResthookOptions {
@@ -194,7 +193,7 @@ export class ResthookSource implements Source {
 
   private async notificationAnswer(n: Notification): Promise<Answer> {
     if (isEmptyEventNotification(n)) return this.requestCatchUp('empty event notification');
-    const read = await this.readReferences(n.references);
+    const read = await readNamed(n.references, { read: this.options.readCurrent, timeoutMs: this.config.ackTimeoutMs, retryAfterSeconds: this.config.retryAfterSeconds, log: this.options.log });
     if ('refusal' in read) return read.refusal;
     return this.commit(await this.resolved([...n.events, ...read.events]));
   }
@@ -208,47 +207,6 @@ export class ResthookSource implements Source {
     } else {
       this.options.log.warn({ subscription, first, last }, `${what}, and no fhirServer is configured to read it from: configure fhirServer so that gap repair recovers it`);
     }
-  }
-
-  /**
-   * id-only content: each named resource as the server holds it now (a 410 is a delete at the version its
-   * Location names). A server fault that may pass (unreachable, 429/5xx after the client's retries, a read
-   * not done before the ack timeout, refused credentials) refuses the whole notification with 503, so the
-   * sender retries; a 404 or another 4xx, or no fhirServer at all, dead-letters that reference with its cause.
-   */
-  private async readReferences(refs: ResourceReference[]): Promise<{ events: ChangeEvent[] } | { refusal: Answer }> {
-    const read = this.options.readCurrent;
-    if (refs.length === 0) return { events: [] };
-    if (!read) return { events: refs.map((r) => unresolved(r, 'no fhirServer is configured to read it from: configure fhirServer (gap repair then reads what was missed), or set the Subscription\'s content to full-resource')) };
-    const signal = AbortSignal.timeout(this.config.ackTimeoutMs);
-    try {
-      return { events: await Promise.all(refs.map(async (r) => this.eventOfRead(r, await read(r, signal)))) };
-    } catch (err) {
-      if (err instanceof FhirServerError && err.fault === 'request') return { events: await this.oneByOne(refs, read, signal) };
-      const why = err instanceof FhirServerError ? err.message : `no answer within resthook.ackTimeoutMs (${this.config.ackTimeoutMs} ms)`;
-      this.options.log[err instanceof FhirServerError && err.fault === 'auth' ? 'error' : 'warn']({ error: why }, 'an id-only notification could not be read from the FHIR server; answered 503 so that the sender retries');
-      return { refusal: unavailable(`the resources this id-only notification names could not be read from the FHIR server: ${why}; nothing was written; retry`, this.config.retryAfterSeconds) };
-    }
-  }
-
-  /** After a refused read: each reference alone, so only those the server refuses are dead-lettered. */
-  private async oneByOne(refs: ResourceReference[], read: ReadCurrent, signal: AbortSignal): Promise<ChangeEvent[]> {
-    return Promise.all(
-      refs.map(async (r) => {
-        try {
-          return this.eventOfRead(r, await read(r, signal));
-        } catch (err) {
-          if (err instanceof FhirServerError && err.fault === 'request') return unresolved(r, err.message, err.status);
-          throw err;
-        }
-      }),
-    );
-  }
-
-  private eventOfRead(r: ResourceReference, state: Awaited<ReturnType<ReadCurrent>>): ChangeEvent {
-    if (state.found === 'live') return { ...state.event, order: { ...state.event.order, arrivalMicros: r.arrival } };
-    if (state.found === 'deleted') return { op: 'delete', resourceType: r.resourceType, id: r.id, origin: r.origin, order: orderOf(state, r.arrival) };
-    return unresolved(r, `the FHIR server answered ${state.status === 404 ? '404: it does not know the resource' : `${state.status} with something else than the resource`}`, state.status);
   }
 
   /** Deletes without a version are ordered by the server when a resolver is configured; on its failure they stay unversioned. */
@@ -288,20 +246,6 @@ export class ResthookSource implements Source {
     if (answer.retryAfter !== undefined) void reply.header('retry-after', String(answer.retryAfter));
     return reply.code(answer.status).type('application/fhir+json').send(operationOutcome(answer));
   }
-}
-
-/** A reference that cannot become a change: dead-lettered with why, beside the rest of its notification. */
-function unresolved(r: ResourceReference, why: string, status?: number): ChangeEvent {
-  const resource = `${r.resourceType}/${r.id}`;
-  return {
-    op: 'unreadable',
-    resourceType: r.resourceType,
-    id: r.id,
-    raw: JSON.stringify({ reference: resource }),
-    origin: r.origin,
-    order: { arrivalMicros: r.arrival },
-    error: { errorClass: 'ReferenceUnresolved', message: `${resource}, named by an id-only notification, could not be read: ${why}`, detail: { resource, ...(status === undefined ? {} : { status }) } },
-  };
 }
 
 function header(value: string | string[] | undefined): string | undefined {
