@@ -263,3 +263,36 @@ describe('EventNumbers', () => {
     expect(seq.receive(status('event-notification', 5, [5])).missed).toBeUndefined(); // a late redelivery
   });
 });
+
+it('a burst of DELETE deliveries and id-only notifications never has more than fhirServer.maxConcurrency (default 4) reads in flight at the server', async () => {
+  const ids = Array.from({ length: 8 }, (_, i) => `burst-${i}`);
+  for (const id of ids) hapi.create(person(id, 'Burst'));
+  for (const id of ids.slice(0, 4)) hapi.remove('Patient', id);
+  let inFlight = 0;
+  let most = 0;
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => (release = resolve));
+  hapi.beforeRead = async () => {
+    most = Math.max(most, ++inFlight);
+    await held;
+    inFlight--;
+  };
+  try {
+    const auth = { authorization: `Bearer ${SECRET}` };
+    const deletes = ids.slice(0, 4).map((id) => fetch(`${receiver.endpoint}/Patient/${id}`, { method: 'DELETE', headers: auth }));
+    const server = topicServer('r5', 'id-only');
+    const notifications = ids.slice(4).map((id) => server.notify([{ resourceType: 'Patient', id }]));
+    await eventually(() => inFlight === 4, 'the first reads to reach the server');
+    release();
+    expect((await Promise.all(deletes)).map((r) => r.status)).toEqual([200, 200, 200, 200]);
+    expect(await Promise.all(notifications)).toEqual([200, 200, 200, 200]);
+  } finally {
+    hapi.beforeRead = undefined;
+    release();
+  }
+  expect(most).toBe(4);
+  const states = await t.rows<{ resource_id: string; version_id: string; deleted: boolean }>(
+    `SELECT resource_id, version_id, deleted FROM fhir_rte.resource_state WHERE resource_type = 'Patient' AND resource_id LIKE 'burst-%' ORDER BY resource_id`,
+  );
+  expect(states).toEqual(ids.map((id, i) => ({ resource_id: id, version_id: i < 4 ? '2' : '1', deleted: i < 4 })));
+});
