@@ -76,7 +76,7 @@ async function stateOf(id: string) {
   return row;
 }
 
-describe.each(['r4-backport', 'r5'] as const)('%s notifications', (flavour) => {
+describe.each(['r4-backport', 'r4b', 'r5'] as const)('%s notifications', (flavour) => {
   const p = (id: string) => `${flavour}-${id}`;
 
   it('handshake and heartbeat: acknowledged, nothing applied, no catch-up', async () => {

@@ -16,6 +16,9 @@ import type { HapiStandIn } from './hapi-server.js';
  *   event a `notification-event` with parts `event-number` (valueString), `timestamp` and, except for empty
  *   content, `focus`; entry[0].request is `GET …/Subscription/{id}/$status`, response 200. As in the IG's
  *   r4-notification-id-only example, id-only content names the resources in `focus` only.
+ * - `r4b`: the Backport IG on R4B (profile backport-subscription-notification, example
+ *   r4b-notification-status): a `history` Bundle whose entry[0] is an R4B SubscriptionStatus (its
+ *   `eventsSinceSubscriptionStart` and `eventNumber` are strings in R4B), with the same `$status` request.
  * - `r5`: FHIR R5 (https://hl7.org/fhir/R5/subscriptionstatus.html, Bundle.type subscription-notification):
  *   entry[0] a SubscriptionStatus with `type`, `eventsSinceSubscriptionStart` and
  *   `notificationEvent[].eventNumber` (integer64, so JSON strings), `focus`, and `subscription.reference`. Its
@@ -26,7 +29,7 @@ import type { HapiStandIn } from './hapi-server.js';
  * directly is named like any other (id-only: a GET of it, IG "Bundle Type Considerations"). Event numbers count every event, delivered or dropped, and
  * heartbeats and handshakes do not add to them (R5 SubscriptionStatus.eventsSinceSubscriptionStart).
  */
-export type Flavour = 'r4-backport' | 'r5';
+export type Flavour = 'r4-backport' | 'r4b' | 'r5';
 export type Content = 'full-resource' | 'id-only' | 'empty';
 
 export interface Change {
@@ -68,7 +71,9 @@ export class StandInTopicServer {
       type === 'event-notification'
         ? changes.map((c) => ({ number: ++this.events, focus: content === 'empty' ? undefined : `${this.server.baseUrl}/${c.resourceType}/${c.id}` }))
         : [];
-    const status = flavour === 'r5' ? this.r5Status(type, event) : this.backportStatus(type, event);
+    const status = flavour === 'r4-backport' ? this.backportStatus(type, event) : this.r5Status(type, event);
+    // R4B notifications are history Bundles: every entry has a request, the status's a GET of $status.
+    if (flavour === 'r4b') Object.assign(status, { request: { method: 'GET', url: `${this.subscription}/$status` }, response: { status: '200' } });
     const entries = content === 'empty' ? [] : changes.map((c) => this.entry(c)).filter((e): e is Record<string, unknown> => e !== undefined);
     return {
       resourceType: 'Bundle',
