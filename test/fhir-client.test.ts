@@ -8,6 +8,7 @@ import { authenticator, type AuthConfig } from '../src/fhir-client/auth.js';
 import { FhirClient } from '../src/fhir-client/fhir-client.js';
 import { FhirServerError } from '../src/fhir-client/fhir-error.js';
 import { historyPages } from '../src/fhir-client/history.js';
+import type { RequestLimits } from '../src/fhir-client/limit.js';
 import { deleteResolver } from '../src/fhir-client/resolve-delete.js';
 import { freePort } from './support/free-port.js';
 import { startHapiStandIn, type HapiStandIn } from './support/hapi-server.js';
@@ -26,7 +27,7 @@ beforeEach(() => {
   hapi.beforeRead = undefined;
 });
 
-function client(options: { baseUrl?: string; auth?: AuthConfig; maxAttempts?: number; retryAfterMaxMs?: number; logs?: string[] } = {}): FhirClient {
+function client(options: { baseUrl?: string; auth?: AuthConfig; maxAttempts?: number; retryAfterMaxMs?: number; logs?: string[]; limits?: RequestLimits } = {}): FhirClient {
   const logger = options.logs ? pino({ level: 'debug' }, { write: (line: string) => void options.logs!.push(line) }) : silent;
   return new FhirClient({
     baseUrl: options.baseUrl ?? hapi.baseUrl,
@@ -36,6 +37,7 @@ function client(options: { baseUrl?: string; auth?: AuthConfig; maxAttempts?: nu
     retry: { initialMs: 20, maxMs: 100 },
     retryAfterMaxMs: options.retryAfterMaxMs ?? 10_000,
     logger,
+    ...(options.limits ? { limits: options.limits } : {}),
   });
 }
 
@@ -178,7 +180,7 @@ describe('delete resolution', () => {
     const before = BigInt(Date.now()) * 1000n;
     expect(hapi.remove('Patient', 'd1')).toBe('3');
     const handed = deleteOf('Patient', 'd1');
-    const resolved = await deleteResolver(client(), { concurrency: 2, logger: silent })(handed);
+    const resolved = await deleteResolver(client(), { logger: silent })(handed);
     expect(resolved).toEqual({ ...handed, order: { ...handed.order, versionId: '3', lastUpdatedMicros: expect.any(BigInt) } });
     // dated by the OperationOutcome's "Resource was deleted at <instant>"
     const at = (resolved.order.lastUpdatedMicros ?? 0n) - before;
@@ -190,18 +192,18 @@ describe('delete resolution', () => {
     hapi.create(patient('d2', 1));
     hapi.remove('Patient', 'd2');
     hapi.update(patient('d2', 1, { gender: 'unknown' })); // re-created after the delete
-    const resolved = await deleteResolver(client(), { concurrency: 2, logger: silent })(deleteOf('Patient', 'd2'));
+    const resolved = await deleteResolver(client(), { logger: silent })(deleteOf('Patient', 'd2'));
     expect(resolved).toMatchObject({ op: 'upsert', id: 'd2', order: { versionId: '3' }, resource: { gender: 'unknown' }, origin: { kind: 'http', method: 'GET' } });
   });
 
   it('404 or an unreachable server: the delete as handed', async () => {
     const handed = deleteOf('Patient', 'never-there');
-    expect(await deleteResolver(client(), { concurrency: 2, logger: silent })(handed)).toBe(handed);
+    expect(await deleteResolver(client(), { logger: silent })(handed)).toBe(handed);
     const down = client({ baseUrl: `http://127.0.0.1:${await freePort()}/fhir`, maxAttempts: 2 });
-    expect(await deleteResolver(down, { concurrency: 2, logger: silent })(handed)).toBe(handed);
+    expect(await deleteResolver(down, { logger: silent })(handed)).toBe(handed);
   });
 
-  it('reads at most `concurrency` at once', async () => {
+  it('a burst of deletes never has more than fhirServer.maxConcurrency reads in flight at the server', async () => {
     let inFlight = 0;
     let most = 0;
     let release!: () => void;
@@ -211,13 +213,40 @@ describe('delete resolution', () => {
       await held;
       inFlight--;
     };
-    const resolve = deleteResolver(client(), { concurrency: 2, logger: silent });
-    const all = Promise.all(Array.from({ length: 6 }, (_, i) => resolve(deleteOf('Patient', `c${i}`))));
+    const resolve = deleteResolver(client({ limits: { maxConcurrency: 2, maxRequestsPerSecond: 1000 } }), { logger: silent });
+    const all = Promise.all(Array.from({ length: 12 }, (_, i) => resolve(deleteOf('Patient', `c${i}`))));
     await expect.poll(() => hapi.requests.length, { timeout: 10_000 }).toBe(2);
     release();
     await all;
-    expect(hapi.requests).toHaveLength(6);
+    expect(hapi.requests).toHaveLength(12);
     expect(most).toBe(2);
+  });
+});
+
+describe('request limits', () => {
+  it('maxRequestsPerSecond: in no second does the server see more than the rate and its one-second burst', async () => {
+    const seen: number[] = [];
+    hapi.beforeRead = () => void seen.push(performance.now());
+    const limited = client({ limits: { maxConcurrency: 8, maxRequestsPerSecond: 5 } });
+    await Promise.all(Array.from({ length: 14 }, (_, i) => limited.get(`Patient/rate-${i}`)));
+    expect(seen).toHaveLength(14);
+    // A bucket of 5 refilled at 5/s: any window of 1 s (less a scheduling slack) holds at most 5 + 5 starts.
+    for (const start of seen) expect(seen.filter((at) => at >= start && at < start + 950).length).toBeLessThanOrEqual(10);
+    // and the burst is bounded: 14 requests cannot all start within the first second.
+    expect(Math.max(...seen) - Math.min(...seen)).toBeGreaterThanOrEqual(1000);
+  });
+
+  it('config: maxConcurrency and maxRequestsPerSecond have defaults and are validated', async () => {
+    const { mkdtempSync, writeFileSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const file = join(mkdtempSync(join(tmpdir(), 'fhir-rte-cfg-')), 'fhir-rte.yaml');
+    writeFileSync(file, 'fhirServer:\n  baseUrl: http://hapi:8080/fhir\n');
+    expect(loadConfig(file, {}, {}).fhirServer).toMatchObject({ maxConcurrency: 4, maxRequestsPerSecond: 50 });
+    writeFileSync(file, 'fhirServer:\n  baseUrl: http://hapi:8080/fhir\n  maxConcurrency: 2\n  maxRequestsPerSecond: 2.5\n');
+    expect(loadConfig(file, {}, {}).fhirServer).toMatchObject({ maxConcurrency: 2, maxRequestsPerSecond: 2.5 });
+    writeFileSync(file, 'fhirServer:\n  baseUrl: http://hapi:8080/fhir\n  maxRequestsPerSecond: 0\n');
+    expect(() => loadConfig(file, {}, {})).toThrow(/fhirServer\/maxRequestsPerSecond/);
   });
 });
 

@@ -80,7 +80,7 @@ function kafkaConfig(brokers: string[], topic: string): KafkaConfig {
 /** The reads that order a DELETE by the server (410 with Location, wire doc §5), as `fhir-rte start` builds them. */
 function resolverOf(server: HapiStandIn) {
   const client = new FhirClient({ baseUrl: server.baseUrl, auth: authenticator({ type: 'none' }), timeoutMs: 5000, maxAttempts: 3, retry: { initialMs: 20, maxMs: 100 }, retryAfterMaxMs: 1000, logger: silent });
-  return deleteResolver(client, { concurrency: 2, logger: silent });
+  return deleteResolver(client, { logger: silent });
 }
 
 const statuses = (all: Attempt[][]) => all.map((a) => lastOf(a).status);

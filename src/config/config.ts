@@ -6,6 +6,8 @@ import { readStructuredFile } from './read-file.js';
 import { configSchema } from './schema.js';
 import type { AuthConfig } from '../fhir-client/auth.js';
 import type { SmartAlg, SmartAuthConfig } from '../fhir-client/smart.js';
+import type { FhirTlsConfig } from '../fhir-client/tls.js';
+import { DEFAULT_LIMITS } from '../fhir-client/limit.js';
 import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 
@@ -68,8 +70,12 @@ export interface FhirServerConfig {
   timeoutMs: number;
   maxAttempts: number;
   retryAfterMaxMs: number;
-  /** Reads at once to resolve deletes. */
-  concurrency: number;
+  /** Requests in flight at once, whoever makes them (FhirClient's one limit). */
+  maxConcurrency: number;
+  /** Requests started a second, on average. */
+  maxRequestsPerSecond: number;
+  /** Trust and client certificate for an https server (paths, resolved against the config file). */
+  tls?: FhirTlsConfig;
   /** Types whose `_history` gap repair reads; empty: the system-level `_history`. */
   historyTypes: string[];
   pageSize: number;
@@ -139,7 +145,7 @@ function fromRaw(raw: RawConfig, where: string, overrides: ConfigOverrides, env:
     log: { level: env.FHIR_RTE_LOG_LEVEL || raw.log?.level || 'info' },
     kafka: kafkaConfig(raw.kafka, env, where),
     http: httpConfig(raw.http, env, at, where),
-    fhirServer: fhirServerConfig(raw.fhirServer, env, where),
+    fhirServer: fhirServerConfig(raw.fhirServer, env, where, at),
   };
   config.resthook = resthookConfig(raw.resthook, env, !config.kafka, config.kafka, where);
   if (config.retry.maxMs < config.retry.initialMs) throw new ConfigError(where, '/retry/maxMs', 'expected a value not below retry.initialMs');
@@ -224,7 +230,7 @@ function relay(raw: Partial<ResthookConfig> | undefined, kafka: KafkaConfig | un
 }
 
 /** The FHIR server fhir-rte reads (gap repair, delete resolution), when a base URL is configured. */
-function fhirServerConfig(raw: RawConfig['fhirServer'], env: NodeJS.ProcessEnv, where: string): FhirServerConfig | undefined {
+function fhirServerConfig(raw: RawConfig['fhirServer'], env: NodeJS.ProcessEnv, where: string, at: (p: string) => string): FhirServerConfig | undefined {
   const baseUrl = env.FHIR_RTE_FHIR_SERVER_URL || raw?.baseUrl;
   if (!baseUrl) return undefined;
   if (!/^https?:\/\//.test(baseUrl) || !URL.canParse(baseUrl)) throw new ConfigError(where, '/fhirServer/baseUrl', 'expected an http(s) URL');
@@ -236,13 +242,23 @@ function fhirServerConfig(raw: RawConfig['fhirServer'], env: NodeJS.ProcessEnv, 
     timeoutMs: raw?.timeoutMs ?? 30_000,
     maxAttempts: raw?.maxAttempts ?? 5,
     retryAfterMaxMs: raw?.retryAfterMaxMs ?? 60_000,
-    concurrency: raw?.concurrency ?? 4,
+    maxConcurrency: raw?.maxConcurrency ?? DEFAULT_LIMITS.maxConcurrency,
+    maxRequestsPerSecond: raw?.maxRequestsPerSecond ?? DEFAULT_LIMITS.maxRequestsPerSecond,
+    ...(raw?.tls ? { tls: fhirTls(raw.tls, at, where) } : {}),
     historyTypes: raw?.historyTypes ?? [],
     pageSize: raw?.pageSize ?? 100,
     repairEveryMs: raw?.repairEveryMs ?? 300_000,
     repairMarginMs: raw?.repairMarginMs ?? 300_000,
     firstRepair: raw?.firstRepair ?? 'full',
   };
+}
+
+/** TLS files resolved against the config file's directory, as http.tls's are. */
+function fhirTls(raw: FhirTlsConfig, at: (p: string) => string, where: string): FhirTlsConfig {
+  if ((raw.cert === undefined) !== (raw.key === undefined)) throw new ConfigError(where, '/fhirServer/tls', 'expected both cert and key for a client certificate, or neither');
+  const file = (p: string | undefined) => (p === undefined ? undefined : at(p));
+  const [ca, cert, key] = [file(raw.ca), file(raw.cert), file(raw.key)];
+  return { ...(ca ? { ca } : {}), ...(cert ? { cert } : {}), ...(key ? { key } : {}), ...(raw.rejectUnauthorized === undefined ? {} : { rejectUnauthorized: raw.rejectUnauthorized }) };
 }
 
 /** Auth from the file, its secrets completed or overridden by FHIR_RTE_FHIR_SERVER_USERNAME, _PASSWORD and _TOKEN. */

@@ -13,6 +13,8 @@ export const ERROR_CLASSES = {
   UnrecognisedMessage: 'a Kafka record that is neither a resource, a Bundle nor a HAPI message, or a tombstone whose key is not `Type/id`',
   EmptyMessage: 'a Kafka record with an empty value',
   UnreadableFile: 'a file that cannot be read or breaks off (a truncated or corrupt `.gz`); what was read before it counts',
+  ReferenceUnresolved:
+    'an `id-only` topic-based notification names a resource fhir-rte could not read: no `fhirServer` is configured, or the server answered 404 or refused the read (4xx); detail: the resource and the answer',
   TransformError:
     'a transformer cannot flatten the resource: a value its column refuses, several values for a single-valued column, a FHIRPath error (detail: transformer, table, column, FHIRPath)',
   DatabaseRejected: 'the database refused the record\'s values (detail: SQLSTATE, table, column, constraint)',

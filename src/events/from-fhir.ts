@@ -98,7 +98,7 @@ export interface VersionHint {
   lastUpdated?: string;
 }
 
-interface BundleEntry {
+export interface BundleEntry {
   resource?: FhirResource;
   request?: { method?: string; url?: string };
   response?: { etag?: string; lastModified?: string; location?: string };
@@ -119,7 +119,7 @@ function eventsFromBundle(bundle: FhirResource, origin: Origin, arrival: bigint,
 }
 
 /** A subscription notification's first entry is its SubscriptionStatus (R4B/R5) or Parameters (R4 backport). */
-function isNotificationStatus(entry: BundleEntry, index: number, bundle: FhirResource): boolean {
+export function isNotificationStatus(entry: BundleEntry, index: number, bundle: FhirResource): boolean {
   if (index !== 0 || bundle.type !== 'subscription-notification' && bundle.type !== 'history') return false;
   const rt = entry.resource?.resourceType;
   return rt === 'SubscriptionStatus' || (rt === 'Parameters' && bundle.type === 'history' && isBackportStatus(entry.resource));
@@ -130,7 +130,7 @@ function isBackportStatus(resource: FhirResource | undefined): boolean {
   return Array.isArray(params) && params.some((p) => (p as { name?: string }).name === 'subscription');
 }
 
-function eventFromEntry(entry: BundleEntry, origin: Origin, arrival: bigint): ChangeEvent {
+export function eventFromEntry(entry: BundleEntry, origin: Origin, arrival: bigint): ChangeEvent {
   const method = (entry.request?.method ?? (entry.resource ? 'PUT' : '')).toUpperCase();
   const hint: VersionHint = {
     versionId: versionFromEtag(entry.response?.etag),

@@ -1,3 +1,4 @@
+import type { Dispatcher } from 'undici';
 import { SmartBackendServices, type SmartAuthConfig } from './smart.js';
 
 /**
@@ -21,10 +22,11 @@ export type AuthConfig =
   | { type: 'bearer'; token: string }
   | SmartAuthConfig;
 
-export function authenticator(config: AuthConfig, options: { timeoutMs?: number } = {}): Authenticator {
+/** `dispatcher`: the FHIR client's TLS settings (tls.ts), for a token endpoint behind the same private CA. */
+export function authenticator(config: AuthConfig, options: { timeoutMs?: number; dispatcher?: Dispatcher } = {}): Authenticator {
   switch (config.type) {
     case 'smart':
-      return new SmartBackendServices(config, options.timeoutMs ?? 30_000);
+      return new SmartBackendServices(config, options.timeoutMs ?? 30_000, options.dispatcher);
     case 'none':
       return staticHeaders({});
     case 'basic':

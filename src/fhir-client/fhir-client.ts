@@ -1,8 +1,11 @@
 import type { Logger } from 'pino';
+import { fetch as undiciFetch, type Dispatcher } from 'undici';
 import type { FhirResource } from '../events/change-event.js';
 import { Backoff, sleepUnlessAborted, type BackoffPolicy } from '../retry/backoff.js';
 import type { Authenticator } from './auth.js';
 import { faultOfStatus, FhirServerError, retryAfterMs, statusError } from './fhir-error.js';
+import { DEFAULT_LIMITS, requestLimit, type RequestLimits } from './limit.js';
+import { tlsProblem } from './tls.js';
 
 export interface FhirClientOptions {
   /** The server's base, e.g. `https://fhir.example.org/fhir`. */
@@ -16,6 +19,10 @@ export interface FhirClientOptions {
   /** The longest wait a `Retry-After` may impose; a longer one is cut to this. */
   retryAfterMaxMs: number;
   logger: Logger;
+  /** Bounds every request this client makes, whoever asks (default DEFAULT_LIMITS). */
+  limits?: RequestLimits;
+  /** Connections with the configured TLS trust and client certificate (tls.ts); absent: Node's defaults. */
+  dispatcher?: Dispatcher;
 }
 
 /** A server's answer that is not a fault: a 2xx, or 404 / 410, which say something about the resource. */
@@ -44,9 +51,12 @@ const FHIR_JSON = 'application/fhir+json';
  */
 export class FhirClient {
   readonly baseUrl: string;
+  /** The one gate every request to the server passes: delete resolution, id-only reads, gap repair, subscribe. */
+  private readonly limit: ReturnType<typeof requestLimit>;
 
   constructor(private readonly options: FhirClientOptions) {
     this.baseUrl = options.baseUrl.replace(/\/+$/, '');
+    this.limit = requestLimit(options.limits ?? DEFAULT_LIMITS);
   }
 
   /** A path relative to the base (`Patient/1`, `_history?_since=…`) or an absolute URL under it. */
@@ -126,14 +136,19 @@ export class FhirClient {
     const { method } = init;
     try {
       const headers = { accept: FHIR_JSON, ...(init.body === undefined ? {} : { 'content-type': FHIR_JSON }), ...(await this.options.auth.headers(signal)) };
-      const res = await fetch(url, { method, body: init.body, headers, signal: signal ? AbortSignal.any([signal, timeout]) : timeout });
-      const text = await res.text();
-      return { url, status: res.status, headers: res.headers, text, body: parseOrUndefined(text) };
+      const both = signal ? AbortSignal.any([signal, timeout]) : timeout;
+      return await this.limit(async () => {
+        const res = await undiciFetch(url, { method, body: init.body, headers, signal: both, ...(this.options.dispatcher ? { dispatcher: this.options.dispatcher } : {}) });
+        const text = await res.text();
+        return { url, status: res.status, headers: res.headers as unknown as Headers, text, body: parseOrUndefined(text) };
+      }, both);
     } catch (err) {
       signal?.throwIfAborted();
       if (timeout.aborted) throw new FhirServerError('transient', url, `the FHIR server did not answer ${method} ${url} within ${this.options.timeoutMs} ms`);
       if (err instanceof FhirServerError) throw err;
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+      const tls = tlsProblem(cause);
+      if (tls) throw new FhirServerError('auth', url, `TLS with the FHIR server failed for ${method} ${url}: ${tls}; check fhirServer.tls`);
       throw new FhirServerError('transient', url, `the FHIR server could not be reached for ${method} ${url}: ${cause?.code ?? cause?.message ?? (err as Error).message}`);
     }
   }

@@ -1,9 +1,9 @@
 import type { Logger } from 'pino';
 import type { ChangeEvent, DeleteEvent } from '../events/change-event.js';
-import { eventsFromText, orderOf, parseReference } from '../events/from-fhir.js';
-import type { FhirClient, FhirResponse } from './fhir-client.js';
-import { FhirServerError, outcomeDiagnostics } from './fhir-error.js';
-import { concurrencyLimit } from './limit.js';
+import { orderOf } from '../events/from-fhir.js';
+import type { FhirClient } from './fhir-client.js';
+import { FhirServerError } from './fhir-error.js';
+import { currentReader, type CurrentState } from './read-current.js';
 
 /**
  * Orders a DELETE delivery by the server: a 410 with `Location .../_history/N` gives a delete at version N;
@@ -13,41 +13,34 @@ export type ResolveDelete = (event: DeleteEvent, signal?: AbortSignal) => Promis
 
 /**
  * Gives a delete delivery without a version (HAPI's REST-hook DELETE, wire doc §2) its place in the
- * resource's history by reading the resource from the server:
+ * resource's history by reading the resource from the server (read-current.ts):
  * - 410 with `Location: …/{Type}/{id}/_history/N` (wire doc §5): the delete at version N, dated by the
  *   OperationOutcome's "Resource was deleted at <instant>" when HAPI says so;
- * - 200: the resource lives again (re-created, or the delete overtook nothing): its current version, as an upsert;
+ * - 200: the resource lives again (re-created, or the delete overtook nothing): its current version, as an upsert
+ *   (with the delete's arrival, so it is ordered where the delivery was);
  * - 404, 410 without a version, or the server unreachable after the client's retries: the delete as handed,
  *   ordered by its arrival. So is any other fault (logged): a delete must never be lost for want of a read.
- * At most `concurrency` reads run at once, so a burst of deletes does not flood the server.
+ * How many reads run at once, and how many a second, is the client's limit (fhirServer.maxConcurrency,
+ * maxRequestsPerSecond), so a burst of deletes does not flood the server.
  */
-export function deleteResolver(client: FhirClient, options: { concurrency: number; logger: Logger }): ResolveDelete {
-  const limit = concurrencyLimit(options.concurrency);
+export function deleteResolver(client: FhirClient, options: { logger: Logger }): ResolveDelete {
+  const read = currentReader(client);
   return async (event, signal) => {
-    const path = `${event.resourceType}/${encodeURIComponent(event.id)}`;
     try {
-      return resolvedBy(await limit(() => client.get(path, signal)), event);
+      return resolvedBy(await read(event, signal), event);
     } catch (err) {
       if (!(err instanceof FhirServerError)) throw err;
       const level = err.fault === 'transient' ? 'warn' : 'error';
-      options.logger[level]({ resource: path, err: err.message }, 'could not read a deleted resource; applying the delete in arrival order');
+      options.logger[level]({ resource: `${event.resourceType}/${event.id}`, err: err.message }, 'could not read a deleted resource; applying the delete in arrival order');
       return event;
     }
   };
 }
 
-function resolvedBy(response: FhirResponse, event: DeleteEvent): ChangeEvent {
-  if (response.status === 410) return versionedDelete(response, event);
-  if (response.status !== 200) return event;
-  const [current, ...more] = eventsFromText(response.text, { kind: 'http', method: 'GET', url: response.url }, event.order.arrivalMicros);
-  const same = current?.op === 'upsert' && more.length === 0 && current.resourceType === event.resourceType && current.id === event.id;
-  return same ? current : event;
-}
-
-function versionedDelete(response: FhirResponse, event: DeleteEvent): ChangeEvent {
-  const ref = parseReference(response.headers.get('location') ?? '');
-  const versionId = ref?.resourceType === event.resourceType && ref.id === event.id ? ref.versionId : undefined;
-  if (versionId === undefined) return event;
-  const lastUpdated = /deleted at (\S+)/.exec(outcomeDiagnostics(response.body) ?? '')?.[1];
-  return { ...event, order: orderOf({ versionId, lastUpdated }, event.order.arrivalMicros) };
+function resolvedBy(state: CurrentState, event: DeleteEvent): ChangeEvent {
+  if (state.found === 'live') return { ...state.event, order: { ...state.event.order, arrivalMicros: event.order.arrivalMicros } };
+  if (state.found === 'deleted' && state.versionId !== undefined) {
+    return { ...event, order: orderOf({ versionId: state.versionId, lastUpdated: state.lastUpdated }, event.order.arrivalMicros) };
+  }
+  return event;
 }

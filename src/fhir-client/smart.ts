@@ -1,5 +1,6 @@
 import { randomUUID, type KeyObject } from 'node:crypto';
 import { SignJWT } from 'jose';
+import { fetch as undiciFetch, type Dispatcher } from 'undici';
 import type { Authenticator } from './auth.js';
 import { FhirServerError } from './fhir-error.js';
 
@@ -38,6 +39,7 @@ export class SmartBackendServices implements Authenticator {
   constructor(
     private readonly config: SmartAuthConfig,
     private readonly timeoutMs: number,
+    private readonly dispatcher?: Dispatcher,
   ) {}
 
   async headers(signal?: AbortSignal): Promise<Record<string, string>> {
@@ -67,10 +69,11 @@ export class SmartBackendServices implements Authenticator {
     const { tokenUrl, clientId, scope } = this.config;
     const body = new URLSearchParams({ grant_type: 'client_credentials', scope, client_assertion_type: ASSERTION_TYPE, client_assertion: await this.assertion() });
     const timeout = AbortSignal.timeout(this.timeoutMs);
-    let res: Response;
+    let res: Awaited<ReturnType<typeof undiciFetch>>;
     let text: string;
     try {
-      res = await fetch(tokenUrl, { method: 'POST', body, headers: { accept: 'application/json' }, signal: signal ? AbortSignal.any([signal, timeout]) : timeout });
+      const via = this.dispatcher ? { dispatcher: this.dispatcher } : {};
+      res = await undiciFetch(tokenUrl, { method: 'POST', body, headers: { accept: 'application/json' }, signal: signal ? AbortSignal.any([signal, timeout]) : timeout, ...via });
       text = await res.text();
     } catch (err) {
       signal?.throwIfAborted();

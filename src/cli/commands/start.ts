@@ -101,6 +101,7 @@ function configuredSources(runtime: Runtime, server: ReturnType<typeof createHtt
       ...(relay ? { durableIn: 'kafka' as const } : { stalled: () => runtime.sink.stall !== undefined }),
       catchUp: reads?.gapRepair,
       resolveDelete: reads?.resolveDelete,
+      readCurrent: reads?.readCurrent,
     });
     sources.push({ source: receiver, log, apply: relay?.apply ?? applied });
   }

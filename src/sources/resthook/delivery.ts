@@ -1,5 +1,7 @@
 import type { ChangeEvent, DeleteEvent, Origin } from '../../events/change-event.js';
-import { eventsFromText, orderOf, RESOURCE_ID, RESOURCE_TYPE, versionFromEtag, withValidVersion } from '../../events/from-fhir.js';
+import { parseFhirJson } from '../../events/fhir-json.js';
+import { eventsFromParsedText, orderOf, RESOURCE_ID, RESOURCE_TYPE, versionFromEtag, withValidVersion } from '../../events/from-fhir.js';
+import { isNotificationBundle, readNotification, type Notification } from './notification.js';
 import { badRequest, unsupportedType, type Answer } from './operation-outcome.js';
 
 /**
@@ -14,6 +16,9 @@ import { badRequest, unsupportedType, type Answer } from './operation-outcome.js
  * `buildRestHookHeaders`): a `POST {endpoint}` with `Content-Type: application/fhir+json`,
  * `X-Medplum-Interaction: create|update|delete` and `X-Medplum-Subscription`; the versioned resource as the body,
  * or for a delete the body `{}` and `X-Medplum-Deleted-Resource: {Type}/{id}` (no version).
+ *
+ * Topic-based subscriptions (R4 Subscriptions Backport, R4B, R5): a `POST {endpoint}` of a notification
+ * Bundle whose first entry is the subscription status (notification.ts).
  */
 export interface Delivery {
   method: string;
@@ -29,7 +34,7 @@ export interface Delivery {
   arrival: bigint;
 }
 
-export type Reading = { events: ChangeEvent[] } | { emptyPost: true } | { refusal: Answer };
+export type Reading = { events: ChangeEvent[] } | { emptyPost: true } | { notification: Notification } | { refusal: Answer };
 
 const READABLE_TYPES = new Set(['application/fhir+json', 'application/json', 'application/json+fhir']);
 
@@ -44,7 +49,20 @@ export function readDelivery(d: Delivery): Reading {
 function readBody(d: Delivery, origin: Origin): Reading {
   const unreadable = contentTypeProblem(d.contentType);
   if (unreadable) return { refusal: unsupportedType(unreadable) };
-  const events = eventsFromText(d.body.toString('utf8'), origin, d.arrival);
+  const text = d.body.toString('utf8');
+  let value: unknown;
+  try {
+    value = parseFhirJson(text);
+  } catch (err) {
+    return { refusal: badRequest(`${d.method} ${d.url}: not valid JSON: ${(err as Error).message}`) };
+  }
+  if (d.method === 'POST' && isNotificationBundle(value)) {
+    const notification = readNotification(value, origin, d.arrival);
+    if ('problem' in notification) return { refusal: badRequest(`${d.method} ${d.url}: ${notification.problem}`) };
+    const bad = notification.events.find((e) => e.op === 'unreadable');
+    return bad?.op === 'unreadable' ? { refusal: badRequest(`${d.method} ${d.url}: entry ${bad.origin.entry}: ${bad.error.message}`) } : { notification };
+  }
+  const events = eventsFromParsedText(value, text, origin, d.arrival);
   const problem = events.map((e) => (e.op === 'unreadable' ? e.error.message : undefined)).find(Boolean);
   if (problem) return { refusal: badRequest(`${d.method} ${d.url}: ${problem}`) };
   if (d.method === 'PUT') return readPut(d, events);

@@ -2,13 +2,17 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import type { HttpConfig, ResthookConfig } from '../../config/config.js';
 import { arrivalNow, describeOrigin, type ChangeEvent } from '../../events/change-event.js';
+import type { ReadCurrent } from '../../fhir-client/read-current.js';
 import { isLoopback } from '../../http/server.js';
 import { SinkFailure } from '../../sink/sink.js';
 import type { ApplyBatch, Source } from '../source.js';
 import { readDelivery, targetOf, type Delivery } from './delivery.js';
+import { EventNumbers, type MissedEvents } from './event-numbers.js';
 import { GroupCommit } from './group-commit.js';
+import { readNamed } from './id-only.js';
 import { accepted, badRequest, operationOutcome, tooLarge, unavailable, type Answer } from './operation-outcome.js';
 import { bearerProblem, signatureProblem } from './secret.js';
+import { isEmptyEventNotification, type Notification } from './notification.js';
 import type { CatchUp, ResolveDelete } from './server-reads.js';
 
 export interface ResthookOptions {
@@ -22,6 +26,8 @@ export interface ResthookOptions {
    * transaction (default), or a produce to Kafka when relaying (kafka-relay.ts). The receiver is the same.
    */
   durableIn?: 'postgres' | 'kafka';
+  /** Reads the resources an id-only topic notification names. */
+  readCurrent?: ReadCurrent;
 }
 
 const WORDING = {
@@ -43,6 +49,8 @@ export class ResthookSource implements Source {
   private fatal?: (err: unknown) => void;
   private warnedNoCatchUp = false;
   private readonly wording: (typeof WORDING)['postgres'];
+  /** Each topic-based subscription's event numbers, to see the notifications that never came. */
+  private readonly eventNumbers = new EventNumbers();
 
   constructor(
     server: FastifyInstance,
@@ -137,7 +145,8 @@ export class ResthookSource implements Source {
     if (refusal) return this.answer(reply, refusal);
     const reading = readDelivery(this.deliveryOf(request, arrival));
     if ('refusal' in reading) return this.refuse(request, reply, reading.refusal);
-    if ('emptyPost' in reading) return this.answer(reply, this.requestCatchUp());
+    if ('emptyPost' in reading) return this.answer(reply, this.requestCatchUp('empty POST'));
+    if ('notification' in reading) return this.answer(reply, await this.notified(reading.notification));
     return this.answer(reply, await this.commit(await this.resolved(reading.events)));
   }
 
@@ -164,28 +173,63 @@ export class ResthookSource implements Source {
     return undefined;
   }
 
-  /** An empty POST names no resource: it asks for a catch-up read of the server's history. */
-  private requestCatchUp(): Answer {
+  /** An empty POST (or `empty` topic notification) names no resource: it asks for a catch-up read of the server's history. */
+  private requestCatchUp(what: string): Answer {
     if (this.options.catchUp) {
-      this.options.catchUp.request('empty POST');
+      this.options.catchUp.request(what);
       return accepted('catch-up read of the server\'s history requested');
     }
     if (!this.warnedNoCatchUp) {
       this.warnedNoCatchUp = true;
       this.options.log.warn(
-        'an empty POST arrived (a Subscription without a payload), but no fhirServer is configured to read the changes from: configure fhirServer, or set the Subscription\'s channel.payload to application/fhir+json',
+        `${what === 'empty POST' ? 'an empty POST arrived (a Subscription without a payload)' : `an ${what} arrived`}, but no fhirServer is configured to read the changes from: configure fhirServer, or set the Subscription's payload to full resources (R4 channel.payload application/fhir+json, topic-based content full-resource)`,
       );
     }
-    return accepted('empty POST received; no fhirServer is configured, so nothing was read');
+    return accepted(`${what} received; no fhirServer is configured, so nothing was read`);
   }
 
-  /** Deletes are ordered by the server when a resolver is configured; on its failure they stay unversioned. */
+  /**
+   * A topic-based notification: a jump in its event numbers asks for a catch-up; a handshake or heartbeat is
+   * acknowledged; `empty` content asks for a catch-up; `id-only` references are read from the server;
+   * the rest is applied like any delivery. The numbers count as received only once the answer is a 2xx.
+   */
+  private async notified(n: Notification): Promise<Answer> {
+    const ticket = this.eventNumbers.receive(n.status);
+    if (ticket.missed) this.missedEvents(ticket.missed);
+    let answer: Answer | undefined;
+    try {
+      answer = await this.notificationAnswer(n);
+      return answer;
+    } finally {
+      ticket.settle(answer !== undefined && answer.status < 300);
+    }
+  }
+
+  private async notificationAnswer(n: Notification): Promise<Answer> {
+    if (isEmptyEventNotification(n)) return this.requestCatchUp('empty event notification');
+    const read = await readNamed(n.references, { read: this.options.readCurrent, timeoutMs: this.config.ackTimeoutMs, retryAfterSeconds: this.config.retryAfterSeconds, log: this.options.log });
+    if ('refusal' in read) return read.refusal;
+    return this.commit(await this.resolved([...n.events, ...read.events]));
+  }
+
+  private missedEvents(missed: MissedEvents): void {
+    const { subscription, first, last } = missed;
+    const what = `event ${first === last ? first : `${first}-${last}`} of ${subscription} never arrived`;
+    if (this.options.catchUp) {
+      this.options.log.info({ subscription, first, last }, `${what}: catch-up read of the server's history requested`);
+      this.options.catchUp.request(what);
+    } else {
+      this.options.log.warn({ subscription, first, last }, `${what}, and no fhirServer is configured to read it from: configure fhirServer so that gap repair recovers it`);
+    }
+  }
+
+  /** Deletes without a version are ordered by the server when a resolver is configured; on its failure they stay unversioned. */
   private async resolved(events: ChangeEvent[]): Promise<ChangeEvent[]> {
     const resolve = this.options.resolveDelete;
     if (!resolve) return events;
     return Promise.all(
       events.map(async (e) => {
-        if (e.op !== 'delete') return e;
+        if (e.op !== 'delete' || e.order.versionId !== undefined) return e; // a version orders it already
         try {
           return await resolve(e, AbortSignal.timeout(this.config.ackTimeoutMs));
         } catch (err) {
