@@ -1,7 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { exportPKCS8, exportSPKI, generateKeyPair, jwtVerify, type CryptoKey } from 'jose';
 import { pino } from 'pino';
@@ -212,6 +212,8 @@ describe('SMART config', () => {
 
   it('defaults alg and scope, and names /fhirServer/auth/privateKey when the key is missing, unreadable or not for the alg', () => {
     expect(load(`privateKey: "${rsa.file}"`)().fhirServer!.auth).toMatchObject({ type: 'smart', alg: 'RS384', scope: 'system/*.read', clientId: 'c1' });
+    // A relative path is read from beside the config file, as the TLS files are, wherever the process runs.
+    expect(load(`privateKey: "${basename(rsa.file)}"`)().fhirServer!.auth).toMatchObject({ type: 'smart', alg: 'RS384' });
     expect(load('')).toThrow(/\/fhirServer\/auth\/privateKey.*FHIR_RTE_FHIR_SERVER_PRIVATE_KEY/);
     expect(load(`privateKey: "${join(dir, 'absent.pem')}"`)).toThrow(/\/fhirServer\/auth\/privateKey.*absent\.pem.*not found/);
     const junk = join(dir, 'junk.pem');

@@ -238,7 +238,7 @@ function fhirServerConfig(raw: RawConfig['fhirServer'], env: NodeJS.ProcessEnv, 
   if (url.username || url.password) throw new ConfigError(where, '/fhirServer/baseUrl', 'expected a URL without credentials; put them in fhirServer.auth or FHIR_RTE_FHIR_SERVER_PASSWORD');
   return {
     baseUrl: baseUrl.replace(/\/+$/, ''),
-    auth: fhirAuth(raw?.auth, env, where),
+    auth: fhirAuth(raw?.auth, env, where, at),
     timeoutMs: raw?.timeoutMs ?? 30_000,
     maxAttempts: raw?.maxAttempts ?? 5,
     retryAfterMaxMs: raw?.retryAfterMaxMs ?? 60_000,
@@ -262,7 +262,7 @@ function fhirTls(raw: FhirTlsConfig, at: (p: string) => string, where: string): 
 }
 
 /** Auth from the file, its secrets completed or overridden by FHIR_RTE_FHIR_SERVER_USERNAME, _PASSWORD and _TOKEN. */
-function fhirAuth(raw: NonNullable<RawConfig['fhirServer']>['auth'], env: NodeJS.ProcessEnv, where: string): AuthConfig {
+function fhirAuth(raw: NonNullable<RawConfig['fhirServer']>['auth'], env: NodeJS.ProcessEnv, where: string, at: (p: string) => string): AuthConfig {
   const username = env.FHIR_RTE_FHIR_SERVER_USERNAME || raw?.username;
   const password = env.FHIR_RTE_FHIR_SERVER_PASSWORD || raw?.password;
   const token = env.FHIR_RTE_FHIR_SERVER_TOKEN || raw?.token;
@@ -276,13 +276,18 @@ function fhirAuth(raw: NonNullable<RawConfig['fhirServer']>['auth'], env: NodeJS
     if (!token) throw new ConfigError(where, '/fhirServer/auth/token', 'expected a token (or FHIR_RTE_FHIR_SERVER_TOKEN)');
     return { type, token };
   }
-  if (type === 'smart') return smartAuth(raw, env, where);
+  if (type === 'smart') return smartAuth(raw, env, where, at);
   return { type: 'none' };
 }
 
-/** SMART Backend Services: the private key is read and checked against `alg` now, not at the first request. */
-function smartAuth(raw: NonNullable<RawConfig['fhirServer']>['auth'], env: NodeJS.ProcessEnv, where: string): SmartAuthConfig {
-  const keyFile = env.FHIR_RTE_FHIR_SERVER_PRIVATE_KEY || raw?.privateKey;
+/**
+ * SMART Backend Services: the private key is read and checked against `alg` now, not at the first request.
+ * Its path is resolved as every other file the configuration names: against the config file's directory
+ * (an environment variable's, against the working directory).
+ */
+function smartAuth(raw: NonNullable<RawConfig['fhirServer']>['auth'], env: NodeJS.ProcessEnv, where: string, at: (p: string) => string): SmartAuthConfig {
+  const fromEnv = env.FHIR_RTE_FHIR_SERVER_PRIVATE_KEY;
+  const keyFile = fromEnv ? resolve(fromEnv) : raw?.privateKey && at(raw.privateKey);
   if (!raw?.tokenUrl || !URL.canParse(raw.tokenUrl)) throw new ConfigError(where, '/fhirServer/auth/tokenUrl', 'expected the http(s) URL of the SMART token endpoint');
   if (!raw.clientId) throw new ConfigError(where, '/fhirServer/auth/clientId', 'expected the client id registered with the SMART server');
   if (!keyFile) throw new ConfigError(where, '/fhirServer/auth/privateKey', 'expected the path of a PKCS#8 PEM private key (or FHIR_RTE_FHIR_SERVER_PRIVATE_KEY)');
