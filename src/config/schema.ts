@@ -113,6 +113,14 @@ export const configSchema = {
         retryAfterSeconds: { type: 'integer', minimum: 1, maximum: 3600 },
       },
     },
+    admin: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        // May come from FHIR_RTE_ADMIN_TOKEN instead (config.ts): secrets belong in the environment.
+        token: { type: 'string', minLength: 16, description: 'the bearer token of the dead-letter API and console; none: both are off' },
+      },
+    },
     fhirServer: {
       type: 'object',
       additionalProperties: false,

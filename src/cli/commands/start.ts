@@ -8,6 +8,7 @@ import { KafkaSource } from '../../sources/kafka/kafka-source.js';
 import type { CommittedChunk } from '../../sources/kafka/partition-batch.js';
 import { ResthookSource } from '../../sources/resthook/resthook-source.js';
 import type { Source } from '../../sources/source.js';
+import { serveAdmin } from '../admin.js';
 import { openRuntime, type GlobalOptions, type Runtime } from '../runtime.js';
 
 export function register(program: Command): void {
@@ -37,10 +38,12 @@ export async function start(globals: GlobalOptions): Promise<void> {
   const stop = new AbortController();
   const onStop = () => stop.abort();
   runtime.signal.addEventListener('abort', onStop, { once: true });
+  let unserveAdmin = () => {};
   try {
     const sources = configuredSources(runtime, server);
+    unserveAdmin = serveAdmin(server, runtime, stop.signal);
     // Only a part with routes opens the port (Kafka members alone need none, and may share a host).
-    if (config.resthook) await listen(server, config.http, runtime.logger);
+    if (config.resthook || config.admin.token) await listen(server, config.http, runtime.logger);
     await Promise.all(
       sources.map(({ source, log }) =>
         source.run((batch, signal?: AbortSignal) => runtime.sink.apply(batch, signal), stop.signal).catch((err: unknown) => {
@@ -52,6 +55,7 @@ export async function start(globals: GlobalOptions): Promise<void> {
     );
   } finally {
     runtime.signal.removeEventListener('abort', onStop);
+    unserveAdmin();
     await server.close();
     await runtime.close();
   }
