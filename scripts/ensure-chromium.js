@@ -30,6 +30,7 @@ function find() {
 }
 
 function install() {
+  if (process.env.CHROMIUM_PATH) return 'CHROMIUM_PATH names it, so nothing is installed';
   if (process.getuid?.() !== 0) return 'not root, so it cannot install packages';
   if (spawnSync('sh', ['-c', 'command -v apt-get'], { stdio: 'ignore' }).status !== 0) return 'there is no apt-get on this machine';
   process.stderr.write('ensure-chromium: installing Debian\'s chromium package (apt-get update && apt-get install -y chromium)\n');

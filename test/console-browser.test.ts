@@ -1,0 +1,198 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { afterAll, beforeAll, expect, inject, it } from 'vitest';
+import { BIN } from './support/cli.js';
+import { freshDatabase } from './support/database.js';
+import { freePort } from './support/free-port.js';
+import { eventually } from './support/wait.js';
+
+/**
+ * The failed-message console in a real headless Chromium, against `fhir-rte start` run as an operator runs
+ * it (the built CLI, serving the console's files as the installed package does). A transformer that cannot
+ * flatten a patient with two given names makes the dead letters; the test fixes the file on disk and
+ * retries from the page, as an operator would.
+ *
+ * CONSOLE_SCREENSHOT=docs/console.png also saves the picture README shows.
+ */
+
+const TOKEN = 'browser-test-admin-token-42';
+const CHROMIUM = inject('chromiumPath');
+const UNAVAILABLE = inject('chromiumUnavailable');
+
+const BROKEN = `transformers:
+  - resourceType: Patient
+    tableName: console_patient
+    columns:
+      - { columnName: gender, fhirPath: Patient.gender, columnType: STRING }
+      - { columnName: given, fhirPath: Patient.name.given, columnType: STRING }
+      - { columnName: birth_date, fhirPath: Patient.birthDate, columnType: DATE }
+`;
+const FIXED = BROKEN.replace('fhirPath: Patient.name.given, columnType: STRING }', 'fhirPath: Patient.name.given, columnType: STRING, multiplePrimitiveStrategy: CONCAT }');
+
+interface Running {
+  base: string;
+  url: string;
+  dir: string;
+  child: ChildProcess;
+  output: string;
+  exited: Promise<number | null>;
+}
+
+const running: Running[] = [];
+let browser: Browser | undefined;
+
+beforeAll(async () => {
+  if (CHROMIUM) browser = await chromium.launch({ executablePath: CHROMIUM });
+});
+
+afterAll(async () => {
+  await browser?.close();
+  for (const r of running) r.child.kill('SIGTERM');
+  await Promise.all(running.map((r) => r.exited));
+});
+
+/** `fhir-rte start` in an empty directory: the receiver (no other source), configured by the environment alone. */
+async function start(env: Record<string, string>): Promise<Running> {
+  const url = await freshDatabase('console');
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'fhir-rte-console-'));
+  mkdirSync(join(dir, 'transformers'));
+  writeFileSync(join(dir, 'transformers', 'patient.yaml'), BROKEN);
+  const childEnv: NodeJS.ProcessEnv = { ...process.env, DATABASE_URL: url, FHIR_RTE_HTTP_PORT: String(port), FHIR_RTE_TRANSFORMERS: join(dir, 'transformers'), ...env };
+  for (const k of ['KAFKA_BROKERS', 'FHIR_RTE_RESTHOOK_SECRET', 'FHIR_RTE_FHIR_SERVER_URL', ...(env.FHIR_RTE_ADMIN_TOKEN ? [] : ['FHIR_RTE_ADMIN_TOKEN'])]) delete childEnv[k];
+  const child = spawn(process.execPath, [BIN, 'start'], { cwd: dir, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  const run: Running = { base: `http://127.0.0.1:${port}`, url, dir, child, output: '', exited: new Promise((r) => child.once('exit', (code) => r(code))) };
+  child.stdout!.on('data', (b: Buffer) => (run.output += b));
+  child.stderr!.on('data', (b: Buffer) => (run.output += b));
+  running.push(run);
+  await eventually(() => run.output.includes('HTTP server listening') || child.exitCode !== null, 'fhir-rte start to listen', 120_000, 100);
+  if (child.exitCode !== null) throw new Error(`fhir-rte start exited:\n${run.output}`);
+  return run;
+}
+
+/** A patient as HAPI FHIR 8.8 delivers it to a REST-hook endpoint (wire doc §1: PUT {endpoint}/{Type}/{id}, If-Match with the version). */
+async function deliver(run: Running, id: string, resource: Record<string, unknown>): Promise<void> {
+  const res = await fetch(`${run.base}/resthook/Patient/${id}`, {
+    method: 'PUT',
+    headers: { 'Content-Type': 'application/fhir+json; charset=UTF-8', 'If-Match': 'W/"1"' },
+    body: JSON.stringify({ resourceType: 'Patient', id, meta: { versionId: '1', lastUpdated: '2026-11-30T06:00:00.000+00:00' }, ...resource }),
+  });
+  expect(res.status).toBe(200);
+}
+
+async function query<T = Record<string, unknown>>(url: string, sql: string, values: unknown[] = []): Promise<T[]> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return (await client.query(sql, values)).rows as T[];
+  } finally {
+    await client.end();
+  }
+}
+
+const row = (page: Page, resource: string) => page.locator('#rows tr', { hasText: `${resource} v1` });
+
+it('lists the dead letters a broken transformer made, with their cause; after the file is fixed a retry from the page puts the row in its table; a discard removes one from the list', async (ctx) => {
+  if (!CHROMIUM) ctx.skip(`the console's browser tests need Chromium: ${UNAVAILABLE}`);
+  const run = await start({ FHIR_RTE_ADMIN_TOKEN: TOKEN });
+  for (const n of [1, 2, 3]) await deliver(run, `p${n}`, { gender: 'female', name: [{ family: `Lovelace${n}`, given: ['Ada', `Marie${n}`] }] });
+  // A FHIR date by its pattern, which Postgres refuses: DatabaseRejected.
+  await deliver(run, 'p9', { gender: 'male', birthDate: '1815-13-45', name: [{ given: ['Charles'] }] });
+
+  const page = await browser!.newPage({ viewport: { width: 1280, height: 900 } });
+  const urls: string[] = [];
+  const authorized: string[] = [];
+  page.on('request', (r) => {
+    urls.push(r.url());
+    if (r.headers().authorization === `Bearer ${TOKEN}`) authorized.push(new URL(r.url()).pathname);
+  });
+  page.on('dialog', (d) => void d.accept());
+  await page.goto(`${run.base}/console/`);
+
+  // Without a token: the login prompt, nothing else.
+  await expect.poll(() => page.getByLabel('Admin token').isVisible()).toBe(true);
+  expect(await page.locator('#app').isVisible()).toBe(false);
+
+  // A wrong token is refused and the prompt stays.
+  await page.getByLabel('Admin token').fill('not-the-admin-token-at-all');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await expect.poll(() => page.getByRole('alert').textContent()).toMatch(/refused.*wrong admin token/);
+  expect(await page.getByLabel('Admin token').isVisible()).toBe(true);
+
+  await page.getByLabel('Admin token').fill(TOKEN);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await expect.poll(() => page.locator('#rows tr').count()).toBe(4);
+  expect(await row(page, 'Patient/p1').textContent()).toMatch(/TransformError.*console_patient\.given: the path gave 2 values/);
+  expect(await page.locator('#rows tr', { hasText: 'Patient/p9' }).textContent()).toMatch(/DatabaseRejected.*console_patient.*1815-13-45/);
+  // Grouped by cause.
+  expect(await page.locator('#cause-list').textContent()).toMatch(/TransformError 3\s*Patient 3\s*DatabaseRejected 1\s*Patient 1/);
+
+  // The live counters: from /metrics when fhir-rte serves it, otherwise the page says they are unavailable.
+  const metrics = await fetch(`${run.base}/metrics`);
+  if (metrics.status === 404) await expect.poll(() => page.locator('#metrics-note').textContent()).toMatch(/Metrics unavailable \(\/metrics answered 404\)/);
+  else await expect.poll(() => page.locator('#counters').textContent()).toMatch(/Events received/);
+  expect(await page.locator('#counters').textContent()).toMatch(/Failed dead letters\s*4/);
+
+  // The cause beside the payload, pretty-printed.
+  await row(page, 'Patient/p1').getByRole('button').click();
+  await expect.poll(() => page.locator('#detail-cause').textContent()).toMatch(/Patient\.name\.given/);
+  expect(await page.locator('#detail-payload pre').textContent()).toContain('"given": [\n        "Ada",\n        "Marie1"\n      ]');
+  if (process.env.CONSOLE_SCREENSHOT) await page.screenshot({ path: process.env.CONSOLE_SCREENSHOT, fullPage: true });
+  await page.getByRole('button', { name: 'Close' }).click();
+
+  // The fix, on disk; the retry from the page runs through it (the server reloads the changed file first).
+  writeFileSync(join(run.dir, 'transformers', 'patient.yaml'), FIXED);
+  await row(page, 'Patient/p1').getByRole('checkbox').check();
+  await page.getByRole('button', { name: 'Retry 1 selected' }).click();
+  await expect.poll(() => page.getByRole('status').textContent()).toMatch(/Retried 1: 1 now applied or stale, 0 still failing \(transformers reloaded from disk first\)/);
+  expect(await query(run.url, `SELECT gender, given FROM console_patient WHERE source_resource_id = 'Patient/p1'`)).toEqual([{ gender: 'female', given: 'Ada, Marie1' }]);
+  await expect.poll(() => page.locator('#rows tr').count()).toBe(3);
+  expect(await row(page, 'Patient/p1').count()).toBe(0);
+
+  // A discard removes it from the default list (failed ones), and it is kept as discarded.
+  await page.locator('#rows tr', { hasText: 'Patient/p9' }).getByRole('checkbox').check();
+  await page.getByRole('button', { name: 'Discard 1 selected' }).click();
+  await expect.poll(() => page.getByRole('status').textContent()).toBe('Discarded 1.');
+  await expect.poll(() => page.locator('#rows tr').count()).toBe(2);
+  expect(await page.locator('#rows tr', { hasText: 'Patient/p9' }).count()).toBe(0);
+  expect(await query(run.url, `SELECT status FROM fhir_rte.dead_letter WHERE resource_id = 'p9'`)).toEqual([{ status: 'discarded' }]);
+
+  // Everything that matches a filter at once: the cause chosen from its group, then "Retry all matching…" (confirmed).
+  await page.locator('#cause-list').getByRole('button', { name: /TransformError/ }).click();
+  await page.getByRole('button', { name: 'Retry all matching…' }).click();
+  await expect.poll(() => page.getByRole('status').textContent()).toMatch(/Retried 2: 2 now applied or stale/);
+  expect(await query(run.url, `SELECT source_resource_id AS id, given FROM console_patient ORDER BY 1`)).toEqual([
+    { id: 'Patient/p1', given: 'Ada, Marie1' },
+    { id: 'Patient/p2', given: 'Ada, Marie2' },
+    { id: 'Patient/p3', given: 'Ada, Marie3' },
+  ]);
+  await expect.poll(() => page.locator('#empty').isVisible()).toBe(true);
+
+  // The token went as a header on every API call, never in a URL; the tab keeps it until signing out.
+  expect(urls.filter((u) => u.includes(TOKEN))).toEqual([]);
+  expect(authorized.filter((p) => p.startsWith('/api/dead-letters/retry'))).toHaveLength(2);
+  await page.reload();
+  await expect.poll(() => page.locator('#app').isVisible()).toBe(true);
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  expect(await page.getByLabel('Admin token').isVisible()).toBe(true);
+  await page.close();
+});
+
+it('without an admin token configured, the page says the console is off and how to turn it on', async (ctx) => {
+  if (!CHROMIUM) ctx.skip(`the console's browser tests need Chromium: ${UNAVAILABLE}`);
+  const run = await start({});
+  const page = await browser!.newPage();
+  await page.goto(`${run.base}/console/`);
+  await expect.poll(() => page.getByRole('heading', { name: 'The console is off' }).isVisible()).toBe(true);
+  expect(await page.locator('#off').textContent()).toMatch(/FHIR_RTE_ADMIN_TOKEN/);
+  expect(await page.getByLabel('Admin token').isVisible()).toBe(false);
+  const api = await fetch(`${run.base}/api/dead-letters`, { headers: { Authorization: `Bearer ${TOKEN}` } });
+  expect(api.status).toBe(404);
+  expect(((await api.json()) as { error: string }).error).toMatch(/off/);
+  await page.close();
+});
+
