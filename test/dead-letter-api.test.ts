@@ -240,3 +240,14 @@ it('pages through thousands with a keyset cursor: each once, newest first, none 
     { errorClass: 'NotAFhirResource', resourceType: 'Observation', count: 3000, latest: expect.any(String) },
   ]);
 });
+
+it('the admin token comes from FHIR_RTE_ADMIN_TOKEN or admin.token; a short one is refused at load, naming where', () => {
+  const file = join(transformerDir({}), 'fhir-rte.yaml');
+  writeFileSync(file, 'admin:\n  token: from-the-file-0123456789\n');
+  expect(loadConfig(file, {}, {}).admin.token).toBe('from-the-file-0123456789');
+  expect(loadConfig(file, {}, { FHIR_RTE_ADMIN_TOKEN: 'from-the-environment-0123' }).admin.token).toBe('from-the-environment-0123');
+  expect(loadConfig(undefined, {}, {}).admin.token).toBeUndefined();
+  expect(() => loadConfig(undefined, {}, { FHIR_RTE_ADMIN_TOKEN: 'short' })).toThrow(/\/admin\/token: expected an admin token of at least 16 characters/);
+  writeFileSync(file, 'admin:\n  token: short\n');
+  expect(() => loadConfig(file, {}, {})).toThrow(/fhir-rte\.yaml: \/admin\/token/);
+});
