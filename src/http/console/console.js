@@ -109,7 +109,8 @@ $('sign-out').addEventListener('click', () => {
 
 function startPolling() {
   stopPolling();
-  state.poll = setInterval(() => void guarded(() => Promise.all([refreshCounts(), refreshMetrics()])), POLL_MS);
+  // A tab in the background asks nothing.
+  state.poll = setInterval(() => document.hidden || void guarded(() => Promise.all([refreshCounts(), refreshMetrics()])), POLL_MS);
 }
 
 function stopPolling() {
@@ -257,7 +258,10 @@ function rowOf(r) {
   });
   const open = el('button', { type: 'button', className: 'link', textContent: String(r.id) });
   open.setAttribute('aria-label', `Show dead letter ${r.id}`);
-  open.addEventListener('click', () => void guarded(() => showDetail(r.id)));
+  open.addEventListener('click', () => {
+    state.opener = open;
+    void guarded(() => showDetail(r.id));
+  });
   const cause = el('td', { className: 'cause-cell' });
   cause.append(el('strong', { textContent: r.errorClass }), el('span', { textContent: ` ${oneLine(r.errorMessage, 160)}` }));
   tr.append(
@@ -355,6 +359,7 @@ async function act(busyText, work) {
   } finally {
     for (const b of document.querySelectorAll('.actions button')) b.disabled = false;
     selectionChanged();
+    detailButtons();
   }
 }
 
@@ -401,15 +406,23 @@ async function showDetail(id) {
   dl.replaceChildren(...cause.flatMap(([k, v]) => [el('dt', { textContent: k }), el('dd', { textContent: v })]));
   if (d.errorDetail) dl.append(el('dt', { textContent: 'Detail' }), withChild(el('dd'), el('pre', { textContent: JSON.stringify(d.errorDetail, null, 2) })));
   $('detail-payload').replaceChildren(renderPayload(d.payload));
-  $('detail-retry').disabled = d.status !== 'failed';
-  $('detail-discard').disabled = d.status !== 'failed';
+  detailButtons();
   $('detail').hidden = false;
   $('detail').focus();
+}
+
+/** Only a failed dead letter can be retried or discarded. */
+function detailButtons() {
+  const failed = state.shown?.status === 'failed';
+  $('detail-retry').disabled = !failed;
+  $('detail-discard').disabled = !failed;
 }
 
 $('detail-close').addEventListener('click', () => {
   $('detail').hidden = true;
   state.shown = undefined;
+  // Back to where the operator was, if that row is still listed.
+  if (state.opener?.isConnected) state.opener.focus();
 });
 $('detail-retry').addEventListener('click', () =>
   act('Retrying…', async () => {
