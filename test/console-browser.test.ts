@@ -100,6 +100,8 @@ it('lists the dead letters a broken transformer made, with their cause; after th
   if (!CHROMIUM) ctx.skip(`the console's browser tests need Chromium: ${UNAVAILABLE}`);
   const run = await start({ FHIR_RTE_ADMIN_TOKEN: TOKEN });
   for (const n of [1, 2, 3]) await deliver(run, `p${n}`, { gender: 'female', name: [{ family: `Lovelace${n}`, given: ['Ada', `Marie${n}`] }] });
+  // A large one (a narrative of 40,000 characters), which the page folds.
+  await deliver(run, 'p7', { text: { status: 'generated', div: `<div xmlns="http://www.w3.org/1999/xhtml">${'x'.repeat(40_000)}</div>` }, name: [{ given: ['Big', 'Narrative'] }] });
   // A FHIR date by its pattern, which Postgres refuses: DatabaseRejected.
   await deliver(run, 'p9', { gender: 'male', birthDate: '1815-13-45', name: [{ given: ['Charles'] }] });
 
@@ -125,17 +127,17 @@ it('lists the dead letters a broken transformer made, with their cause; after th
 
   await page.getByLabel('Admin token').fill(TOKEN);
   await page.getByRole('button', { name: 'Sign in' }).click();
-  await expect.poll(() => page.locator('#rows tr').count()).toBe(4);
+  await expect.poll(() => page.locator('#rows tr').count()).toBe(5);
   expect(await row(page, 'Patient/p1').textContent()).toMatch(/TransformError.*console_patient\.given: the path gave 2 values/);
   expect(await page.locator('#rows tr', { hasText: 'Patient/p9' }).textContent()).toMatch(/DatabaseRejected.*console_patient.*1815-13-45/);
   // Grouped by cause.
-  expect(await page.locator('#cause-list').textContent()).toMatch(/TransformError 3\s*Patient 3\s*DatabaseRejected 1\s*Patient 1/);
+  expect(await page.locator('#cause-list').textContent()).toMatch(/TransformError 4\s*Patient 4\s*DatabaseRejected 1\s*Patient 1/);
 
   // The live counters: from /metrics when fhir-rte serves it, otherwise the page says they are unavailable.
   const metrics = await fetch(`${run.base}/metrics`);
   if (metrics.status === 404) await expect.poll(() => page.locator('#metrics-note').textContent()).toMatch(/Metrics unavailable \(\/metrics answered 404\)/);
   else await expect.poll(() => page.locator('#counters').textContent()).toMatch(/Events received/);
-  expect(await page.locator('#counters').textContent()).toMatch(/Failed dead letters\s*4/);
+  expect(await page.locator('#counters').textContent()).toMatch(/Failed dead letters\s*5/);
 
   // The cause beside the payload, pretty-printed.
   await row(page, 'Patient/p1').getByRole('button').click();
@@ -144,13 +146,21 @@ it('lists the dead letters a broken transformer made, with their cause; after th
   if (process.env.CONSOLE_SCREENSHOT) await page.screenshot({ path: process.env.CONSOLE_SCREENSHOT, fullPage: true });
   await page.getByRole('button', { name: 'Close' }).click();
 
+  // A large payload starts folded, its size said; opened, it is all there.
+  await row(page, 'Patient/p7').getByRole('button').click();
+  await expect.poll(() => page.locator('#detail-payload summary').textContent()).toMatch(/^Large payload: \d+ K characters\. Show it$/);
+  expect(await page.locator('#detail-payload pre').count()).toBe(0);
+  await page.locator('#detail-payload summary').click();
+  expect((await page.locator('#detail-payload pre').textContent())!.length).toBeGreaterThan(40_000);
+  await page.getByRole('button', { name: 'Close' }).click();
+
   // The fix, on disk; the retry from the page runs through it (the server reloads the changed file first).
   writeFileSync(join(run.dir, 'transformers', 'patient.yaml'), FIXED);
   await row(page, 'Patient/p1').getByRole('checkbox').check();
   await page.getByRole('button', { name: 'Retry 1 selected' }).click();
   await expect.poll(() => page.getByRole('status').textContent()).toMatch(/Retried 1: 1 now applied or stale, 0 still failing \(transformers reloaded from disk first\)/);
   expect(await query(run.url, `SELECT gender, given FROM console_patient WHERE source_resource_id = 'Patient/p1'`)).toEqual([{ gender: 'female', given: 'Ada, Marie1' }]);
-  await expect.poll(() => page.locator('#rows tr').count()).toBe(3);
+  await expect.poll(() => page.locator('#rows tr').count()).toBe(4);
   expect(await row(page, 'Patient/p1').count()).toBe(0);
 
   // A discard, by keyboard from the dead letter's own view, removes it from the default list (failed
@@ -165,18 +175,19 @@ it('lists the dead letters a broken transformer made, with their cause; after th
   expect(await page.getByRole('button', { name: 'Discard', exact: true }).isDisabled()).toBe(true);
   await page.keyboard.press('Escape');
   expect(await page.locator('#detail').isVisible()).toBe(false);
-  await expect.poll(() => page.locator('#rows tr').count()).toBe(2);
+  await expect.poll(() => page.locator('#rows tr').count()).toBe(3);
   expect(await page.locator('#rows tr', { hasText: 'Patient/p9' }).count()).toBe(0);
   expect(await query(run.url, `SELECT status FROM fhir_rte.dead_letter WHERE resource_id = 'p9'`)).toEqual([{ status: 'discarded' }]);
 
   // Everything that matches a filter at once: the cause chosen from its group, then "Retry all matching…" (confirmed).
   await page.locator('#cause-list').getByRole('button', { name: /TransformError/ }).click();
   await page.getByRole('button', { name: 'Retry all matching…' }).click();
-  await expect.poll(() => page.getByRole('status').textContent()).toMatch(/Retried 2: 2 now applied or stale/);
+  await expect.poll(() => page.getByRole('status').textContent()).toMatch(/Retried 3: 3 now applied or stale/);
   expect(await query(run.url, `SELECT source_resource_id AS id, given FROM console_patient ORDER BY 1`)).toEqual([
     { id: 'Patient/p1', given: 'Ada, Marie1' },
     { id: 'Patient/p2', given: 'Ada, Marie2' },
     { id: 'Patient/p3', given: 'Ada, Marie3' },
+    { id: 'Patient/p7', given: 'Big, Narrative' },
   ]);
   await expect.poll(() => page.locator('#empty').isVisible()).toBe(true);
 
