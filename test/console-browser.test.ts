@@ -8,7 +8,13 @@ import { afterAll, beforeAll, expect, inject, it } from 'vitest';
 import { BIN } from './support/cli.js';
 import { freshDatabase } from './support/database.js';
 import { freePort } from './support/free-port.js';
+import { openTestSink, silent, transformerDir } from './support/sink.js';
 import { eventually } from './support/wait.js';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { createHttpServer } from '../src/http/server.js';
+import { registerConsole } from '../src/http/console-page.js';
+import { registerDeadLetterApi } from '../src/http/dead-letter-api.js';
+import { eventsFromText } from '../src/events/from-fhir.js';
 
 /**
  * The failed-message console in a real headless Chromium, against `fhir-rte start` run as an operator runs
@@ -170,12 +176,14 @@ it('lists the dead letters a broken transformer made, with their cause; after th
   await expect.poll(() => page.locator('#detail-title').textContent()).toMatch(/\(failed\)/);
   await page.getByRole('button', { name: 'Discard', exact: true }).focus();
   await page.keyboard.press('Enter');
+  // The result is announced once the page shows it.
   await expect.poll(() => page.getByRole('status').textContent()).toMatch(/^Discarded dead letter \d+\.$/);
-  await expect.poll(() => page.locator('#detail-title').textContent()).toMatch(/\(discarded\)/);
+  expect(await page.locator('#detail-title').textContent()).toMatch(/\(discarded\)/);
   expect(await page.getByRole('button', { name: 'Discard', exact: true }).isDisabled()).toBe(true);
+  expect(await page.getByRole('button', { name: 'Retry all matching…' }).isDisabled()).toBe(false);
+  expect(await page.locator('#rows tr').count()).toBe(3);
   await page.keyboard.press('Escape');
   expect(await page.locator('#detail').isVisible()).toBe(false);
-  await expect.poll(() => page.locator('#rows tr').count()).toBe(3);
   expect(await page.locator('#rows tr', { hasText: 'Patient/p9' }).count()).toBe(0);
   expect(await query(run.url, `SELECT status FROM fhir_rte.dead_letter WHERE resource_id = 'p9'`)).toEqual([{ status: 'discarded' }]);
 
@@ -215,3 +223,51 @@ it('without an admin token configured, the page says the console is off and how 
   await page.close();
 });
 
+
+it('shows the live counters and lag that /metrics reports, as prom-client writes them, and updates them', async (ctx) => {
+  if (!CHROMIUM) ctx.skip(`the console's browser tests need Chromium: ${UNAVAILABLE}`);
+  // In-process: fhir-rte's console and API beside a /metrics with the series fhir-rte's metrics carry.
+  const url = await freshDatabase('console');
+  const t = await openTestSink(url, transformerDir({ 'patient.yaml': BROKEN }));
+  await t.sink.apply(eventsFromText('{"resourceType":"Patient","id":"m1","name":[{"given":["A","B"]}]}', { kind: 'kafka', topic: 'fhir', partition: 0, offset: '1' }));
+  const registry = new Registry();
+  const events = new Counter({ name: 'fhir_rte_events_total', help: 'events', labelNames: ['source', 'resource_type', 'outcome'], registers: [registry] });
+  const lag = new Histogram({ name: 'fhir_rte_end_to_end_lag_seconds', help: 'lag', buckets: [0.1, 0.5, 1, 5], registers: [registry] });
+  const kafkaLag = new Gauge({ name: 'fhir_rte_kafka_consumer_lag', help: 'lag', labelNames: ['topic', 'partition'], registers: [registry] });
+  events.inc({ source: 'kafka', resource_type: 'Patient', outcome: 'received' }, 1200);
+  events.inc({ source: 'kafka', resource_type: 'Patient', outcome: 'applied' }, 1150);
+  events.inc({ source: 'kafka', resource_type: 'Patient', outcome: 'dead_lettered' }, 1);
+  for (let i = 0; i < 100; i++) lag.observe(i < 90 ? 0.3 : 3);
+  kafkaLag.set({ topic: 'fhir', partition: '0' }, 40);
+  kafkaLag.set({ topic: 'fhir', partition: '1' }, 2);
+
+  const server = createHttpServer({ host: '127.0.0.1', port: 0 });
+  registerDeadLetterApi(server, { token: TOKEN, pool: t.pool, sink: t.sink, reloadTransformers: async () => ({ reloaded: false }), logger: silent });
+  registerConsole(server);
+  server.get('/metrics', async (_req, reply) => reply.header('content-type', registry.contentType).send(await registry.metrics()));
+  const base = await server.listen({ host: '127.0.0.1', port: 0 });
+  const page = await browser!.newPage();
+  try {
+    await page.goto(`${base}/console/`);
+    await page.getByLabel('Admin token').fill(TOKEN);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    const counters = () => page.locator('#counters').textContent();
+    await expect.poll(counters).toMatch(/Events received\s*1,200/);
+    const text = (await counters())!;
+    expect(text).toMatch(/Applied\s*1,150/);
+    expect(text).toMatch(/Dead-lettered\s*1/);
+    expect(text).toMatch(/Failed dead letters\s*1/);
+    expect(text).toMatch(/Lag \(mean\)\s*570 ms/);
+    expect(text).toMatch(/Lag p95 ≤\s*5\.00 s/);
+    expect(text).toMatch(/Kafka lag\s*42 records \(max 40 on one partition\)/);
+    expect(await page.locator('#metrics-note').textContent()).toMatch(/From \/metrics/);
+    // The next reading: rates since the last one, and the lag of what was observed in between.
+    events.inc({ source: 'kafka', resource_type: 'Patient', outcome: 'received' }, 500);
+    for (let i = 0; i < 10; i++) lag.observe(0.05);
+    await expect.poll(counters, { timeout: 30_000 }).toMatch(/Events received\s*1,700 \([\d.,]+\/s\).*Lag \(mean\)\s*50 ms/);
+  } finally {
+    await page.close();
+    await server.close();
+    await t.close();
+  }
+});

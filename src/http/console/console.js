@@ -349,18 +349,28 @@ function retried(summary) {
   return `Retried ${summary.selected}: ${summary.retried} now applied or stale, ${summary.stillFailing} still failing${reloaded}.`;
 }
 
+/**
+ * Runs an action with the action buttons disabled, then refreshes the list and counts; the result is
+ * announced last, so when it is read out the page already shows what it did.
+ */
 async function act(busyText, work) {
   announce(busyText);
-  for (const b of document.querySelectorAll('.actions button')) b.disabled = true;
+  setBusy(true);
+  let text;
   try {
-    const text = await guarded(work);
-    if (text) announce(text);
+    text = await guarded(work);
     await guarded(refreshAll);
   } finally {
-    for (const b of document.querySelectorAll('.actions button')) b.disabled = false;
-    selectionChanged();
-    detailButtons();
+    setBusy(false);
   }
+  if (text) announce(text);
+}
+
+function setBusy(busy) {
+  for (const b of document.querySelectorAll('.actions button:not(#detail-close)')) b.disabled = busy;
+  if (busy) return;
+  selectionChanged();
+  detailButtons();
 }
 
 $('retry-selected').addEventListener('click', () =>
