@@ -10,6 +10,9 @@ const PAGE = 50;
 const POLL_MS = 5000;
 
 const $ = (id) => document.getElementById(id);
+/** fhir-rte's root, relative to this page, so the console also works behind a proxy that mounts it under a path. */
+const ROOT = new URL('../', location.href);
+const at = (path) => new URL(path, ROOT);
 const state = {
   filter: { status: 'failed' },
   /** Cursors of the pages before this one (keyset paging); the last is this page's. */
@@ -29,7 +32,7 @@ class Off extends Error {}
 async function api(path, { method = 'GET', body } = {}) {
   const headers = { Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY) ?? ''}` };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
-  const res = await fetch(`/api${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const res = await fetch(at(`api${path}`), { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   const answer = await res.json().catch(() => ({ error: `${res.status} ${res.statusText}` }));
   if (res.status === 401) throw new Refused(answer.error);
   if (res.status === 404 && /are off/.test(answer.error ?? '')) throw new Off(answer.error);
@@ -75,7 +78,7 @@ function announce(text, isError = false) {
 async function begin() {
   if (!sessionStorage.getItem(TOKEN_KEY)) {
     // Asked without a token only to learn whether the API is off (then it says how to turn it on).
-    const res = await fetch('/api/dead-letters/counts');
+    const res = await fetch(at('api/dead-letters/counts'));
     const answer = await res.json().catch(() => ({}));
     if (res.status === 404 && /are off/.test(answer.error ?? '')) {
       $('off-reason').textContent = answer.error;
@@ -161,7 +164,7 @@ function fillClassOptions() {
 async function refreshMetrics() {
   let res;
   try {
-    res = await fetch('/metrics', { headers: { Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY) ?? ''}` } });
+    res = await fetch(at('metrics'), { headers: { Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY) ?? ''}` } });
   } catch (err) {
     res = { ok: false, status: err.message };
   }
