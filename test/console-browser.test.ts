@@ -104,7 +104,7 @@ const row = (page: Page, resource: string) => page.locator('#rows tr', { hasText
 
 it('lists the dead letters a broken transformer made, with their cause; after the file is fixed a retry from the page puts the row in its table; a discard removes one from the list', async (ctx) => {
   if (!CHROMIUM) ctx.skip(`the console's browser tests need Chromium: ${UNAVAILABLE}`);
-  const run = await start({ FHIR_RTE_ADMIN_TOKEN: TOKEN });
+  const run = await start({ FHIR_RTE_ADMIN_TOKEN: TOKEN, FHIR_RTE_LOG_LEVEL: 'trace' });
   for (const n of [1, 2, 3]) await deliver(run, `p${n}`, { gender: 'female', name: [{ family: `Lovelace${n}`, given: ['Ada', `Marie${n}`] }] });
   // A large one (a narrative of 40,000 characters), which the page folds.
   await deliver(run, 'p7', { text: { status: 'generated', div: `<div xmlns="http://www.w3.org/1999/xhtml">${'x'.repeat(40_000)}</div>` }, name: [{ given: ['Big', 'Narrative'] }] });
@@ -207,6 +207,10 @@ it('lists the dead letters a broken transformer made, with their cause; after th
   await page.getByRole('button', { name: 'Sign out' }).click();
   expect(await page.getByLabel('Admin token').isVisible()).toBe(true);
   await page.close();
+  // Neither the token nor the wrong one reaches the log, even at trace level.
+  expect(run.output).toContain('dead letters retried from the admin API');
+  expect(run.output).not.toContain(TOKEN);
+  expect(run.output).not.toContain('not-the-admin-token-at-all');
 });
 
 it('without an admin token configured, the page says the console is off and how to turn it on', async (ctx) => {
