@@ -215,6 +215,24 @@ describe('acting', () => {
     writeFileSync(join(dir, 'patient.yaml'), FIXED);
     expect((await call('POST', '/api/transformers/reload')).body).toEqual({ reloaded: true, transformers: 1 });
   });
+
+  it('a reload whose tables drifted from the database, or needs a table createTables may not make, is refused and changes nothing', async () => {
+    writeFileSync(join(dir, 'patient.yaml'), FIXED.replace('columnType: DATE', 'columnType: INT'));
+    const drift = await call('POST', '/api/transformers/reload');
+    expect(drift.status).toBe(409);
+    expect(drift.body.error).toMatch(/api_patient.*birth_date/);
+
+    writeFileSync(join(dir, 'patient.yaml'), FIXED);
+    writeFileSync(join(dir, 'observation.yaml'), 'transformers:\n  - resourceType: Observation\n    tableName: api_observation\n    columns:\n      - { columnName: status, fhirPath: Observation.status, columnType: STRING }\n');
+    const config = { ...loadConfig(undefined, { transformers: dir }, {}), createTables: false };
+    const strict = new TransformerReload({ config, pool: t.pool, sink: t.sink, logger: silent });
+    await expect(strict.reload(true)).rejects.toThrow(/tables api_observation do not exist and createTables is off/);
+    expect(await t.rows(`SELECT to_regclass('public.api_observation') AS t`)).toEqual([{ t: null }]);
+
+    // With createTables (the default) the same reload creates the table, as a start would.
+    expect((await call('POST', '/api/transformers/reload')).body).toEqual({ reloaded: true, transformers: 2 });
+    expect(await t.rows(`SELECT to_regclass('public.api_observation')::text AS t`)).toEqual([{ t: 'api_observation' }]);
+  });
 });
 
 it('pages through thousands with a keyset cursor: each once, newest first, none skipped', async () => {

@@ -5,6 +5,9 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/config.js';
 import type { PostgresSink } from '../sink/postgres/postgres-sink.js';
 import { loadTransformers, transformerFiles } from '../transform/load-transformers.js';
+import { planSchema } from '../sink/postgres/schema.js';
+import type { Transformer } from '../transform/transformer.js';
+import { DriftError } from './exit-codes.js';
 import { prepareTables } from './runtime.js';
 
 export interface ReloadResult {
@@ -43,11 +46,23 @@ export class TransformerReload {
     const digest = digestOf(config.transformersDir);
     if (!force && digest === this.digest) return { reloaded: false };
     const transformers = loadTransformers(config.transformersDir);
+    if (!config.createTables) await refuseMissingTables(pool, config, transformers);
     await prepareTables(pool, config, transformers, config.createTables, logger);
     sink.useTransformers(transformers);
     this.digest = digest;
     logger.info({ dir: config.transformersDir, transformers: transformers.length }, 'transformers reloaded');
     return { reloaded: true, transformers: transformers.length };
+  }
+}
+
+/**
+ * With createTables off, a new table is not made; swapping in transformers that write to it would stop
+ * the process at its first batch (a table that is not there is a fault retrying cannot fix).
+ */
+async function refuseMissingTables(pool: pg.Pool, config: Config, transformers: Transformer[]): Promise<void> {
+  const plan = await planSchema(pool, config.database.schema, transformers.flatMap((t) => t.tables));
+  if (plan.missing.length) {
+    throw new DriftError(`tables ${plan.missing.map((m) => m.table).join(', ')} do not exist and createTables is off: create them (fhir-rte schema --apply), then reload`);
   }
 }
 
