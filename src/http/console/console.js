@@ -8,6 +8,8 @@ import { renderPayload } from './payload.js';
 const TOKEN_KEY = 'fhir-rte-admin-token';
 const PAGE = 50;
 const POLL_MS = 5000;
+/** The counts group the whole dead-letter table (about half a second at 200,000 failed ones): every third tick. */
+const COUNTS_EVERY = 3;
 
 const $ = (id) => document.getElementById(id);
 /** fhir-rte's root, relative to this page, so the console also works behind a proxy that mounts it under a path. */
@@ -112,8 +114,13 @@ $('sign-out').addEventListener('click', () => {
 
 function startPolling() {
   stopPolling();
+  let tick = 0;
   // A tab in the background asks nothing.
-  state.poll = setInterval(() => document.hidden || void guarded(() => Promise.all([refreshCounts(), refreshMetrics()])), POLL_MS);
+  state.poll = setInterval(() => {
+    if (document.hidden) return;
+    tick++;
+    void guarded(() => Promise.all([tick % COUNTS_EVERY ? undefined : refreshCounts(), refreshMetrics()]));
+  }, POLL_MS);
 }
 
 function stopPolling() {
