@@ -94,8 +94,8 @@ async function begin() {
   });
   if (!ok) return;
   show('app');
-  await Promise.all([loadPage(), refreshMetrics()]);
-  startPolling();
+  await guarded(() => Promise.all([loadPage(), refreshMetrics()]));
+  if (!$('app').hidden) startPolling();
 }
 
 $('login-form').addEventListener('submit', async (event) => {
@@ -109,6 +109,8 @@ $('login-form').addEventListener('submit', async (event) => {
 $('sign-out').addEventListener('click', () => {
   sessionStorage.removeItem(TOKEN_KEY);
   stopPolling();
+  $('detail').hidden = true;
+  state.shown = undefined;
   show('login');
 });
 
@@ -194,9 +196,9 @@ function renderCounters() {
   if (counts) {
     entries.push(['Failed dead letters', counts.byStatus.failed], ['Retried', counts.byStatus.retried], ['Discarded', counts.byStatus.discarded]);
   }
-  const { summary, before, at, lastAt, recent } = state.metrics;
+  const { summary, before, at: readAt, lastAt, recent } = state.metrics;
   if (summary?.events) {
-    const elapsed = before?.events && lastAt ? (at - lastAt) / 1000 : 0;
+    const elapsed = before?.events && lastAt ? (readAt - lastAt) / 1000 : 0;
     const rate = (k) => (elapsed > 0 ? ` (${fmt(Math.max(0, summary.events[k] - before.events[k]) / elapsed)}/s)` : '');
     entries.push(
       ['Events received', `${fmt(summary.events.received)}${rate('received')}`],
@@ -207,9 +209,12 @@ function renderCounters() {
     );
   }
   if (summary && summary.lag.count) {
-    const window = recent && recent.count ? recent : summary.lag;
+    // The events committed since the last reading; when there were none, all since fhir-rte started.
+    const fresh = recent && recent.count && recent !== summary.lag;
+    const window = fresh ? recent : summary.lag;
+    const over = fresh ? `last ${POLL_MS / 1000} s` : 'since start';
     const p95 = quantileBound(window, 0.95);
-    entries.push(['Lag (mean)', seconds(window.sum / window.count)], ['Lag p95 ≤', p95 === Infinity ? 'above the largest bucket' : seconds(p95)]);
+    entries.push([`Lag, mean (${over})`, seconds(window.sum / window.count)], [`Lag, p95 ≤ (${over})`, p95 === Infinity ? 'above the largest bucket' : seconds(p95)]);
   }
   if (summary?.kafka) entries.push(['Kafka lag', `${fmt(summary.kafka.total)} records (max ${fmt(summary.kafka.max)} on one partition)`]);
   dl.replaceChildren(
