@@ -12,13 +12,12 @@ export const ADMIN_OFF =
  * token given.
  */
 export function adminAuth(token: string | undefined) {
-  return async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
-    if (token === undefined) {
-      await reply.code(404).send({ error: ADMIN_OFF });
-      return;
-    }
+  // An async hook that answers returns the reply: fastify then runs nothing after it (no handler).
+  return async (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> => {
+    if (token === undefined) return reply.code(404).send({ error: ADMIN_OFF });
     const problem = bearerProblem(request.headers.authorization, token);
-    if (problem) await reply.code(401).header('WWW-Authenticate', 'Bearer realm="fhir-rte admin"').send({ error: problem });
+    if (problem) return reply.code(401).header('WWW-Authenticate', 'Bearer realm="fhir-rte admin"').send({ error: problem });
+    return undefined;
   };
 }
 
