@@ -20,6 +20,8 @@ ENV NODE_ENV=production
 WORKDIR /app
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
+# The failed-message console's page: static files, served from where they are in the source tree.
+COPY src/http/console ./src/http/console
 COPY package.json ./
 COPY bin ./bin
 COPY transformers ./transformers

@@ -113,7 +113,7 @@ export async function openDatabase(config: Config, logger: Logger): Promise<{ ur
   return { url: embedded.url, embedded };
 }
 
-async function prepareTables(pool: pg.Pool, config: Config, transformers: Transformer[], create: boolean, logger: Logger): Promise<void> {
+export async function prepareTables(pool: pg.Pool, config: Config, transformers: Transformer[], create: boolean, logger: Logger): Promise<void> {
   const specs = transformers.flatMap((t) => t.tables);
   const plan = await planSchema(pool, config.database.schema, specs);
   if (plan.drift.length) {

@@ -62,6 +62,8 @@ export interface Config {
   /** Set when configured (a `resthook` section or FHIR_RTE_RESTHOOK_SECRET), and when no other source is. */
   resthook?: ResthookConfig;
   fhirServer?: FhirServerConfig;
+  /** The dead-letter API and console; off (no token) unless FHIR_RTE_ADMIN_TOKEN or admin.token is set. */
+  admin: { token?: string };
 }
 
 export interface FhirServerConfig {
@@ -119,6 +121,7 @@ type RawConfig = {
   kafka?: Partial<KafkaConfig>;
   http?: Partial<HttpConfig>;
   resthook?: Partial<ResthookConfig>;
+  admin?: { token?: string };
   fhirServer?: Partial<Omit<FhirServerConfig, 'auth'>> & { auth?: { type?: AuthConfig['type']; username?: string; password?: string; token?: string; tokenUrl?: string; clientId?: string; privateKey?: string; alg?: SmartAlg; kid?: string; scope?: string } };
 };
 
@@ -146,6 +149,7 @@ function fromRaw(raw: RawConfig, where: string, overrides: ConfigOverrides, env:
     kafka: kafkaConfig(raw.kafka, env, where),
     http: httpConfig(raw.http, env, at, where),
     fhirServer: fhirServerConfig(raw.fhirServer, env, where, at),
+    admin: adminConfig(raw.admin, env, where),
   };
   config.resthook = resthookConfig(raw.resthook, env, !config.kafka, config.kafka, where);
   if (config.retry.maxMs < config.retry.initialMs) throw new ConfigError(where, '/retry/maxMs', 'expected a value not below retry.initialMs');
@@ -200,6 +204,17 @@ function httpConfig(raw: Partial<HttpConfig> | undefined, env: NodeJS.ProcessEnv
   if (envPort !== undefined && !/^\d{1,5}$/.test(envPort)) throw new ConfigError(where, '/http/port', 'FHIR_RTE_HTTP_PORT: expected a port number');
   const tls = raw?.tls && { cert: at(raw.tls.cert), key: at(raw.tls.key) };
   return { host: raw?.host ?? '127.0.0.1', port: envPort ? Number(envPort) : (raw?.port ?? 8090), ...(tls ? { tls } : {}) };
+}
+
+/** A guessable admin token would open every dead letter's payload (patient data) to whoever guesses it. */
+const ADMIN_TOKEN_MIN = 16;
+
+function adminConfig(raw: RawConfig['admin'], env: NodeJS.ProcessEnv, where: string): Config['admin'] {
+  const token = env.FHIR_RTE_ADMIN_TOKEN || raw?.token;
+  if (token !== undefined && token.length < ADMIN_TOKEN_MIN) {
+    throw new ConfigError(where, '/admin/token', `expected an admin token of at least ${ADMIN_TOKEN_MIN} characters (FHIR_RTE_ADMIN_TOKEN or admin.token), e.g. from: openssl rand -hex 32`);
+  }
+  return token === undefined ? {} : { token };
 }
 
 /** The receiver's settings when it is configured, or when no other source is (then it is the one that runs). */

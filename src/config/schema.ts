@@ -115,6 +115,14 @@ export const configSchema = {
         relayTopic: { type: 'string', pattern: '^[A-Za-z0-9._-]{1,249}$', description: 'with relayTo kafka: the topic (default: the first of kafka.topics)' },
       },
     },
+    admin: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        // May come from FHIR_RTE_ADMIN_TOKEN instead (config.ts): secrets belong in the environment.
+        token: { type: 'string', minLength: 16, description: 'the bearer token of the dead-letter API and console; none: both are off' },
+      },
+    },
     fhirServer: {
       type: 'object',
       additionalProperties: false,

@@ -114,34 +114,127 @@ export function payloadOf(e: ChangeEvent): string | null {
   }
 }
 
+/** Where an input came from, as its origin's kind: what the console and API filter by. */
+export const SOURCE_KINDS = ['kafka', 'http', 'file', 'rebuild'] as const;
+export type SourceKind = (typeof SOURCE_KINDS)[number];
+
 export interface DeadLetterFilter {
   status?: DeadLetterStatus | 'all';
   resourceType?: string;
+  resourceId?: string;
   errorClass?: string;
+  /** The origin's kind (`kafka`, `http`, `file`, `rebuild`). */
+  source?: SourceKind;
+  /** Text the cause contains (error message or detail), case-insensitive. */
+  text?: string;
   since?: Date;
+  /** Created before this time. */
+  until?: Date;
   ids?: number[];
+  /** Ids up to this one only: a bulk action does not reach dead letters made after it began. */
+  maxId?: number;
   limit?: number;
+  /** Oldest first (the CLI), or newest first (the console). */
+  order?: 'asc' | 'desc';
+  /** Keyset paging: the dead letters after this id in the listing's order. */
+  after?: number;
 }
 
 export async function listDeadLetters(db: pg.Pool | pg.ClientBase, filter: DeadLetterFilter): Promise<DeadLetter[]> {
+  const { sql, values } = selection(filter);
+  const { rows } = await db.query(`SELECT *, ${ARRIVAL} FROM fhir_rte.dead_letter ${sql}`, values);
+  return rows.map(fromRow);
+}
+
+/** A dead letter as a listing shows it: without its payload (which may be megabytes), with the payload's size. */
+export type DeadLetterSummary = Omit<DeadLetter, 'payload'> & { payloadBytes: number | null };
+
+/** The message of a summary is cut here; `show` has all of it. */
+const SUMMARY_MESSAGE = 500;
+
+export async function listDeadLetterSummaries(db: pg.Pool | pg.ClientBase, filter: DeadLetterFilter): Promise<DeadLetterSummary[]> {
+  const { sql, values } = selection(filter);
+  const { rows } = await db.query(
+    `SELECT id, created_at, updated_at, source, origin, resource_type, resource_id, version_id, operation, error_class,
+            left(error_message, ${SUMMARY_MESSAGE}) AS error_message, error_detail, attempts, status, octet_length(payload) AS payload_bytes, ${ARRIVAL}
+       FROM fhir_rte.dead_letter ${sql}`,
+    values,
+  );
+  return rows.map((r) => {
+    const { payload: _, ...rest } = fromRow(r);
+    return { ...rest, payloadBytes: r.payload_bytes === null ? null : Number(r.payload_bytes) };
+  });
+}
+
+/** The WHERE, ORDER BY and LIMIT of a filter; every value a bound parameter. */
+function selection(filter: DeadLetterFilter): { sql: string; values: unknown[] } {
+  const { where, values } = conditions(filter);
+  const order = filter.order ?? 'asc';
+  if (filter.after !== undefined) {
+    values.push(filter.after);
+    where.push(`id ${order === 'asc' ? '>' : '<'} $${values.length}`);
+  }
+  values.push(filter.limit ?? 100);
+  return { sql: `${whereOf(where)} ORDER BY id ${order === 'asc' ? 'ASC' : 'DESC'} LIMIT $${values.length}`, values };
+}
+
+function conditions(filter: DeadLetterFilter): { where: string[]; values: unknown[] } {
   const where: string[] = [];
   const values: unknown[] = [];
   const add = (sql: string, v: unknown) => {
     values.push(v);
-    where.push(sql.replace('?', `$${values.length}`));
+    where.push(sql.replaceAll('?', `$${values.length}`));
   };
   const status = filter.status ?? 'failed';
   if (status !== 'all') add('status = ?', status);
   if (filter.resourceType) add('resource_type = ?', filter.resourceType);
+  if (filter.resourceId) add('resource_id = ?', filter.resourceId);
   if (filter.errorClass) add('error_class = ?', filter.errorClass);
+  if (filter.source) add(`origin->>'kind' = ?`, filter.source);
+  if (filter.text) add(`(error_message ILIKE ? ESCAPE '\\' OR error_detail::text ILIKE ? ESCAPE '\\')`, `%${likeEscaped(filter.text)}%`);
   if (filter.since) add('created_at >= ?', filter.since);
+  if (filter.until) add('created_at < ?', filter.until);
   if (filter.ids) add('id = ANY(?::bigint[])', filter.ids);
-  values.push(filter.limit ?? 100);
-  const { rows } = await db.query(
-    `SELECT *, ${ARRIVAL} FROM fhir_rte.dead_letter ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id LIMIT $${values.length}`,
+  if (filter.maxId !== undefined) add('id <= ?', filter.maxId);
+  return { where, values };
+}
+
+function whereOf(where: string[]): string {
+  return where.length ? `WHERE ${where.join(' AND ')}` : '';
+}
+
+/** LIKE's wildcards and its escape character, matched literally. */
+function likeEscaped(text: string): string {
+  return text.replace(/[\\%_]/g, (c) => `\\${c}`);
+}
+
+export interface DeadLetterCounts {
+  /** How many the filter selects, whatever their status (the filter's own status aside). */
+  byStatus: Record<DeadLetterStatus, number>;
+  /** How many the filter selects, per cause and resource type (`null`: input that names none). */
+  groups: Array<{ errorClass: string; resourceType: string | null; count: number; latest: Date }>;
+}
+
+/** Counts by cause and resource type, for the console's groups and for a count before a bulk action. */
+export async function countDeadLetters(db: pg.Pool | pg.ClientBase, filter: DeadLetterFilter): Promise<DeadLetterCounts> {
+  const { where, values } = conditions(filter);
+  const { rows: groups } = await db.query(
+    `SELECT error_class, resource_type, count(*)::int AS n, max(created_at) AS latest FROM fhir_rte.dead_letter ${whereOf(where)}
+      GROUP BY 1, 2 ORDER BY n DESC, 1, 2`,
     values,
   );
-  return rows.map(fromRow);
+  const anyStatus = conditions({ ...filter, status: 'all' });
+  const { rows: statuses } = await db.query(`SELECT status, count(*)::int AS n FROM fhir_rte.dead_letter ${whereOf(anyStatus.where)} GROUP BY 1`, anyStatus.values);
+  const byStatus: Record<DeadLetterStatus, number> = { failed: 0, retried: 0, discarded: 0 };
+  for (const r of statuses) byStatus[r.status as DeadLetterStatus] = r.n;
+  return { byStatus, groups: groups.map((r) => ({ errorClass: r.error_class, resourceType: r.resource_type, count: r.n, latest: r.latest })) };
+}
+
+/** Discards every failed dead letter the filter selects, in one statement; returns how many. */
+export async function discardMatching(db: pg.Pool | pg.ClientBase, filter: DeadLetterFilter): Promise<number> {
+  const { where, values } = conditions({ ...filter, status: 'failed' });
+  const { rowCount } = await db.query(`UPDATE fhir_rte.dead_letter SET status = 'discarded', updated_at = now() ${whereOf(where)}`, values);
+  return rowCount ?? 0;
 }
 
 export async function getDeadLetter(db: pg.Pool | pg.ClientBase, id: number): Promise<DeadLetter | undefined> {

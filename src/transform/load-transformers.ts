@@ -41,7 +41,7 @@ function loadFile(path: string, shown: string): Transformer[] {
   return format.load(json, shown);
 }
 
-function transformerFiles(dir: string): string[] {
+export function transformerFiles(dir: string): string[] {
   let entries: string[];
   try {
     if (!statSync(dir).isDirectory()) return [dir];

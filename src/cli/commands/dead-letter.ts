@@ -3,7 +3,7 @@ import { UsageError } from '../exit-codes.js';
 import pg from 'pg';
 import { loadConfig } from '../../config/config.js';
 import { discardDeadLetters, getDeadLetter, listDeadLetters, type DeadLetter, type DeadLetterFilter } from '../../deadletter/dead-letter.js';
-import { eventsFromDeadLetter } from '../../deadletter/replay.js';
+import { retryDeadLetters } from '../../deadletter/replay.js';
 import { createLogger } from '../logger.js';
 import { openDatabase, openRuntime, type GlobalOptions } from '../runtime.js';
 
@@ -63,11 +63,8 @@ async function retry(ids: string[], flags: FilterFlags, cmd: Command): Promise<v
   const runtime = await openRuntime(cmd.optsWithGlobals() as GlobalOptions);
   try {
     const chosen = await choose(runtime.pool, ids, flags);
-    const outcome = await runtime.sink.apply(chosen.flatMap((d) => eventsFromDeadLetter(d)), runtime.signal);
-    const after = await listDeadLetters(runtime.pool, { ids: chosen.map((d) => d.id), status: 'all', limit: chosen.length || 1 });
-    const retried = after.filter((d) => d.status === 'retried').length;
-    const summary = { selected: chosen.length, retried, stillFailing: after.length - retried, applied: outcome.applied, stale: outcome.stale };
-    process.stdout.write(flags.json ? `${JSON.stringify(summary)}\n` : `retried ${chosen.length}: ${retried} now applied or stale, ${summary.stillFailing} still failing\n`);
+    const summary = await retryDeadLetters(runtime.sink, runtime.pool, chosen, runtime.signal);
+    process.stdout.write(flags.json ? `${JSON.stringify(summary)}\n` : `retried ${summary.selected}: ${summary.retried} now applied or stale, ${summary.stillFailing} still failing\n`);
   } finally {
     await runtime.close();
   }

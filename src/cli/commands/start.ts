@@ -9,6 +9,7 @@ import type { CommittedChunk } from '../../sources/kafka/partition-batch.js';
 import { KafkaRelay } from '../../sources/resthook/kafka-relay.js';
 import { ResthookSource } from '../../sources/resthook/resthook-source.js';
 import type { ApplyBatch, Source } from '../../sources/source.js';
+import { serveAdmin } from '../admin.js';
 import { UsageError } from '../exit-codes.js';
 import { openRuntime, type GlobalOptions, type Runtime } from '../runtime.js';
 
@@ -50,11 +51,13 @@ export async function start(globals: StartOptions): Promise<void> {
   const onStop = () => stop.abort();
   runtime.signal.addEventListener('abort', onStop, { once: true });
   let relay: KafkaRelay | undefined;
+  let unserveAdmin = () => {};
   try {
     const parts = configuredSources(runtime, server, only);
     relay = parts.relay;
+    unserveAdmin = serveAdmin(server, runtime, stop.signal);
     // Only a part with routes opens the port (Kafka members alone need none, and may share a host).
-    if (config.resthook && only !== 'kafka') await listen(server, config.http, runtime.logger);
+    if ((config.resthook && only !== 'kafka') || config.admin.token) await listen(server, config.http, runtime.logger);
     await Promise.all(
       parts.sources.map(({ source, log, apply }) =>
         source.run(apply, stop.signal).catch((err: unknown) => {
@@ -66,6 +69,7 @@ export async function start(globals: StartOptions): Promise<void> {
     );
   } finally {
     runtime.signal.removeEventListener('abort', onStop);
+    unserveAdmin();
     await relay?.close();
     await server.close();
     await runtime.close();

@@ -41,8 +41,8 @@ export interface PostgresSinkOptions {
  * that record is dead-lettered and the rest commits.
  */
 export class PostgresSink implements Sink {
-  /** The transformers of each resource type. */
-  private readonly byType = new Map<string, Transformer[]>();
+  /** The transformers of each resource type; replaced whole by useTransformers, read once per transaction. */
+  private byType = new Map<string, Transformer[]>();
   private readonly inFlight = new Set<{ keys: Set<string>; done: Promise<BatchOutcome> }>();
   /** Batches that transient faults keep from committing, each with its own stall. */
   private readonly stalls = new Map<object, Stall>();
@@ -51,9 +51,17 @@ export class PostgresSink implements Sink {
     private readonly pool: pg.Pool,
     private readonly options: PostgresSinkOptions,
   ) {
-    for (const t of options.transformers) {
-      this.byType.set(t.resourceType, [...(this.byType.get(t.resourceType) ?? []), t]);
-    }
+    this.useTransformers(options.transformers);
+  }
+
+  /**
+   * Swaps in new transformers (a reload after a fix): batches that start from now on use them; a
+   * transaction in flight finishes with the ones it began with.
+   */
+  useTransformers(transformers: Transformer[]): void {
+    const byType = new Map<string, Transformer[]>();
+    for (const t of transformers) byType.set(t.resourceType, [...(byType.get(t.resourceType) ?? []), t]);
+    this.byType = byType;
   }
 
   /**
@@ -132,8 +140,9 @@ export class PostgresSink implements Sink {
       const states = unique.size
         ? await readStates(client, [...unique.values()].map((e) => e.resourceType), [...unique.values()].map((e) => e.id))
         : new Map();
-      const plan = planBatch(events, states, (type) => this.byType.get(type) ?? []);
-      await this.write(client, plan);
+      const byType = this.byType;
+      const plan = planBatch(events, states, (type) => byType.get(type) ?? []);
+      await this.write(client, plan, byType);
       await recordDeadLetters(client, plan.poison);
       await markRetried(client, appliedOrStale(plan));
       return outcomeOf(plan);
@@ -157,9 +166,9 @@ export class PostgresSink implements Sink {
     return countEvent(emptyOutcome(), event, 'deadLettered');
   }
 
-  private async write(client: pg.ClientBase, plan: BatchPlan): Promise<void> {
+  private async write(client: pg.ClientBase, plan: BatchPlan, byType: Map<string, Transformer[]>): Promise<void> {
     const { schema, deleteMode } = this.options;
-    const w = collectWrites(plan, deleteMode, (type) => (this.byType.get(type) ?? []).flatMap((t) => t.tables));
+    const w = collectWrites(plan, deleteMode, (type) => (byType.get(type) ?? []).flatMap((t) => t.tables));
     // The state swap first: it is what serializes concurrent writers of the same resource.
     await writeStates(client, plan.resources.map((r) => stateOf(r, this.options.storeResources)));
     for (const [spec, tombstones] of w.historyOfDeletes) await historyOfDeletes(client, schema, spec, tombstones);
