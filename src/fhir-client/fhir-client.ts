@@ -45,7 +45,7 @@ const FHIR_JSON = 'application/fhir+json';
 export class FhirClient {
   readonly baseUrl: string;
 
-  constructor(private readonly options: FhirClientOptions) {
+  constructor(readonly options: FhirClientOptions) {
     this.baseUrl = options.baseUrl.replace(/\/+$/, '');
   }
 
@@ -60,8 +60,13 @@ export class FhirClient {
   }
 
   /** GETs a resource or Bundle; resolves with 2xx, 404 and 410 answers, throws FhirServerError for the rest. */
-  async get(target: string, signal?: AbortSignal): Promise<FhirResponse> {
-    return this.request({ method: 'GET' }, target, signal);
+  async get(target: string, signal?: AbortSignal, headers?: Record<string, string>): Promise<FhirResponse> {
+    return this.request({ method: 'GET', headers }, target, signal);
+  }
+
+  /** DELETEs (a Bulk Data job at its status URL); resolves with 2xx, 404 and 410 answers. */
+  async delete(target: string, signal?: AbortSignal): Promise<FhirResponse> {
+    return this.request({ method: 'DELETE' }, target, signal);
   }
 
   /**
@@ -125,7 +130,7 @@ export class FhirClient {
     const timeout = AbortSignal.timeout(this.options.timeoutMs);
     const { method } = init;
     try {
-      const headers = { accept: FHIR_JSON, ...(init.body === undefined ? {} : { 'content-type': FHIR_JSON }), ...(await this.options.auth.headers(signal)) };
+      const headers = { accept: FHIR_JSON, ...(init.body === undefined ? {} : { 'content-type': FHIR_JSON }), ...init.headers, ...(await this.options.auth.headers(signal)) };
       const res = await fetch(url, { method, body: init.body, headers, signal: signal ? AbortSignal.any([signal, timeout]) : timeout });
       const text = await res.text();
       return { url, status: res.status, headers: res.headers, text, body: parseOrUndefined(text) };
@@ -141,8 +146,10 @@ export class FhirClient {
 
 /** One request's method and body (JSON text), the same on every try. */
 interface Request {
-  method: 'GET' | 'POST' | 'PUT';
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE';
   body?: string;
+  /** Beside the defaults (`Prefer: respond-async` for a Bulk Data kick-off). */
+  headers?: Record<string, string>;
 }
 
 function asBundlePage(response: FhirResponse): BundlePage {
