@@ -205,6 +205,24 @@ describe('fhir-rte backfill from a search and from files', () => {
     expect(server.requests.at(-1)!.url).toContain('_lastUpdated=ge');
   });
 
+  it('--every repeats the backfill, each run loading the changes since the one before, until stopped', async () => {
+    const args = ['backfill', '--source', `${server.baseUrl}/Patient`, '--since', 'auto', '--every', '2s', '--json', '--transformers', EXAMPLES];
+    const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, DATABASE_URL: url }, stdio: ['ignore', 'pipe', 'ignore'] });
+    let stdout = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+    const lines = () => stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, number>);
+    await eventually(() => lines().length >= 1, 'a first run');
+    const changed = server.update({ ...server.live('Patient')[1]!, gender: 'other' });
+    const seen = lines().length;
+    await eventually(() => lines().slice(seen).some((l) => l.applied === 1), 'a later run applying the change');
+    const version = await db.query(`SELECT version FROM patient WHERE source_resource_id = $1`, [`Patient/${changed.id}`]);
+    expect(String(version.rows[0].version)).toBe(changed.meta!.versionId);
+    // Stopped while it waits for the next run (it has just printed one): a clean stop.
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+  });
+
   it('reads files and directories as load does', async () => {
     const result = await cli(['backfill', '--source', SYNTHEA, '--json', '--transformers', EXAMPLES], { DATABASE_URL: url });
     const load = lastJson(result.stdout);

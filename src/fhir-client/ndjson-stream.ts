@@ -32,6 +32,7 @@ export async function* ndjsonLines(client: FhirClient, url: string, options: Ndj
   const target = options.withAuth ? client.resolve(url) : url;
   const backoff = new Backoff(client.options.retry);
   let taken = options.skipLines ?? 0;
+  let reauthorized = false;
   for (let attempt = 1; ; attempt++) {
     try {
       for await (const line of linesOnce(client, target, options, taken)) {
@@ -42,6 +43,11 @@ export async function* ndjsonLines(client: FhirClient, url: string, options: Ndj
       return;
     } catch (err) {
       const fault = err instanceof FhirServerError ? err : undefined;
+      // A SMART token that expired during a long download: one more try with a fresh one, as FhirClient does.
+      if (fault?.fault === 'auth' && options.withAuth && !reauthorized && client.options.auth.rejected?.()) {
+        reauthorized = true;
+        continue;
+      }
       if (!fault || fault.fault !== 'transient' || attempt >= client.options.maxAttempts) throw err;
       const ms = Math.min((fault as DownloadError).waitMs ?? backoff.next(), client.options.retryAfterMaxMs);
       client.options.logger.warn({ url: target, attempt, status: fault.status, retryInMs: ms, afterLine: taken, err: fault.message }, 'bulk data file download failed; retrying');

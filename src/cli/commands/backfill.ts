@@ -58,7 +58,12 @@ export function register(program: Command): void {
       try {
         for (;;) {
           const totals = await backfillOnce(runtime, plan, opts);
-          if (runtime.signal.aborted) break;
+          if (runtime.signal.aborted) {
+            // Stopped mid-run: what committed stays, and the same command continues from there.
+            process.stderr.write('fhir-rte backfill: stopped; run the same command again to continue where it stood\n');
+            process.exitCode = ExitCode.failure;
+            break;
+          }
           if (opts.json) process.stdout.write(`${JSON.stringify(totalsOf(totals))}\n`);
           // As `load`: it finished, but not everything in it was applied.
           if (totals.deadLettered) process.exitCode = ExitCode.deadLettered;
@@ -132,18 +137,21 @@ async function backfillOnce(runtime: Runtime, plan: Plan, opts: BackfillOptions)
     return outcome;
   };
   try {
-    if (plan.source.kind === 'files') {
-      const files = new FileSource(plan.source.paths);
-      files.files();
-      await files.run(apply, runtime.signal);
-    } else {
-      await fromServer(runtime, plan, plan.source, apply, progress);
-    }
+    await backfillFrom(runtime, plan, apply, progress).catch((err: unknown) => {
+      if (!runtime.signal.aborted) throw err;
+    });
   } finally {
     progress.stop();
   }
   if (!opts.json && !runtime.signal.aborted) process.stderr.write(`${countsTable(totals)}\n`);
   return totals;
+}
+
+async function backfillFrom(runtime: Runtime, plan: Plan, apply: ApplyBatch, progress: TypeProgress): Promise<void> {
+  if (plan.source.kind !== 'files') return fromServer(runtime, plan, plan.source, apply, progress);
+  const files = new FileSource(plan.source.paths);
+  files.files();
+  await files.run(apply, runtime.signal);
 }
 
 async function fromServer(runtime: Runtime, plan: Plan, source: Exclude<BackfillSource, { kind: 'files' }>, apply: ApplyBatch, progress: TypeProgress): Promise<void> {
