@@ -129,34 +129,48 @@ describe('fhir-rte backfill from a Bulk Data $export (HAPI FHIR 8.8 behaviour)',
 });
 
 describe('fhir-rte backfill killed mid-way', () => {
-  it('starts again where it stood: the same job, only the files not done', async () => {
+  const args = (server: BulkStandIn) => ['backfill', '--source', server.baseUrl, '--parallel-files', '1', '--max-poll-interval', '100ms', '--transformers', EXAMPLES];
+
+  /** Starts a backfill, lets three files commit while the fourth is held, and kills the process (SIGKILL). */
+  async function killedAfterThreeFiles(server: BulkStandIn, url: string, db: pg.Client): Promise<{ done: string[]; release: () => void }> {
+    let served = 0;
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    server.beforeFile = async () => {
+      if (++served > 3) await held;
+    };
+    const child = spawn(process.execPath, [BIN, ...args(server)], { env: { ...process.env, DATABASE_URL: url }, stdio: ['ignore', 'ignore', 'pipe'] });
+    const doneFiles = async () => {
+      const { rows } = await db.query(`SELECT value FROM fhir_rte.checkpoint WHERE name LIKE 'backfill-export:%'`).catch(() => ({ rows: [] as { value: { done?: object } }[] }));
+      return Object.keys(rows[0]?.value.done ?? {});
+    };
+    await eventually(async () => (await doneFiles()).length === 3, 'three files applied and recorded');
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGKILL');
+    await exited;
+    return { done: await doneFiles(), release };
+  }
+
+  async function withServer(test: (server: BulkStandIn, url: string, db: pg.Client) => Promise<void>): Promise<void> {
     const server = await startBulkStandIn(SYNTHEA);
     server.linesPerFile = 200;
     const url = await freshDatabase('resume');
     const db = new pg.Client(url);
     await db.connect();
     try {
-      let served = 0;
-      let release!: () => void;
-      const held = new Promise<void>((resolve) => (release = resolve));
-      server.beforeFile = async () => {
-        if (++served > 3) await held;
-      };
-      const args = ['backfill', '--source', server.baseUrl, '--parallel-files', '1', '--max-poll-interval', '100ms', '--transformers', EXAMPLES];
-      const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, DATABASE_URL: url }, stdio: ['ignore', 'ignore', 'pipe'] });
-      const doneFiles = async () => {
-        const { rows } = await db.query(`SELECT value FROM fhir_rte.checkpoint WHERE name LIKE 'backfill-export:%'`).catch(() => ({ rows: [] as { value: { done?: object } }[] }));
-        return Object.keys(rows[0]?.value.done ?? {});
-      };
-      await eventually(async () => (await doneFiles()).length === 3, 'three files applied and recorded');
-      const exited = new Promise((resolve) => child.once('exit', resolve));
-      child.kill('SIGKILL');
-      await exited;
-      const done = await doneFiles();
+      await test(server, url, db);
+    } finally {
+      await db.end();
+      await server.close();
+    }
+  }
+
+  it('starts again where it stood: the same job, only the files not done', async () => {
+    await withServer(async (server, url, db) => {
+      const { done, release } = await killedAfterThreeFiles(server, url, db);
       const requestsBefore = server.requests.length;
       release();
-
-      const result = await cli([...args, '--json'], { DATABASE_URL: url });
+      const result = await cli([...args(server), '--json'], { DATABASE_URL: url });
       expect(result.code).toBe(0);
       const again = server.requests.slice(requestsBefore);
       expect(server.kickOffs).toHaveLength(1); // the same job, no new kick-off
@@ -168,10 +182,20 @@ describe('fhir-rte backfill killed mid-way', () => {
       expect(lastJson(result.stdout).received).toBeLessThan(live.length);
       expect(await counts(db, 'SELECT count(*) AS n FROM fhir_rte.resource_state')).toBe(live.length);
       expect(await counts(db, 'SELECT count(*) AS n FROM encounter')).toBe(server.live('Encounter').length);
-    } finally {
-      await db.end();
-      await server.close();
-    }
+    });
+  });
+
+  it('exports anew when the interrupted job\'s files have expired on the server', async () => {
+    await withServer(async (server, url, db) => {
+      const { release } = await killedAfterThreeFiles(server, url, db);
+      server.expireFiles();
+      release();
+      const result = await cli([...args(server), '--json'], { DATABASE_URL: url });
+      expect(result.code).toBe(0);
+      expect(result.stderr).toContain('are gone from the server');
+      expect(server.kickOffs).toHaveLength(2);
+      expect(await counts(db, 'SELECT count(*) AS n FROM fhir_rte.resource_state')).toBe(server.live().length);
+    });
   });
 });
 

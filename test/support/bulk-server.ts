@@ -49,6 +49,8 @@ export interface BulkStandIn {
   beforeFile?: (url: string) => Promise<void> | void;
   /** Jobs kicked off. */
   kickOffs: URL[];
+  /** Removes every output file, as a server does when they expire (IG: the manifest's files may expire). */
+  expireFiles(): void;
   close(): Promise<void>;
 }
 
@@ -94,6 +96,7 @@ export async function startBulkStandIn(fixtureDir?: string): Promise<BulkStandIn
       if (!before?.resource) throw new Error(`${resourceType}/${id} is not live`);
       latest.set(`${resourceType}/${id}`, { resourceType, id, versionId: before.versionId + 1, lastUpdatedMs: tick() });
     },
+    expireFiles: () => binaries.clear(),
     failNext(count, status, retryAfter) {
       for (let i = 0; i < count; i++) faults.push({ status, retryAfter });
     },

@@ -84,6 +84,8 @@ export class BulkExport implements Source {
   readonly jobName: string;
   manifest?: Manifest;
   readonly errors: ExportError[] = [];
+  /** The job came from an earlier run's checkpoint. */
+  private resumed = false;
 
   constructor(private readonly options: BulkExportOptions) {
     this.jobName = `backfill-export:${options.client.resolve(kickOffPath(options.level, options.params))}`;
@@ -95,7 +97,16 @@ export class BulkExport implements Source {
     const manifest = job.manifest!;
     this.manifest = manifest;
     for (const [type, count] of countsByType(manifest.output)) this.options.report.total(type, count);
-    await this.download(job, apply, signal);
+    try {
+      await this.download(job, apply, signal);
+    } catch (err) {
+      // A resumed job whose files the server has since removed (the IG lets them expire): export anew, once.
+      if (!this.resumed || !gone(err)) throw err;
+      this.options.report.note(`the files of export ${job.statusUrl} are gone from the server (${(err as Error).message}); starting a new export`);
+      await this.options.checkpoints.remove(this.jobName);
+      this.resumed = false;
+      return this.run(apply, signal);
+    }
     if (signal.aborted) return;
     await this.readErrors(manifest, signal);
     await this.deleteJob(job.statusUrl, signal);
@@ -105,6 +116,7 @@ export class BulkExport implements Source {
   private async job(signal: AbortSignal): Promise<JobState> {
     const { checkpoints, report } = this.options;
     const kept = await checkpoints.read<JobState>(this.jobName);
+    this.resumed = kept !== undefined;
     if (kept?.manifest) {
       report.note(`resuming export ${kept.statusUrl}: ${Object.keys(kept.done ?? {}).length} of ${filesOf(kept.manifest).length} files done`);
       return kept;
@@ -210,12 +222,19 @@ export class BulkExport implements Source {
   private async readErrors(manifest: Manifest, signal: AbortSignal): Promise<void> {
     for (const f of manifest.error) {
       const found: ExportError = { url: f.url, diagnostics: [], serious: false };
-      for await (const { text } of ndjsonLines(this.options.client, f.url, { withAuth: manifest.requiresAccessToken, signal })) {
-        if (text.trim() === '') continue;
-        const outcome = parseOrUndefined(text);
-        found.diagnostics.push(outcomeDiagnostics(outcome) ?? text);
-        const issues = (outcome as { issue?: { severity?: string }[] } | undefined)?.issue ?? [];
-        if (issues.some((i) => i?.severity === 'error' || i?.severity === 'fatal')) found.serious = true;
+      try {
+        for await (const { text } of ndjsonLines(this.options.client, f.url, { withAuth: manifest.requiresAccessToken, signal })) {
+          if (text.trim() === '') continue;
+          const outcome = parseOrUndefined(text);
+          found.diagnostics.push(outcomeDiagnostics(outcome) ?? text);
+          const issues = (outcome as { issue?: { severity?: string }[] } | undefined)?.issue ?? [];
+          if (issues.some((i) => i?.severity === 'error' || i?.severity === 'fatal')) found.serious = true;
+        }
+      } catch (err) {
+        if (!gone(err)) throw err;
+        // Removed with the job (a run stopped after deleting it): what it said cannot be known any more.
+        found.diagnostics.push(`the error file is gone from the server (${(err as Error).message})`);
+        found.serious = true;
       }
       if (found.diagnostics.length) {
         this.errors.push(found);
@@ -287,6 +306,11 @@ function manifestOf(response: FhirResponse): Manifest {
 function progressOf(response: FhirResponse): string {
   const progress = response.headers.get('x-progress');
   return progress ? ` (${progress})` : '';
+}
+
+/** A 404 or 410 for a file: the server no longer has it. */
+function gone(err: unknown): boolean {
+  return err instanceof FhirServerError && (err.status === 404 || err.status === 410);
 }
 
 function parseOrUndefined(text: string): unknown {
