@@ -23,7 +23,7 @@ export class TypeProgress implements BackfillReport {
   ) {
     if (out.isTTY) {
       this.multi = new cliProgress.MultiBar(
-        { stream: out, format: '{type} [{bar}] {value}/{expected} | {rate}/s | ETA {eta_formatted}', hideCursor: true, clearOnComplete: false, etaBuffer: 50 },
+        { stream: out, format: KNOWN, hideCursor: true, clearOnComplete: false, etaBuffer: 50, barsize: 20 },
         cliProgress.Presets.shades_classic,
       );
     }
@@ -66,7 +66,8 @@ export class TypeProgress implements BackfillReport {
     const payload = { type: type.padEnd(20), expected: expected ?? '?', rate: Math.round(done / seconds) };
     let bar = this.bars.get(type);
     if (!bar) {
-      bar = this.multi.create(expected ?? 0, done, payload);
+      // Without an expected total there is no bar or ETA to show: a counter and its rate.
+      bar = this.multi.create(expected ?? 0, done, payload, expected === undefined ? { format: UNKNOWN } : {});
       this.bars.set(type, bar);
     }
     // Without an expected total the bar is only a counter: its total follows what is done.
@@ -83,6 +84,9 @@ export class TypeProgress implements BackfillReport {
     }
   }
 }
+
+const KNOWN = '{type} [{bar}] {value}/{expected} | {rate}/s | ETA {eta_formatted}';
+const UNKNOWN = '{type} {value} | {rate}/s';
 
 /** The end-of-run table: one row per type, then the totals. */
 export function countsTable(outcome: BatchOutcome): string {
