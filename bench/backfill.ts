@@ -33,6 +33,7 @@ import { bareInsert, database, rowsOf } from './sink.js';
 const RESOURCES = Number(process.env.BENCH_EVENTS ?? 200_000);
 const PER_FILE = 10_000;
 const BATCH = 1000;
+const PARALLEL_FILES = process.env.BENCH_PARALLEL_FILES ?? '2';
 const ROOT = join(import.meta.dirname, '..', '..');
 const logger = pino({ level: 'silent' });
 
@@ -45,7 +46,7 @@ export async function run(): Promise<void> {
     const rte = await fhirRte(url, server.baseUrl);
     const limit = await limitRun(url, server.files);
     const rate = (s: number) => RESOURCES / s;
-    console.log(`  fhir-rte backfill (own process, --parallel-files 4): ${rte.seconds.toFixed(2)} s, ${Math.round(rate(rte.seconds))} resources/s, peak RSS ${(rte.peakRssKb / 1024).toFixed(0)} MB`);
+    console.log(`  fhir-rte backfill (own process, --parallel-files ${PARALLEL_FILES}): ${rte.seconds.toFixed(2)} s, ${Math.round(rate(rte.seconds))} resources/s, peak RSS ${(rte.peakRssKb / 1024).toFixed(0)} MB`);
     console.log(`  bare unnest insert of the same rows (inserts alone timed): ${limit.toFixed(2)} s, ${Math.round(rate(limit))} resources/s`);
     report('backfill', ['fhir-rte', rate(rte.seconds), 'resources/s'], ['bare INSERT..unnest', rate(limit), 'resources/s']);
   } finally {
@@ -133,7 +134,7 @@ async function exportServer(files: { type: string; path: string }[]): Promise<Ex
 
 /** Runs the CLI as a user would; returns its wall time and peak RSS. */
 async function fhirRte(url: string, baseUrl: string): Promise<{ seconds: number; peakRssKb: number }> {
-  const args = [join(ROOT, 'bin', 'fhir-rte.js'), 'backfill', '--source', baseUrl, '--json', '--max-poll-interval', '100ms', '--parallel-files', '4', '--transformers', join(ROOT, 'transformers')];
+  const args = [join(ROOT, 'bin', 'fhir-rte.js'), 'backfill', '--source', baseUrl, '--json', '--max-poll-interval', '100ms', '--parallel-files', PARALLEL_FILES, '--transformers', join(ROOT, 'transformers')];
   const started = process.hrtime.bigint();
   const child = spawn(process.execPath, [...(process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean), ...args], { env: { ...process.env, DATABASE_URL: url, FHIR_RTE_LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'inherit'] });
   let stdout = '';

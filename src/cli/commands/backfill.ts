@@ -49,7 +49,7 @@ export function register(program: Command): void {
     .option('--type-filter <query>', '$export _typeFilter (repeatable), e.g. Observation?status=final', (v: string, all: string[]) => [...all, v], [])
     .option('--elements <list>', '$export _elements, comma-separated')
     .option('--count <n>', 'search _count (page size)')
-    .option('--parallel-files <n>', '$export output files downloaded at once', '4')
+    .option('--parallel-files <n>', '$export output files downloaded at once', '2')
     .option('--max-poll-interval <duration>', 'longest wait between two polls of the export status, whatever Retry-After says', '30s')
     .option('--json', 'print the final counts as one JSON line on stdout (one line per run with --every)')
     .action(async (opts: BackfillOptions, cmd: Command) => {
