@@ -247,6 +247,21 @@ describe('fhir-rte backfill from a search and from files', () => {
     expect(await exited).toBe(0);
   });
 
+  it('hands over: a version the live stream applied first is not overwritten by the older one the backfill reads', async () => {
+    const patient = server.live('Patient')[2]!;
+    // The live stream is ahead: it has already applied a version the backfill's read predates.
+    const live = { ...patient, gender: 'live-stream', meta: { ...patient.meta, versionId: '9', lastUpdated: new Date(Date.now() + 60_000).toISOString() } };
+    const file = join(mkdtempSync(join(tmpdir(), 'fhir-rte-live-')), 'live.ndjson');
+    writeFileSync(file, `${JSON.stringify(live)}\n`);
+    expect((await cli(['load', file, '--transformers', EXAMPLES], { DATABASE_URL: url })).code).toBe(0);
+
+    const result = await cli(['backfill', '--source', `${server.baseUrl}/Patient?_id=${patient.id}`, '--json', '--transformers', EXAMPLES], { DATABASE_URL: url });
+    expect(lastJson(result.stdout)).toEqual({ received: 1, applied: 0, stale: 1, skipped: 0, deadLettered: 0 });
+    const row = await db.query(`SELECT version, gender FROM patient WHERE source_resource_id = $1`, [`Patient/${patient.id}`]);
+    expect(row.rows[0]).toMatchObject({ gender: 'live-stream' });
+    expect(String(row.rows[0].version)).toBe('9');
+  });
+
   it('reads files and directories as load does', async () => {
     const result = await cli(['backfill', '--source', SYNTHEA, '--json', '--transformers', EXAMPLES], { DATABASE_URL: url });
     const load = lastJson(result.stdout);
