@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../../config/config.js';
 import { authenticator } from '../../fhir-client/auth.js';
 import { FhirClient } from '../../fhir-client/fhir-client.js';
+import { FhirServerError } from '../../fhir-client/fhir-error.js';
 import { RESOURCE_TYPE } from '../../events/from-fhir.js';
 import { sleepUnlessAborted } from '../../retry/backoff.js';
 import { addOutcome, emptyOutcome, totalsOf, type BatchOutcome } from '../../sink/sink.js';
@@ -57,7 +58,17 @@ export function register(program: Command): void {
       const runtime = await openRuntime(cmd.optsWithGlobals() as GlobalOptions);
       try {
         for (;;) {
-          const totals = await backfillOnce(runtime, plan, opts);
+          const totals = await backfillOnce(runtime, plan, opts).catch((err: unknown) => {
+            // Repeating, a server that stays away for one run is tried again at the next (the job, if any, resumes).
+            if (plan.everyMs === undefined || !(err instanceof FhirServerError) || err.fault !== 'transient') throw err;
+            runtime.logger.warn({ err: err.message, nextRunInMs: plan.everyMs }, 'backfill failed; trying again at the next run');
+            return undefined;
+          });
+          if (!totals) {
+            await sleepUnlessAborted(plan.everyMs!, runtime.signal).catch(() => undefined);
+            if (runtime.signal.aborted) break;
+            continue;
+          }
           if (runtime.signal.aborted) {
             // Stopped mid-run: what committed stays, and the same command continues from there.
             process.stderr.write('fhir-rte backfill: stopped; run the same command again to continue where it stood\n');
