@@ -131,7 +131,7 @@ function upsert(resource: FhirResource, line: number): ChangeEvent {
 }
 
 /** The rows the sink will write for a batch, per table (and history twin), without timing the FHIRPath. */
-function rowsOf(batch: ChangeEvent[], transformers: Transformer[], specs: TableSpec[]): Array<[TableSpec, VersionedRow[], boolean]> {
+export function rowsOf(batch: ChangeEvent[], transformers: Transformer[], specs: TableSpec[]): Array<[TableSpec, VersionedRow[], boolean]> {
   const out = new Map<TableSpec, VersionedRow[]>(specs.map((s) => [s, []]));
   for (const e of batch) {
     if (e.op !== 'upsert') continue;
@@ -145,7 +145,7 @@ function rowsOf(batch: ChangeEvent[], transformers: Transformer[], specs: TableS
   return [...out].flatMap(([spec, rows]) => (spec.history ? [[spec, rows, false], [spec, rows, true]] : [[spec, rows, false]]) as Array<[TableSpec, VersionedRow[], boolean]>);
 }
 
-async function bareInsert(pool: pg.Pool, tables: Array<[TableSpec, VersionedRow[], boolean]>): Promise<void> {
+export async function bareInsert(pool: pg.Pool, tables: Array<[TableSpec, VersionedRow[], boolean]>): Promise<void> {
   const client = await pool.connect();
   try {
     await client.query('BEGIN');
@@ -169,7 +169,7 @@ async function sameRows(pool: pg.Pool, specs: TableSpec[]): Promise<void> {
   }
 }
 
-async function database(): Promise<{ url: string; stop: () => Promise<void> }> {
+export async function database(): Promise<{ url: string; stop: () => Promise<void> }> {
   if (process.env.DATABASE_URL) return { url: process.env.DATABASE_URL, stop: async () => {} };
   const dir = mkdtempSync(join(tmpdir(), 'fhir-rte-bench-'));
   chmodSync(dir, 0o755);

@@ -73,6 +73,8 @@ async function commands(): Promise<Array<(program: Command) => void>> {
     import('./commands/start.js'),
     import('./commands/flatten.js'),
     import('./commands/subscribe.js'),
+    import('./commands/backfill.js'),
+    import('./commands/reconcile.js'),
   ] as Array<Promise<{ register: (program: Command) => void }>>);
   return modules.map((m) => m.register);
 }

@@ -54,7 +54,7 @@ export class FhirClient {
   /** The one gate every request to the server passes: delete resolution, id-only reads, gap repair, subscribe. */
   private readonly limit: ReturnType<typeof requestLimit>;
 
-  constructor(private readonly options: FhirClientOptions) {
+  constructor(readonly options: FhirClientOptions) {
     this.baseUrl = options.baseUrl.replace(/\/+$/, '');
     this.limit = requestLimit(options.limits ?? DEFAULT_LIMITS);
   }
@@ -70,8 +70,13 @@ export class FhirClient {
   }
 
   /** GETs a resource or Bundle; resolves with 2xx, 404 and 410 answers, throws FhirServerError for the rest. */
-  async get(target: string, signal?: AbortSignal): Promise<FhirResponse> {
-    return this.request({ method: 'GET' }, target, signal);
+  async get(target: string, signal?: AbortSignal, headers?: Record<string, string>): Promise<FhirResponse> {
+    return this.request({ method: 'GET', headers }, target, signal);
+  }
+
+  /** DELETEs (a Bulk Data job at its status URL); resolves with 2xx, 404 and 410 answers. */
+  async delete(target: string, signal?: AbortSignal): Promise<FhirResponse> {
+    return this.request({ method: 'DELETE' }, target, signal);
   }
 
   /**
@@ -117,6 +122,17 @@ export class FhirClient {
     }
   }
 
+  /**
+   * Opens a response whose body the caller streams (a Bulk Data file, ndjson-stream.ts): through the same
+   * request limit and TLS settings as every other request, with no timeout of its own (the caller bounds
+   * stalls) and no retry (the caller resumes after the lines it has). The limit's slot is held until the
+   * headers arrive; how many files download at once is the caller's bound.
+   */
+  async open(url: string, headers: Record<string, string>, signal: AbortSignal): Promise<Response> {
+    const res = await this.limit(() => undiciFetch(url, { headers, signal, ...(this.options.dispatcher ? { dispatcher: this.options.dispatcher } : {}) }), signal);
+    return res as unknown as Response;
+  }
+
   /** One try: the response when it is an answer, or the fault (and the wait the server asked for). */
   private async attempt(init: Request, url: string, signal?: AbortSignal): Promise<{ response: FhirResponse; error?: never; waitMs?: never } | { response?: never; error: FhirServerError; waitMs?: number }> {
     let response: FhirResponse;
@@ -135,7 +151,7 @@ export class FhirClient {
     const timeout = AbortSignal.timeout(this.options.timeoutMs);
     const { method } = init;
     try {
-      const headers = { accept: FHIR_JSON, ...(init.body === undefined ? {} : { 'content-type': FHIR_JSON }), ...(await this.options.auth.headers(signal)) };
+      const headers = { accept: FHIR_JSON, ...(init.body === undefined ? {} : { 'content-type': FHIR_JSON }), ...init.headers, ...(await this.options.auth.headers(signal)) };
       const both = signal ? AbortSignal.any([signal, timeout]) : timeout;
       return await this.limit(async () => {
         const res = await undiciFetch(url, { method, body: init.body, headers, signal: both, ...(this.options.dispatcher ? { dispatcher: this.options.dispatcher } : {}) });
@@ -156,8 +172,10 @@ export class FhirClient {
 
 /** One request's method and body (JSON text), the same on every try. */
 interface Request {
-  method: 'GET' | 'POST' | 'PUT';
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE';
   body?: string;
+  /** Beside the defaults (`Prefer: respond-async` for a Bulk Data kick-off). */
+  headers?: Record<string, string>;
 }
 
 function asBundlePage(response: FhirResponse): BundlePage {
