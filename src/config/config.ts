@@ -8,6 +8,7 @@ import type { AuthConfig } from '../fhir-client/auth.js';
 import type { SmartAlg, SmartAuthConfig } from '../fhir-client/smart.js';
 import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import type { TroubleshootSelection } from '../sink/troubleshoot.js';
 
 export interface KafkaConfig {
   brokers: string[];
@@ -24,9 +25,18 @@ export interface KafkaConfig {
 }
 
 export interface HttpConfig {
+  /** False: `start` opens no HTTP server (only a Kafka source may then run); absent means true. */
+  enabled?: boolean;
   host: string;
   port: number;
   tls?: { cert: string; key: string };
+  /** FHIR_RTE_ADMIN_TOKEN: without it the admin API (`/api/`) is off. */
+  adminToken?: string;
+}
+
+export interface HealthConfig {
+  maxStallMs: number;
+  maxWatermarkAgeMs?: number;
 }
 
 export interface ResthookConfig {
@@ -56,6 +66,8 @@ export interface Config {
   /** Set when configured (a `resthook` section or FHIR_RTE_RESTHOOK_SECRET), and when no other source is. */
   resthook?: ResthookConfig;
   fhirServer?: FhirServerConfig;
+  health: HealthConfig;
+  troubleshoot: TroubleshootSelection;
 }
 
 export interface FhirServerConfig {
@@ -108,6 +120,8 @@ type RawConfig = {
   log?: { level?: string };
   kafka?: Partial<KafkaConfig>;
   http?: Partial<HttpConfig>;
+  health?: Partial<HealthConfig>;
+  troubleshoot?: Partial<TroubleshootSelection>;
   resthook?: Partial<ResthookConfig>;
   fhirServer?: Partial<Omit<FhirServerConfig, 'auth'>> & { auth?: { type?: AuthConfig['type']; username?: string; password?: string; token?: string; tokenUrl?: string; clientId?: string; privateKey?: string; alg?: SmartAlg; kid?: string; scope?: string } };
 };
@@ -136,8 +150,11 @@ function fromRaw(raw: RawConfig, where: string, overrides: ConfigOverrides, env:
     kafka: kafkaConfig(raw.kafka, env, where),
     http: httpConfig(raw.http, env, at, where),
     fhirServer: fhirServerConfig(raw.fhirServer, env, where),
+    health: { maxStallMs: raw.health?.maxStallMs ?? 30_000, ...(raw.health?.maxWatermarkAgeMs === undefined ? {} : { maxWatermarkAgeMs: raw.health.maxWatermarkAgeMs }) },
+    troubleshoot: { types: raw.troubleshoot?.types ?? [], ids: raw.troubleshoot?.ids ?? [] },
   };
-  config.resthook = resthookConfig(raw.resthook, env, !config.kafka);
+  config.resthook = resthookConfig(raw.resthook, env, !config.kafka && config.http.enabled !== false);
+  if (config.resthook && config.http.enabled === false) throw new ConfigError(where, '/http/enabled', 'the REST-hook receiver needs the HTTP server: remove resthook, or set http.enabled to true');
   if (config.retry.maxMs < config.retry.initialMs) throw new ConfigError(where, '/retry/maxMs', 'expected a value not below retry.initialMs');
   return config;
 }
@@ -189,7 +206,14 @@ function httpConfig(raw: Partial<HttpConfig> | undefined, env: NodeJS.ProcessEnv
   const envPort = env.FHIR_RTE_HTTP_PORT;
   if (envPort !== undefined && !/^\d{1,5}$/.test(envPort)) throw new ConfigError(where, '/http/port', 'FHIR_RTE_HTTP_PORT: expected a port number');
   const tls = raw?.tls && { cert: at(raw.tls.cert), key: at(raw.tls.key) };
-  return { host: raw?.host ?? '127.0.0.1', port: envPort ? Number(envPort) : (raw?.port ?? 8090), ...(tls ? { tls } : {}) };
+  const adminToken = env.FHIR_RTE_ADMIN_TOKEN || undefined;
+  return {
+    enabled: raw?.enabled ?? true,
+    host: raw?.host ?? '127.0.0.1',
+    port: envPort ? Number(envPort) : (raw?.port ?? 8090),
+    ...(tls ? { tls } : {}),
+    ...(adminToken ? { adminToken } : {}),
+  };
 }
 
 /** The receiver's settings when it is configured, or when no other source is (then it is the one that runs). */

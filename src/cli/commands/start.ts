@@ -1,4 +1,10 @@
 import type { Command } from 'commander';
+import type { FastifyInstance } from 'fastify';
+import { ConfigError } from '../../config/config-error.js';
+import { Health, type Check } from '../../http/health.js';
+import { Metrics, noTelemetry, type SourceLabel, type Telemetry } from '../../http/metrics.js';
+import { troubleshootApi } from '../../http/troubleshoot-api.js';
+import { GapRepair } from '../../sources/resthook/gap-repair.js';
 import type { Logger } from 'pino';
 import { loadConfig } from '../../config/config.js';
 import { createHttpServer, listen } from '../../http/server.js';
@@ -31,19 +37,23 @@ export function register(program: Command): void {
  */
 export async function start(globals: GlobalOptions): Promise<void> {
   const config = loadConfig(globals.config, { transformers: globals.transformers });
+  if (config.http.enabled === false && !config.kafka) throw new ConfigError(config.file ?? '(defaults)', '/http/enabled', 'a source to run: with http.enabled false only Kafka can run; configure kafka');
   const runtime = await openRuntime(globals, { config });
-  const server = createHttpServer(config.http);
+  const server = config.http.enabled !== false ? createHttpServer(config.http) : undefined;
   // One stop for all sources: a signal, or one source's fatal fault, stops the others.
   const stop = new AbortController();
   const onStop = () => stop.abort();
   runtime.signal.addEventListener('abort', onStop, { once: true });
   try {
-    const sources = configuredSources(runtime, server);
-    // Only a part with routes opens the port (Kafka members alone need none, and may share a host).
-    if (config.resthook) await listen(server, config.http, runtime.logger);
+    const ops = server ? operations(runtime, server, stop.signal) : undefined;
+    const sources = configuredSources(runtime, server, ops?.metrics ?? noTelemetry);
+    if (server && ops) {
+      ops.health(sources);
+      await listen(server, config.http, runtime.logger);
+    }
     await Promise.all(
-      sources.map(({ source, log }) =>
-        source.run((batch, signal?: AbortSignal) => runtime.sink.apply(batch, signal), stop.signal).catch((err: unknown) => {
+      sources.map(({ source, log, label }) =>
+        source.run((ops?.metrics ?? noTelemetry).measured(label, (batch, signal?: AbortSignal) => runtime.sink.apply(batch, signal)), stop.signal).catch((err: unknown) => {
           if (err instanceof SinkFailure) log.error({ error: err.message }, 'fhir-rte start stops: fix the cause in the database, then start it again; the refused batch will be applied then');
           stop.abort();
           throw err;
@@ -52,7 +62,7 @@ export async function start(globals: GlobalOptions): Promise<void> {
     );
   } finally {
     runtime.signal.removeEventListener('abort', onStop);
-    await server.close();
+    await server?.close();
     await runtime.close();
   }
 }
@@ -60,41 +70,81 @@ export async function start(globals: GlobalOptions): Promise<void> {
 interface Running {
   source: Source;
   log: Logger;
+  label: SourceLabel;
+  /** Whether it is connected now, for /readyz; gap repair answers through its watermark instead. */
+  connected?: () => Check;
 }
 
-function configuredSources(runtime: Runtime, server: ReturnType<typeof createHttpServer>): Running[] {
+/** Metrics, health and the troubleshooting API on the HTTP server; health learns the sources once they exist. */
+function operations(runtime: Runtime, server: FastifyInstance, stopping: AbortSignal) {
+  const { config, sink, pool } = runtime;
+  let gapRepair: GapRepair | undefined;
+  const metrics = new Metrics({
+    pool,
+    retrying: () => sink.batchesRetrying,
+    stalledSince: () => sink.stall?.since,
+    watermark: () => gapRepair?.knownWatermark,
+  });
+  metrics.route(server);
+  troubleshootApi(server, runtime.troubleshoot, config.http.adminToken);
+  const health = (sources: Running[]) => {
+    gapRepair = sources.find((s) => s.source instanceof GapRepair)?.source as GapRepair | undefined;
+    const repair = config.fhirServer;
+    new Health({
+      databaseUrl: runtime.databaseUrl,
+      sources: Object.fromEntries(sources.flatMap((s) => (s.connected ? [[s.label, s.connected]] : []))),
+      stalledSince: () => sink.stall?.since,
+      maxStallMs: config.health.maxStallMs,
+      ...(gapRepair && repair
+        ? { watermark: { at: () => gapRepair?.knownWatermark, maxAgeMs: config.health.maxWatermarkAgeMs ?? 3 * repair.repairEveryMs + repair.repairMarginMs } }
+        : {}),
+      stopping: () => stopping.aborted,
+    }).route(server);
+  };
+  return { metrics, health };
+}
+
+function configuredSources(runtime: Runtime, server: FastifyInstance | undefined, metrics: Telemetry): Running[] {
   const { config, logger, sink } = runtime;
   const sources: Running[] = [];
   // The FHIR server, when configured, resolves the receiver's unversioned deletes and repairs its gaps.
   const reads = config.resthook ? fhirServerReads(config, runtime.pool, logger) : undefined;
-  if (config.resthook) {
+  if (config.resthook && server) {
     const log = logger.child({ source: 'resthook' });
     const receiver = new ResthookSource(server, config.resthook, config.http, {
       log,
       stalled: () => sink.stall !== undefined,
       catchUp: reads?.gapRepair,
       resolveDelete: reads?.resolveDelete,
+      onAnswer: (code) => metrics.delivery(code),
     });
-    sources.push({ source: receiver, log });
+    const connected = () => (receiver.accepting ? { ok: true, detail: 'taking deliveries' } : { ok: false, detail: 'not taking deliveries (starting or stopping)' });
+    sources.push({ source: receiver, log, label: 'resthook', connected });
   }
-  if (reads) sources.push({ source: reads.gapRepair, log: logger.child({ source: 'gap-repair' }) });
+  if (reads) sources.push({ source: reads.gapRepair, log: logger.child({ source: 'gap-repair' }), label: 'gap-repair' });
   if (config.kafka) {
     const log = logger.child({ source: 'kafka' });
-    sources.push({ source: kafkaSource(runtime, log), log });
+    const kafka = kafkaSource(runtime, log, metrics);
+    const connected = () => (kafka.connected ? { ok: true, detail: 'in its consumer group' } : { ok: false, detail: 'not in its consumer group (connecting, rejoining, or the broker is away)' });
+    sources.push({ source: kafka, log, label: 'kafka', connected });
   }
   return sources;
 }
 
 /** The Kafka source with a progress line a minute at info level, rather than one per transaction. */
-function kafkaSource(runtime: Runtime, log: Logger): Source {
+function kafkaSource(runtime: Runtime, log: Logger, metrics: Telemetry): Source & { readonly connected: boolean } {
   const totals = { ...emptyOutcome(), records: 0, commits: 0 };
   const onCommitted = (chunk: CommittedChunk) => {
     addOutcome(totals, chunk.outcome);
     totals.records += chunk.records;
     totals.commits += 1;
+    metrics.kafkaLag(chunk.topic, chunk.partition, Number(BigInt(chunk.highWatermark) - BigInt(chunk.nextOffset)));
   };
   const kafka = new KafkaSource(runtime.config.kafka!, { maxEvents: runtime.config.batch.maxEvents, log, onCommitted });
   return {
+    get connected() {
+      return kafka.connected;
+    },
     async run(apply, signal) {
       const progress = setInterval(() => log.info({ ...totals }, 'kafka progress'), 60_000);
       progress.unref();
