@@ -59,6 +59,10 @@ async function patients(ids: string[]): Promise<string[]> {
 
 it('SIGTERM: new deliveries get 503 and /readyz says stopping, the batch in flight still commits and is answered 200, then exit 0', async () => {
   const run = await started();
+  // Without FHIR_RTE_ADMIN_TOKEN the admin API is off, and says so.
+  const api = await fetch(`${run.base}/api/troubleshoot`, { headers: { Authorization: 'Bearer anything' } });
+  expect(api.status).toBe(404);
+  expect(await api.json()).toEqual({ error: expect.stringContaining('set FHIR_RTE_ADMIN_TOKEN') });
   const { answer: inFlight } = await deliveryInFlight(run, 'drained');
   run.child.kill('SIGTERM');
   try {
