@@ -1,7 +1,9 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { join } from 'node:path';
 import pg from 'pg';
+import { freshDatabase } from './support/database.js';
 import { startTestPostgres, type TestPostgres } from './support/embedded-postgres.js';
+import { startHapiStandIn } from './support/hapi-server.js';
 import { freePort } from './support/free-port.js';
 import { sample, scrape, startProcess, type StartedProcess } from './support/start-process.js';
 import { eventually } from './support/wait.js';
@@ -169,5 +171,42 @@ it('/healthz answers while the process is up; /readyz turns unready while Postgr
     expect((await client.query(`SELECT gender FROM patient WHERE source_resource_id = 'Patient/back'`)).rows).toEqual([{ gender: 'female' }]);
   } finally {
     await client.end();
+  }
+});
+
+it("gap repair's events are counted under its own source, and /readyz turns unready once its watermark is older than the bound", async () => {
+  const hapi = await startHapiStandIn();
+  const a = hapi.create({ resourceType: 'Patient', gender: 'female' });
+  hapi.create({ resourceType: 'Patient', gender: 'male' });
+  hapi.update({ ...hapi.current('Patient', a.id!)!, gender: 'other' });
+  hapi.create({ resourceType: 'Observation', status: 'final', code: { text: 'x' } });
+  // A watermark bound of 1 s, and the next walk only in 5 minutes: the watermark soon is too old.
+  const repair = await startProcess(
+    { transformers: TRANSFORMERS, health: { maxWatermarkAgeMs: 1000 } },
+    { DATABASE_URL: await freshDatabase('ops'), FHIR_RTE_HTTP_PORT: String(await freePort()), FHIR_RTE_FHIR_SERVER_URL: hapi.baseUrl },
+  );
+  try {
+    let s = await scrape(repair.base);
+    await eventually(async () => sample((s = await scrape(repair.base)), 'fhir_rte_gap_repair_watermark_age_seconds') > 0, 'the watermark of the first walk');
+    const events = (labels: Record<string, string>) => sample(s, 'fhir_rte_events_total', { source: 'gap-repair', ...labels });
+    // The server's _history holds 4 versions; newest first, so an older version on the same page may be stale.
+    expect(events({ outcome: 'received' })).toBe(4);
+    expect(events({ resource_type: 'Patient', outcome: 'received' })).toBe(3);
+    expect(events({ resource_type: 'Observation', outcome: 'applied' })).toBe(1);
+    expect(events({ outcome: 'applied' }) + events({ outcome: 'stale' })).toBe(4);
+    expect(sample(s, 'fhir_rte_events_total', { source: 'resthook' })).toBe(0);
+
+    let body: { ready: boolean; checks: Record<string, { ok: boolean; detail: string }> } | undefined;
+    await eventually(async () => {
+      const res = await fetch(`${repair.base}/readyz`);
+      body = (await res.json()) as typeof body;
+      return res.status === 503 && body!.checks.gapRepair?.ok === false;
+    }, '/readyz unready for the old watermark');
+    expect(body!.checks.gapRepair!.detail).toMatch(/^gap repair's watermark is \d+ s old \(bound 1 s\)$/);
+    expect(body!.checks.database!.ok).toBe(true);
+    expect(body!.checks['source:resthook']!.ok).toBe(true);
+  } finally {
+    await repair.stop();
+    await hapi.close();
   }
 });
