@@ -208,7 +208,7 @@ function httpConfig(raw: Partial<HttpConfig> | undefined, env: NodeJS.ProcessEnv
   const tls = raw?.tls && { cert: at(raw.tls.cert), key: at(raw.tls.key) };
   const adminToken = env.FHIR_RTE_ADMIN_TOKEN || undefined;
   return {
-    enabled: raw?.enabled ?? true,
+    ...(raw?.enabled === false ? { enabled: false } : {}),
     host: raw?.host ?? '127.0.0.1',
     port: envPort ? Number(envPort) : (raw?.port ?? 8090),
     ...(tls ? { tls } : {}),
