@@ -8,7 +8,7 @@ import { PinoPretty } from 'pino-pretty';
 export const REDACTED_PATHS = [
   'password', '*.password', '*.*.password',
   'secret', '*.secret', '*.*.secret',
-  'token', '*.token', '*.*.token', 'adminToken', '*.adminToken',
+  'token', '*.token', '*.*.token', 'adminToken', '*.adminToken', '*.*.adminToken',
   'accessToken', '*.accessToken', 'access_token', '*.access_token',
   'privateKey', '*.privateKey', '*.*.privateKey',
   'sasl', '*.sasl',
