@@ -1,17 +1,17 @@
 import type { Command } from 'commander';
 import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
 import { ConfigError } from '../../config/config-error.js';
+import { loadConfig } from '../../config/config.js';
 import { Health, type Check } from '../../http/health.js';
 import { Metrics, noTelemetry, type SourceLabel, type Telemetry } from '../../http/metrics.js';
-import { troubleshootApi } from '../../http/troubleshoot-api.js';
-import { GapRepair } from '../../sources/resthook/gap-repair.js';
-import type { Logger } from 'pino';
-import { loadConfig } from '../../config/config.js';
 import { createHttpServer, listen } from '../../http/server.js';
-import { fhirServerReads } from '../../sources/resthook/fhir-server-reads.js';
+import { troubleshootApi } from '../../http/troubleshoot-api.js';
 import { addOutcome, emptyOutcome, SinkFailure } from '../../sink/sink.js';
 import { KafkaSource } from '../../sources/kafka/kafka-source.js';
 import type { CommittedChunk } from '../../sources/kafka/partition-batch.js';
+import { fhirServerReads } from '../../sources/resthook/fhir-server-reads.js';
+import { GapRepair } from '../../sources/resthook/gap-repair.js';
 import { ResthookSource } from '../../sources/resthook/resthook-source.js';
 import type { Source } from '../../sources/source.js';
 import { openRuntime, type GlobalOptions, type Runtime } from '../runtime.js';
@@ -26,7 +26,8 @@ export function register(program: Command): void {
 }
 
 /**
- * Runs every configured source in one process until SIGTERM or SIGINT. Then each stops taking input, the
+ * Runs every configured source in one process until SIGTERM or SIGINT, and serves the HTTP server
+ * (receiver, /metrics, /healthz, /readyz, /api/) unless `http.enabled` is false. Then each stops taking input, the
  * transactions in flight may finish within their grace (Kafka offsets committed, REST-hook deliveries
  * answered) or are abandoned uncommitted, the HTTP server closes, the database pool closes, the process exits.
  *
@@ -45,15 +46,17 @@ export async function start(globals: GlobalOptions): Promise<void> {
   const onStop = () => stop.abort();
   runtime.signal.addEventListener('abort', onStop, { once: true });
   try {
-    const ops = server ? operations(runtime, server, stop.signal) : undefined;
-    const sources = configuredSources(runtime, server, ops?.metrics ?? noTelemetry);
-    if (server && ops) {
-      ops.health(sources);
+    let sources: Running[] = [];
+    const metrics = server ? metricsOf(runtime, () => gapRepairOf(sources)) : undefined;
+    const telemetry = metrics ?? noTelemetry;
+    sources = configuredSources(runtime, server, telemetry);
+    if (server && metrics) {
+      serveOperations(server, runtime, sources, metrics, stop.signal);
       await listen(server, config.http, runtime.logger);
     }
     await Promise.all(
       sources.map(({ source, log, label }) =>
-        source.run((ops?.metrics ?? noTelemetry).measured(label, (batch, signal?: AbortSignal) => runtime.sink.apply(batch, signal)), stop.signal).catch((err: unknown) => {
+        source.run(telemetry.measured(label, (batch, signal?: AbortSignal) => runtime.sink.apply(batch, signal)), stop.signal).catch((err: unknown) => {
           if (err instanceof SinkFailure) log.error({ error: err.message }, 'fhir-rte start stops: fix the cause in the database, then start it again; the refused batch will be applied then');
           stop.abort();
           throw err;
@@ -75,33 +78,33 @@ interface Running {
   connected?: () => Check;
 }
 
-/** Metrics, health and the troubleshooting API on the HTTP server; health learns the sources once they exist. */
-function operations(runtime: Runtime, server: FastifyInstance, stopping: AbortSignal) {
-  const { config, sink, pool } = runtime;
-  let gapRepair: GapRepair | undefined;
-  const metrics = new Metrics({
-    pool,
-    retrying: () => sink.batchesRetrying,
-    stalledSince: () => sink.stall?.since,
-    watermark: () => gapRepair?.knownWatermark,
-  });
+/** The metrics of this process; gap repair's watermark is read at scrape time, once that source exists. */
+function metricsOf(runtime: Runtime, gapRepair: () => GapRepair | undefined): Metrics {
+  const { sink, pool } = runtime;
+  return new Metrics({ pool, retrying: () => sink.batchesRetrying, stalledSince: () => sink.stall?.since, watermark: () => gapRepair()?.knownWatermark });
+}
+
+function gapRepairOf(sources: Running[]): GapRepair | undefined {
+  return sources.find((s) => s.source instanceof GapRepair)?.source as GapRepair | undefined;
+}
+
+/** /metrics, /healthz, /readyz and the troubleshooting API on the HTTP server. */
+function serveOperations(server: FastifyInstance, runtime: Runtime, sources: Running[], metrics: Metrics, stopping: AbortSignal): void {
+  const { config, sink } = runtime;
   metrics.route(server);
   troubleshootApi(server, runtime.troubleshoot, config.http.adminToken);
-  const health = (sources: Running[]) => {
-    gapRepair = sources.find((s) => s.source instanceof GapRepair)?.source as GapRepair | undefined;
-    const repair = config.fhirServer;
-    new Health({
-      databaseUrl: runtime.databaseUrl,
-      sources: Object.fromEntries(sources.flatMap((s) => (s.connected ? [[s.label, s.connected]] : []))),
-      stalledSince: () => sink.stall?.since,
-      maxStallMs: config.health.maxStallMs,
-      ...(gapRepair && repair
-        ? { watermark: { at: () => gapRepair?.knownWatermark, maxAgeMs: config.health.maxWatermarkAgeMs ?? 3 * repair.repairEveryMs + repair.repairMarginMs } }
-        : {}),
-      stopping: () => stopping.aborted,
-    }).route(server);
-  };
-  return { metrics, health };
+  const gapRepair = gapRepairOf(sources);
+  const repair = config.fhirServer;
+  new Health({
+    databaseUrl: runtime.databaseUrl,
+    sources: Object.fromEntries(sources.flatMap((s) => (s.connected ? [[s.label, s.connected]] : []))),
+    stalledSince: () => sink.stall?.since,
+    maxStallMs: config.health.maxStallMs,
+    ...(gapRepair && repair
+      ? { watermark: { at: () => gapRepair.knownWatermark, maxAgeMs: config.health.maxWatermarkAgeMs ?? 3 * repair.repairEveryMs + repair.repairMarginMs } }
+      : {}),
+    stopping: () => stopping.aborted,
+  }).route(server);
 }
 
 function configuredSources(runtime: Runtime, server: FastifyInstance | undefined, metrics: Telemetry): Running[] {
