@@ -1,5 +1,5 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
+import { sameSecret } from '../sources/resthook/secret.js';
 
 /**
  * The admin API's check: `Authorization: Bearer <FHIR_RTE_ADMIN_TOKEN>`, compared in constant time over
@@ -11,13 +11,8 @@ export function adminAuth(token: string | undefined) {
     if (!token) return refuse(reply, 404, 'the admin API is off: set FHIR_RTE_ADMIN_TOKEN to turn it on');
     const m = /^Bearer\s+(.+)$/i.exec(request.headers.authorization ?? '');
     if (!m) return refuse(reply, 401, 'missing admin token: send "Authorization: Bearer <FHIR_RTE_ADMIN_TOKEN>"');
-    if (!sameToken(m[1]!.trim(), token)) return refuse(reply, 401, 'wrong admin token');
+    if (!sameSecret(m[1]!.trim(), token)) return refuse(reply, 401, 'wrong admin token');
   };
-}
-
-function sameToken(given: string, expected: string): boolean {
-  const digest = (s: string) => createHash('sha256').update(s, 'utf8').digest();
-  return timingSafeEqual(digest(given), digest(expected));
 }
 
 async function refuse(reply: FastifyReply, status: number, error: string): Promise<void> {
