@@ -139,6 +139,12 @@ it('the troubleshooting log, switched on through the API, follows a chosen resou
   expect(steps[1]).toMatchObject({ stored: { none: true }, rows: { patient: 1, patient_name: 1 } });
   expect(steps[3]).toMatchObject({ version: '1', stored: { version: '1', deleted: false } });
   expect(lines().some((l) => l.resource === 'Patient/t2')).toBe(false);
+
+  // A version its transformer cannot flatten: dead-lettered, with its cause.
+  expect((await put({ ...patient('t1', '2', 'Confidentialname'), birthDate: 'not a date' })).status).toBe(200);
+  await eventually(() => lines().some((l) => l.msg === 'troubleshoot: dead-lettered'), 'the dead-lettered step logged');
+  expect(lines().find((l) => l.msg === 'troubleshoot: dead-lettered')).toMatchObject({ resource: 'Patient/t1', version: '2', errorClass: 'TransformError', cause: expect.stringContaining('date') });
+  expect(sample(await scrape(run.base), 'fhir_rte_events_total', { source: 'resthook', resource_type: 'Patient', outcome: 'dead_lettered' })).toBe(1);
   expect(run.output()).not.toContain('Confidentialname');
   expect(run.output()).not.toContain('Othername');
 });
