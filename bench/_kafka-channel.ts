@@ -6,6 +6,8 @@
  */
 import { openRuntime } from '../src/cli/runtime.js';
 import { KafkaSource } from '../src/sources/kafka/kafka-source.js';
+import type { ChangeEvent } from '../src/events/change-event.js';
+import { Metrics } from '../src/http/metrics.js';
 
 export interface ChannelReport {
   type: 'assigned' | 'committed' | 'stopped';
@@ -21,17 +23,24 @@ if (!configFile || !process.send) throw new Error('usage: fork(_kafka-channel.js
 const send = (r: ChannelReport) => process.send!(r);
 
 const runtime = await openRuntime({ config: configFile });
+// BENCH_METRICS=1: counted as `fhir-rte start` counts, for the comparison with metrics and without.
+const metrics =
+  process.env.BENCH_METRICS === '1'
+    ? new Metrics({ pool: runtime.pool, retrying: () => runtime.sink.batchesRetrying, stalledSince: () => runtime.sink.stall?.since })
+    : undefined;
 try {
   const source = new KafkaSource(runtime.config.kafka!, {
     maxEvents: runtime.config.batch.maxEvents,
     log: runtime.logger.child({ source: 'kafka' }),
     onAssigned: (assignment) => send({ type: 'assigned', partitions: Object.values(assignment).flat().length }),
     onCommitted: (chunk) => {
+      metrics?.kafkaLag(chunk.topic, chunk.partition, Number(BigInt(chunk.highWatermark) - BigInt(chunk.nextOffset)));
       const at = Date.now();
       send({ type: 'committed', records: chunk.records, events: chunk.events, at, latencies: chunk.timestamps.map((t) => at - t) });
     },
   });
-  await source.run((batch, signal?: AbortSignal) => runtime.sink.apply(batch, signal), runtime.signal);
+  const apply = (batch: ChangeEvent[], signal?: AbortSignal) => runtime.sink.apply(batch, signal);
+  await source.run(metrics ? metrics.measured('kafka', apply) : apply, runtime.signal);
 } finally {
   await runtime.close();
   send({ type: 'stopped' });

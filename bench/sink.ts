@@ -23,6 +23,7 @@ import { createMissing, planSchema } from '../src/sink/postgres/schema.js';
 import { insertRows, type VersionedRow } from '../src/sink/postgres/statements.js';
 import { loadTransformers } from '../src/transform/load-transformers.js';
 import type { TableSpec, Transformer } from '../src/transform/transformer.js';
+import { Metrics } from '../src/http/metrics.js';
 import { report } from './report.js';
 
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 100_000);
@@ -31,6 +32,8 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 /** As `fhir-rte load` runs (FileSource's default). */
 const IN_FLIGHT = 3;
 const logger = pino({ level: 'silent' });
+/** BENCH_METRICS=1: every round also applies through the Prometheus metrics `fhir-rte start` counts with. */
+const WITH_METRICS = process.env.BENCH_METRICS === '1';
 
 export async function run(): Promise<void> {
   const { url, stop } = await database();
@@ -46,9 +49,11 @@ export async function run(): Promise<void> {
     // Rounds alternate the limit and fhir-rte so that a busy neighbour on the machine weighs on both.
     const limits: number[] = [];
     const rtes: number[] = [];
+    const measured: number[] = [];
     for (let round = 0; round < ROUNDS; round++) {
       limits.push(await limitRun(pool, specs, batches.map((b) => rowsOf(b, transformers, specs))));
       rtes.push(await applyAll(pool, transformers, specs, batches, IN_FLIGHT));
+      if (WITH_METRICS) measured.push(await applyAll(pool, transformers, specs, batches, IN_FLIGHT, true));
     }
     await sameRows(pool, specs);
     const sequential = await applyAll(pool, transformers, specs, batches, 1);
@@ -59,6 +64,10 @@ export async function run(): Promise<void> {
     console.log(`  bare unnest insert of the same rows (one connection, one batch at a time): ${fmt(limits)} s; median ${Math.round(rate(limit))} events/s`);
     console.log(`  fhir-rte sink, ${IN_FLIGHT} batches in flight (as fhir-rte load runs): ${fmt(rtes)} s; median ${Math.round(rate(rte))} events/s`);
     console.log(`  fhir-rte sink, one batch at a time: ${sequential.toFixed(2)} s, ${Math.round(rate(sequential))} events/s, ratio ${(limit / sequential).toFixed(2)}`);
+    if (WITH_METRICS) {
+      const m = median(measured);
+      console.log(`  fhir-rte sink with metrics, ${IN_FLIGHT} in flight: ${fmt(measured)} s; median ${Math.round(rate(m))} events/s (${((rate(m) / rate(rte) - 1) * 100).toFixed(1)}% against without)`);
+    }
     report('sink', ['fhir-rte', rate(rte), 'events/s'], ['bare INSERT..unnest', rate(limit), 'events/s']);
   } finally {
     await pool.end();
@@ -77,7 +86,7 @@ async function limitRun(pool: pg.Pool, specs: TableSpec[], rows: Array<Array<[Ta
 }
 
 /** Applies every batch through a fresh PostgresSink, `inFlight` batches at once; returns seconds. */
-async function applyAll(pool: pg.Pool, transformers: Transformer[], specs: TableSpec[], batches: ChangeEvent[][], inFlight: number): Promise<number> {
+async function applyAll(pool: pg.Pool, transformers: Transformer[], specs: TableSpec[], batches: ChangeEvent[][], inFlight: number, withMetrics = false): Promise<number> {
   const cpu = process.cpuUsage();
   await pool.query('DROP SCHEMA IF EXISTS bench_rte CASCADE');
   await createMissing(pool, 'bench_rte', await planSchema(pool, 'bench_rte', specs));
@@ -92,12 +101,14 @@ async function applyAll(pool: pg.Pool, transformers: Transformer[], specs: Table
     retry: { initialMs: 100, maxMs: 5000 },
     logger,
   });
+  const metrics = withMetrics ? new Metrics({ pool, retrying: () => sink.batchesRetrying, stalledSince: () => sink.stall?.since }) : undefined;
+  const apply = metrics ? metrics.measured('file', (b) => sink.apply(b)) : (b: ChangeEvent[]) => sink.apply(b);
   let applied = 0;
   let next = 0;
   const seconds = await timed(async () => {
     const worker = async () => {
       while (next < batches.length) {
-        const outcome = await sink.apply(batches[next++]!);
+        const outcome = await apply(batches[next++]!);
         applied += outcome.applied;
       }
     };
@@ -106,7 +117,8 @@ async function applyAll(pool: pg.Pool, transformers: Transformer[], specs: Table
   const expected = batches.reduce((n, b) => n + b.length, 0);
   if (applied !== expected) throw new Error(`sink applied ${applied} of ${expected}`);
   const used = process.cpuUsage(cpu);
-  console.log(`  (${inFlight} in flight: ${seconds.toFixed(2)} s, of which fhir-rte's own CPU ${((used.user + used.system) / 1e6).toFixed(2)} s)`);
+  if (metrics && !(await metrics.registry.metrics()).includes(`fhir_rte_events_total{source="file",resource_type="Patient",outcome="applied"}`)) throw new Error('metrics did not count');
+  console.log(`  (${inFlight} in flight${metrics ? ', metrics' : ''}: ${seconds.toFixed(2)} s, of which fhir-rte's own CPU ${((used.user + used.system) / 1e6).toFixed(2)} s)`);
   return seconds;
 }
 

@@ -308,7 +308,7 @@ describe('clean output', () => {
     const brokerPort = await freePort(); // nothing listens there
     const dir = transformerDir({ 'p.yaml': genderRules });
     const child = spawn(process.execPath, [BIN, 'start', '--transformers', dir], {
-      env: { ...process.env, DATABASE_URL: url, KAFKA_BROKERS: `127.0.0.1:${brokerPort}`, FHIR_RTE_LOG_LEVEL: 'info' },
+      env: { ...process.env, DATABASE_URL: url, KAFKA_BROKERS: `127.0.0.1:${brokerPort}`, FHIR_RTE_LOG_LEVEL: 'info', FHIR_RTE_HTTP_PORT: '0' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';

@@ -119,4 +119,26 @@ describe('http and resthook', () => {
     expect(errorOf(() => load('resthook: { relayTopic: hooks }\n'))).toContain('/resthook/relayTopic: expected relayTo: kafka beside it');
     expect(errorOf(() => load('resthook: { relayTo: s3 }\n'))).toContain('/resthook/relayTo');
   });
+
+  it('http.enabled false runs no receiver, and refuses one configured beside it', () => {
+    const kafkaOnly = loadConfig(configFile('fhir-rte.yaml', 'http: { enabled: false }\nkafka: { brokers: [k:9092] }\n'), {}, {});
+    expect(kafkaOnly.http.enabled).toBe(false);
+    expect(kafkaOnly.resthook).toBeUndefined();
+    expect(loadConfig(configFile('fhir-rte.yaml', 'http: { enabled: false }\n'), {}, {}).resthook).toBeUndefined();
+    expect(errorOf(() => loadConfig(configFile('fhir-rte.yaml', 'http: { enabled: false }\nresthook: { path: /r }\n'), {}, {}))).toContain('/http/enabled: the REST-hook receiver needs the HTTP server');
+  });
+});
+
+describe('operations', () => {
+  it('reads health bounds, the troubleshooting selection and the admin token', () => {
+    const config = loadConfig(configFile('fhir-rte.yaml', 'health: { maxStallMs: 5000, maxWatermarkAgeMs: 60000 }\ntroubleshoot: { types: [Patient], ids: [Observation/o-1] }\n'), {}, { FHIR_RTE_ADMIN_TOKEN: 't0ken-of-16-chars' });
+    expect(config.health).toEqual({ maxStallMs: 5000, maxWatermarkAgeMs: 60000 });
+    expect(config.troubleshoot).toEqual({ types: ['Patient'], ids: ['Observation/o-1'] });
+    expect(config.admin.token).toBe('t0ken-of-16-chars');
+    const defaults = loadConfig(configFile('fhir-rte.yaml', 'log: { level: info }\n'), {}, {});
+    expect(defaults.health).toEqual({ maxStallMs: 30_000 });
+    expect(defaults.troubleshoot).toEqual({ types: [], ids: [] });
+    expect(defaults.admin.token).toBeUndefined();
+    expect(errorOf(() => loadConfig(configFile('fhir-rte.yaml', 'troubleshoot: { ids: [o-1] }\n'), {}, {}))).toContain('/troubleshoot/ids/0');
+  });
 });

@@ -11,6 +11,7 @@ import { loadTransformers } from '../transform/load-transformers.js';
 import type { Transformer } from '../transform/transformer.js';
 import { DriftError, ExitCode } from './exit-codes.js';
 import { createLogger } from './logger.js';
+import { Troubleshoot } from '../sink/troubleshoot.js';
 
 export interface GlobalOptions {
   config?: string;
@@ -25,6 +26,8 @@ export interface Runtime {
   pool: pg.Pool;
   transformers: Transformer[];
   sink: PostgresSink;
+  /** The troubleshooting log's selection, changeable while running. */
+  troubleshoot: Troubleshoot;
   /** Aborted on SIGINT/SIGTERM: sources stop taking input, retries stop waiting. */
   signal: AbortSignal;
   close(): Promise<void>;
@@ -47,12 +50,15 @@ export async function openRuntime(
   const transformers = loadTransformers(config.transformersDir);
   const abort = new AbortController();
   let close = async () => {};
-  const onSignal = () => {
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (++signals > 1) return exitNow(signal, logger);
+    logger.info({ signal, boundMs: SHUTDOWN_BOUND_MS }, 'stopping: no new input taken, the batches in flight finish or are abandoned (a second signal exits at once)');
     abort.abort();
     exitWithin(SHUTDOWN_BOUND_MS, () => close(), logger);
   };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   const { url, embedded } = await openDatabase(config, logger);
   const pool = createPool(url, config.database.poolSize, logger, config.database);
   close = async () => {
@@ -68,6 +74,7 @@ export async function openRuntime(
     await close();
     throw err;
   }
+  const troubleshoot = new Troubleshoot(logger, config.troubleshoot);
   const sink = new PostgresSink(pool, {
     schema: config.database.schema,
     transformers,
@@ -76,8 +83,9 @@ export async function openRuntime(
     maxEvents: config.batch.maxEvents,
     retry: config.retry,
     logger,
+    troubleshoot,
   });
-  return { config, logger, databaseUrl: url, pool, transformers, sink, signal: abort.signal, close };
+  return { config, logger, databaseUrl: url, pool, transformers, sink, troubleshoot, signal: abort.signal, close };
 }
 
 /**
@@ -100,6 +108,15 @@ function exitWithin(ms: number, close: () => Promise<void>, logger: Logger): voi
   }, ms);
   // The timer alone must not keep a process alive that has otherwise stopped.
   timer.unref();
+}
+
+/**
+ * A second SIGINT/SIGTERM: the operator will not wait for the drain. Nothing uncommitted was acknowledged,
+ * so what was in flight is delivered again.
+ */
+function exitNow(signal: NodeJS.Signals, logger: Logger): void {
+  logger.warn({ signal }, 'second signal: exiting now, without waiting for the batches in flight (nothing uncommitted was acknowledged)');
+  process.exit(ExitCode.failure);
 }
 
 export async function openDatabase(config: Config, logger: Logger): Promise<{ url: string; embedded?: EmbeddedDatabase }> {

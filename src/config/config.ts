@@ -10,6 +10,7 @@ import type { FhirTlsConfig } from '../fhir-client/tls.js';
 import { DEFAULT_LIMITS } from '../fhir-client/limit.js';
 import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import type { TroubleshootSelection } from '../sink/troubleshoot.js';
 
 export interface KafkaConfig {
   brokers: string[];
@@ -26,9 +27,16 @@ export interface KafkaConfig {
 }
 
 export interface HttpConfig {
+  /** False: `start` opens no HTTP server (only a Kafka source may then run); absent means true. */
+  enabled?: boolean;
   host: string;
   port: number;
   tls?: { cert: string; key: string };
+}
+
+export interface HealthConfig {
+  maxStallMs: number;
+  maxWatermarkAgeMs?: number;
 }
 
 export interface ResthookConfig {
@@ -62,8 +70,10 @@ export interface Config {
   /** Set when configured (a `resthook` section or FHIR_RTE_RESTHOOK_SECRET), and when no other source is. */
   resthook?: ResthookConfig;
   fhirServer?: FhirServerConfig;
-  /** The dead-letter API and console; off (no token) unless FHIR_RTE_ADMIN_TOKEN or admin.token is set. */
+  /** The dead-letter API, /api/troubleshoot and the console; off (no token) unless FHIR_RTE_ADMIN_TOKEN or admin.token is set. */
   admin: { token?: string };
+  health: HealthConfig;
+  troubleshoot: TroubleshootSelection;
 }
 
 export interface FhirServerConfig {
@@ -120,6 +130,8 @@ type RawConfig = {
   log?: { level?: string };
   kafka?: Partial<KafkaConfig>;
   http?: Partial<HttpConfig>;
+  health?: Partial<HealthConfig>;
+  troubleshoot?: Partial<TroubleshootSelection>;
   resthook?: Partial<ResthookConfig>;
   admin?: { token?: string };
   fhirServer?: Partial<Omit<FhirServerConfig, 'auth'>> & { auth?: { type?: AuthConfig['type']; username?: string; password?: string; token?: string; tokenUrl?: string; clientId?: string; privateKey?: string; alg?: SmartAlg; kid?: string; scope?: string } };
@@ -150,8 +162,11 @@ function fromRaw(raw: RawConfig, where: string, overrides: ConfigOverrides, env:
     http: httpConfig(raw.http, env, at, where),
     fhirServer: fhirServerConfig(raw.fhirServer, env, where, at),
     admin: adminConfig(raw.admin, env, where),
+    health: { maxStallMs: raw.health?.maxStallMs ?? 30_000, ...(raw.health?.maxWatermarkAgeMs === undefined ? {} : { maxWatermarkAgeMs: raw.health.maxWatermarkAgeMs }) },
+    troubleshoot: { types: raw.troubleshoot?.types ?? [], ids: raw.troubleshoot?.ids ?? [] },
   };
-  config.resthook = resthookConfig(raw.resthook, env, !config.kafka, config.kafka, where);
+  config.resthook = resthookConfig(raw.resthook, env, !config.kafka && config.http.enabled !== false, config.kafka, where);
+  if (config.resthook && config.http.enabled === false) throw new ConfigError(where, '/http/enabled', 'the REST-hook receiver needs the HTTP server: remove resthook, or set http.enabled to true');
   if (config.retry.maxMs < config.retry.initialMs) throw new ConfigError(where, '/retry/maxMs', 'expected a value not below retry.initialMs');
   return config;
 }
@@ -203,7 +218,12 @@ function httpConfig(raw: Partial<HttpConfig> | undefined, env: NodeJS.ProcessEnv
   const envPort = env.FHIR_RTE_HTTP_PORT;
   if (envPort !== undefined && !/^\d{1,5}$/.test(envPort)) throw new ConfigError(where, '/http/port', 'FHIR_RTE_HTTP_PORT: expected a port number');
   const tls = raw?.tls && { cert: at(raw.tls.cert), key: at(raw.tls.key) };
-  return { host: raw?.host ?? '127.0.0.1', port: envPort ? Number(envPort) : (raw?.port ?? 8090), ...(tls ? { tls } : {}) };
+  return {
+    ...(raw?.enabled === false ? { enabled: false } : {}),
+    host: raw?.host ?? '127.0.0.1',
+    port: envPort ? Number(envPort) : (raw?.port ?? 8090),
+    ...(tls ? { tls } : {}),
+  };
 }
 
 /** A guessable admin token would open every dead letter's payload (patient data) to whoever guesses it. */

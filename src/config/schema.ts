@@ -86,6 +86,7 @@ export const configSchema = {
       type: 'object',
       additionalProperties: false,
       properties: {
+        enabled: { type: 'boolean', description: 'false: no HTTP server (no metrics, health or receiver), e.g. Kafka members sharing a host' },
         host: { type: 'string', description: 'the address to listen on (127.0.0.1 unless a secret is set)' },
         port: { type: 'integer', minimum: 0, maximum: 65535 },
         tls: {
@@ -97,6 +98,22 @@ export const configSchema = {
             key: { type: 'string', description: 'path to a PEM file' },
           },
         },
+      },
+    },
+    health: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        maxStallMs: { type: 'integer', minimum: 0, description: '/readyz turns unready when a batch has waited out transient faults this long' },
+        maxWatermarkAgeMs: { type: 'integer', minimum: 1000, description: "/readyz turns unready when gap repair's watermark is older (default 3 × repairEveryMs + repairMarginMs)" },
+      },
+    },
+    troubleshoot: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        types: { type: 'array', items: { type: 'string', pattern: '^[A-Z][A-Za-z]{1,63}$' }, description: 'resource types whose events the troubleshooting log follows' },
+        ids: { type: 'array', items: { type: 'string', pattern: '^[A-Z][A-Za-z]{1,63}/[A-Za-z0-9\\-.]{1,64}$' }, description: 'resources (Type/id) whose events the troubleshooting log follows' },
       },
     },
     resthook: {

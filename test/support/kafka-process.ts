@@ -31,6 +31,8 @@ export function writeChannelConfig(c: ChannelConfig): string {
         batch: { maxEvents: c.maxEvents ?? 500 },
         retry: { initialMs: 100, maxMs: 2000 },
         log: { level: 'info' },
+        // Every member serves metrics and health; members on one host each take a free port.
+        http: { port: 0 },
         kafka: {
           brokers: c.brokers,
           clientId: 'fhir-rte-test',

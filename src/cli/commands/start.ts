@@ -1,11 +1,17 @@
 import type { Command } from 'commander';
+import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import { ConfigError } from '../../config/config-error.js';
 import { loadConfig, type ResthookConfig } from '../../config/config.js';
+import { Health, type Check } from '../../http/health.js';
+import { Metrics, noTelemetry, type SourceLabel, type Telemetry } from '../../http/metrics.js';
 import { createHttpServer, listen } from '../../http/server.js';
-import { fhirServerReads } from '../../sources/resthook/fhir-server-reads.js';
+import { troubleshootApi } from '../../http/troubleshoot-api.js';
 import { addOutcome, emptyOutcome, SinkFailure } from '../../sink/sink.js';
 import { KafkaSource } from '../../sources/kafka/kafka-source.js';
 import type { CommittedChunk } from '../../sources/kafka/partition-batch.js';
+import { fhirServerReads } from '../../sources/resthook/fhir-server-reads.js';
+import { GapRepair } from '../../sources/resthook/gap-repair.js';
 import { KafkaRelay } from '../../sources/resthook/kafka-relay.js';
 import { ResthookSource } from '../../sources/resthook/resthook-source.js';
 import type { ApplyBatch, Source } from '../../sources/source.js';
@@ -31,7 +37,8 @@ const SOURCES = ['resthook', 'kafka'] as const;
 type SourceName = (typeof SOURCES)[number];
 
 /**
- * Runs every configured source in one process until SIGTERM or SIGINT. Then each stops taking input, the
+ * Runs every configured source in one process until SIGTERM or SIGINT, and serves the HTTP server
+ * (receiver, /metrics, /healthz, /readyz, /api/) unless `http.enabled` is false. Then each stops taking input, the
  * transactions in flight may finish within their grace (Kafka offsets committed, REST-hook deliveries
  * answered) or are abandoned uncommitted, the HTTP server closes, the database pool closes, the process exits.
  *
@@ -44,8 +51,9 @@ export async function start(globals: StartOptions): Promise<void> {
   const only = onlySource(globals.only);
   const config = loadConfig(globals.config, { transformers: globals.transformers });
   if (only && !config[only]) throw new UsageError(`--only ${only}: no ${only} source is configured (see README: ${only === 'kafka' ? 'Kafka mode' : 'REST-hook mode'})`);
+  if (config.http.enabled === false && !config.kafka) throw new ConfigError(config.file ?? '(defaults)', '/http/enabled', 'a source to run: with http.enabled false only Kafka can run; configure kafka');
   const runtime = await openRuntime(globals, { config });
-  const server = createHttpServer(config.http);
+  const server = config.http.enabled !== false ? createHttpServer(config.http) : undefined;
   // One stop for all sources: a signal, or one source's fatal fault, stops the others.
   const stop = new AbortController();
   const onStop = () => stop.abort();
@@ -53,14 +61,20 @@ export async function start(globals: StartOptions): Promise<void> {
   let relay: KafkaRelay | undefined;
   let unserveAdmin = () => {};
   try {
-    const parts = configuredSources(runtime, server, only);
+    let sources: Running[] = [];
+    const metrics = server ? metricsOf(runtime, () => gapRepairOf(sources)) : undefined;
+    const telemetry = metrics ?? noTelemetry;
+    const parts = configuredSources(runtime, server, telemetry, only);
+    sources = parts.sources;
     relay = parts.relay;
-    unserveAdmin = serveAdmin(server, runtime, stop.signal);
-    // Only a part with routes opens the port (Kafka members alone need none, and may share a host).
-    if ((config.resthook && only !== 'kafka') || config.admin.token) await listen(server, config.http, runtime.logger);
+    if (server && metrics) {
+      serveOperations(server, runtime, sources, metrics, stop.signal);
+      unserveAdmin = serveAdmin(server, runtime, stop.signal);
+      await listen(server, config.http, runtime.logger);
+    }
     await Promise.all(
-      parts.sources.map(({ source, log, apply }) =>
-        source.run(apply, stop.signal).catch((err: unknown) => {
+      sources.map(({ source, log, label, apply }) =>
+        source.run(telemetry.measured(label, apply), stop.signal).catch((err: unknown) => {
           if (err instanceof SinkFailure) log.error({ error: err.message }, 'fhir-rte start stops: fix the cause in the database, then start it again; the refused batch will be applied then');
           stop.abort();
           throw err;
@@ -71,7 +85,7 @@ export async function start(globals: StartOptions): Promise<void> {
     runtime.signal.removeEventListener('abort', onStop);
     unserveAdmin();
     await relay?.close();
-    await server.close();
+    await server?.close();
     await runtime.close();
   }
 }
@@ -79,8 +93,11 @@ export async function start(globals: StartOptions): Promise<void> {
 interface Running {
   source: Source;
   log: Logger;
+  label: SourceLabel;
   /** Where its input is made durable: the sink's transaction, or for the REST-hook parts with `relayTo: kafka` the relay. */
   apply: ApplyBatch;
+  /** Whether it is connected now, for /readyz; gap repair answers through its watermark instead. */
+  connected?: () => Check;
 }
 
 function onlySource(only: string | undefined): SourceName | undefined {
@@ -89,15 +106,44 @@ function onlySource(only: string | undefined): SourceName | undefined {
   return only as SourceName;
 }
 
-function configuredSources(runtime: Runtime, server: ReturnType<typeof createHttpServer>, only?: SourceName): { sources: Running[]; relay?: KafkaRelay } {
+/** The metrics of this process; gap repair's watermark is read at scrape time, once that source exists. */
+function metricsOf(runtime: Runtime, gapRepair: () => GapRepair | undefined): Metrics {
+  const { sink, pool } = runtime;
+  return new Metrics({ pool, retrying: () => sink.batchesRetrying, stalledSince: () => sink.stall?.since, watermark: () => gapRepair()?.knownWatermark });
+}
+
+function gapRepairOf(sources: Running[]): GapRepair | undefined {
+  return sources.find((s) => s.source instanceof GapRepair)?.source as GapRepair | undefined;
+}
+
+/** /metrics, /healthz, /readyz and the troubleshooting API on the HTTP server. */
+function serveOperations(server: FastifyInstance, runtime: Runtime, sources: Running[], metrics: Metrics, stopping: AbortSignal): void {
+  const { config, sink } = runtime;
+  metrics.route(server);
+  troubleshootApi(server, runtime.troubleshoot, config.admin.token);
+  const gapRepair = gapRepairOf(sources);
+  const repair = config.fhirServer;
+  new Health({
+    databaseUrl: runtime.databaseUrl,
+    sources: Object.fromEntries(sources.flatMap((s) => (s.connected ? [[s.label, s.connected]] : []))),
+    stalledSince: () => sink.stall?.since,
+    maxStallMs: config.health.maxStallMs,
+    ...(gapRepair && repair
+      ? { watermark: { at: () => gapRepair.knownWatermark, maxAgeMs: config.health.maxWatermarkAgeMs ?? 3 * repair.repairEveryMs + repair.repairMarginMs } }
+      : {}),
+    stopping: () => stopping.aborted,
+  }).route(server);
+}
+
+function configuredSources(runtime: Runtime, server: FastifyInstance | undefined, metrics: Telemetry, only?: SourceName): { sources: Running[]; relay?: KafkaRelay } {
   const { config, logger } = runtime;
   const sources: Running[] = [];
   const applied: ApplyBatch = (batch, signal) => runtime.sink.apply(batch, signal);
-  const resthook = only !== 'kafka' ? config.resthook : undefined;
+  const resthook = only !== 'kafka' && server ? config.resthook : undefined;
   const relay = resthook ? kafkaRelay(runtime, resthook) : undefined;
   // The FHIR server, when configured, resolves the receiver's unversioned deletes and repairs its gaps.
   const reads = resthook ? fhirServerReads(config, runtime.pool, logger) : undefined;
-  if (resthook) {
+  if (resthook && server) {
     const log = logger.child({ source: 'resthook' });
     const receiver = new ResthookSource(server, resthook, config.http, {
       log,
@@ -106,14 +152,18 @@ function configuredSources(runtime: Runtime, server: ReturnType<typeof createHtt
       catchUp: reads?.gapRepair,
       resolveDelete: reads?.resolveDelete,
       readCurrent: reads?.readCurrent,
+      onAnswer: (code) => metrics.delivery(code),
     });
-    sources.push({ source: receiver, log, apply: relay?.apply ?? applied });
+    const connected = () => (receiver.accepting ? { ok: true, detail: 'taking deliveries' } : { ok: false, detail: 'not taking deliveries (starting or stopping)' });
+    sources.push({ source: receiver, log, label: 'resthook', apply: relay?.apply ?? applied, connected });
   }
   // Gap repair feeds what it reads through the receiver's path: relayed too when the receiver relays.
-  if (reads) sources.push({ source: reads.gapRepair, log: logger.child({ source: 'gap-repair' }), apply: relay?.apply ?? applied });
+  if (reads) sources.push({ source: reads.gapRepair, log: logger.child({ source: 'gap-repair' }), label: 'gap-repair', apply: relay?.apply ?? applied });
   if (config.kafka && only !== 'resthook') {
     const log = logger.child({ source: 'kafka' });
-    sources.push({ source: kafkaSource(runtime, log), log, apply: applied });
+    const kafka = kafkaSource(runtime, log, metrics);
+    const connected = () => (kafka.connected ? { ok: true, detail: 'in its consumer group' } : { ok: false, detail: 'not in its consumer group (connecting, rejoining, or the broker is away)' });
+    sources.push({ source: kafka, log, label: 'kafka', apply: applied, connected });
   }
   return { sources, ...(relay ? { relay } : {}) };
 }
@@ -127,15 +177,19 @@ function kafkaRelay(runtime: Runtime, resthook: ResthookConfig): KafkaRelay | un
 }
 
 /** The Kafka source with a progress line a minute at info level, rather than one per transaction. */
-function kafkaSource(runtime: Runtime, log: Logger): Source {
+function kafkaSource(runtime: Runtime, log: Logger, metrics: Telemetry): Source & { readonly connected: boolean } {
   const totals = { ...emptyOutcome(), records: 0, commits: 0 };
   const onCommitted = (chunk: CommittedChunk) => {
     addOutcome(totals, chunk.outcome);
     totals.records += chunk.records;
     totals.commits += 1;
+    metrics.kafkaLag(chunk.topic, chunk.partition, Number(BigInt(chunk.highWatermark) - BigInt(chunk.nextOffset)));
   };
   const kafka = new KafkaSource(runtime.config.kafka!, { maxEvents: runtime.config.batch.maxEvents, log, onCommitted });
   return {
+    get connected() {
+      return kafka.connected;
+    },
     async run(apply, signal) {
       const progress = setInterval(() => log.info({ ...totals }, 'kafka progress'), 60_000);
       progress.unref();

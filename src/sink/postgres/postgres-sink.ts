@@ -4,12 +4,13 @@ import { markRetried, recordDeadLetters } from '../../deadletter/dead-letter.js'
 import { describeOrigin, resourceKey, type ChangeEvent } from '../../events/change-event.js';
 import type { TableSpec, Transformer } from '../../transform/transformer.js';
 import { microsToIso } from '../guard.js';
-import { planBatch, type AppliedVersion, type BatchPlan, type Poison, type ResourcePlan } from '../plan.js';
+import { planBatch, type AppliedVersion, type BatchPlan, type Poison, type ResourcePlan, type ResourceState } from '../plan.js';
 import { addOutcome, countEvent, emptyOutcome, SinkFailure, type BatchOutcome, type Sink } from '../sink.js';
 import { classify, sqlDetail, tooLong } from './fault.js';
 import { retryTransient, type RetryPolicy, type Stall } from './retry.js';
 import { unlessAborted } from '../../retry/abortable.js';
 import { inTransaction } from './transaction.js';
+import type { Troubleshoot } from '../troubleshoot.js';
 import {
   deleteRows,
   flagDeleted,
@@ -31,6 +32,8 @@ export interface PostgresSinkOptions {
   maxEvents: number;
   retry: RetryPolicy;
   logger: Logger;
+  /** The troubleshooting log of chosen events (`troubleshoot` in the configuration). */
+  troubleshoot?: Troubleshoot;
 }
 
 /**
@@ -72,6 +75,11 @@ export class PostgresSink implements Sink {
     return [...this.stalls.values()].sort((a, b) => a.since.getTime() - b.since.getTime())[0];
   }
 
+  /** How many batches wait out transient faults now: for metrics. */
+  get batchesRetrying(): number {
+    return this.stalls.size;
+  }
+
   /**
    * Batches may arrive concurrently (Kafka partitions, a file load with batches in flight). Those that
    * share no resource run side by side; one that shares a resource with an earlier batch waits for it,
@@ -80,6 +88,7 @@ export class PostgresSink implements Sink {
    * transaction rolls back and the batches after it no longer wait for it.
    */
   async apply(batch: ChangeEvent[], signal?: AbortSignal): Promise<BatchOutcome> {
+    this.options.troubleshoot?.received(batch);
     const keys = new Set(batch.flatMap((e) => (e.op === 'unreadable' ? [] : [resourceKey(e)])));
     const earlier = [...this.inFlight].filter((f) => overlaps(f.keys, keys)).map((f) => f.done);
     const turn = unlessAborted(Promise.allSettled(earlier), signal);
@@ -134,10 +143,10 @@ export class PostgresSink implements Sink {
   }
 
   private async transaction(events: ChangeEvent[], signal?: AbortSignal): Promise<BatchOutcome> {
-    return inTransaction(this.pool, async (client) => {
+    const { plan, states } = await inTransaction(this.pool, async (client) => {
       const keyed = events.filter((e): e is Exclude<ChangeEvent, { op: 'unreadable' }> => e.op !== 'unreadable');
       const unique = new Map(keyed.map((e) => [resourceKey(e), e]));
-      const states = unique.size
+      const states: Map<string, ResourceState> = unique.size
         ? await readStates(client, [...unique.values()].map((e) => e.resourceType), [...unique.values()].map((e) => e.id))
         : new Map();
       const byType = this.byType;
@@ -145,8 +154,11 @@ export class PostgresSink implements Sink {
       await this.write(client, plan, byType);
       await recordDeadLetters(client, plan.poison);
       await markRetried(client, appliedOrStale(plan));
-      return outcomeOf(plan);
+      return { plan, states };
     }, signal);
+    // After the commit: the troubleshooting log tells what happened, not what a rolled-back attempt planned.
+    this.options.troubleshoot?.committed(plan, states);
+    return outcomeOf(plan);
   }
 
   private async deadLetterAlone(event: ChangeEvent, err: unknown, signal?: AbortSignal): Promise<BatchOutcome> {
@@ -159,6 +171,7 @@ export class PostgresSink implements Sink {
       detail: { ...sqlDetail(cause), ...(table ? { table } : {}) },
     };
     await inTransaction(this.pool, (client) => recordDeadLetters(client, [poison]), signal);
+    this.options.troubleshoot?.deadLettered([poison]);
     // Postgres quotes the refused value in its message, which may be patient data: the log names only
     // where it came from and why; the dead letter holds the rest.
     const { sqlState, column, constraint } = poison.detail ?? {};

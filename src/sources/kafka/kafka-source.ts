@@ -49,6 +49,8 @@ export interface KafkaSourceOptions {
  */
 export class KafkaSource implements Source {
   private readonly log: Log;
+  /** True while this member is in its consumer group (joined, not crashed or stopped): for health checks. */
+  connected = false;
 
   constructor(
     private readonly config: KafkaConfig,
@@ -120,7 +122,9 @@ export class KafkaSource implements Source {
       abandon.abort(err);
       ending.fail(err);
     };
+    consumer.on(consumer.events.CRASH, () => (this.connected = false));
     consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
+      this.connected = true;
       this.log.info({ memberId: payload.memberId, assignment: payload.memberAssignment }, 'joined consumer group');
       this.options.onAssigned?.(payload.memberAssignment);
     });
@@ -156,6 +160,7 @@ export class KafkaSource implements Source {
       }
       end = await ending.ended;
     } finally {
+      this.connected = false;
       stopWatching();
       // Waits for the batch in flight, then leaves the group so its partitions move at once rather than
       // after the session timeout.

@@ -16,6 +16,8 @@ export interface CommittedChunk {
   nextOffset: string;
   records: number;
   events: number;
+  /** The partition's high watermark when the batch was fetched: `highWatermark - nextOffset` is the lag. */
+  highWatermark: string;
   /** Producer timestamps (ms) of the records. */
   timestamps: number[];
   outcome: BatchOutcome;
@@ -110,6 +112,7 @@ export function partitionBatchHandler(options: PartitionBatchOptions): (payload:
         topic,
         partition,
         nextOffset,
+        highWatermark: batch.highWatermark,
         records: chunk.records.length,
         events: chunk.events.length,
         timestamps: chunk.records.map((r) => Number(r.timestamp)),

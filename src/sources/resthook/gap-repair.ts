@@ -45,6 +45,8 @@ export class GapRepair implements Source, CatchUp {
   walks = 0;
   /** True while run() waits for the schedule or a request. */
   waiting = false;
+  /** The watermark as last read or saved: for metrics and health, which must not query a database that may be away. */
+  knownWatermark?: Date;
   /** A walk is due: the one at start, or one requested since the last began. */
   private pending = true;
   private wake?: () => void;
@@ -138,7 +140,9 @@ export class GapRepair implements Source, CatchUp {
 
   async watermark(): Promise<Date | undefined> {
     const { rows } = await this.options.pool.query<{ since: string }>(`SELECT value->>'since' AS since FROM fhir_rte.checkpoint WHERE name = $1`, [this.checkpointName]);
-    return rows[0] ? new Date(rows[0].since) : undefined;
+    const at = rows[0] ? new Date(rows[0].since) : undefined;
+    if (at) this.knownWatermark = at;
+    return at;
   }
 
   private async saveWatermark(at: Date): Promise<void> {
@@ -147,6 +151,7 @@ export class GapRepair implements Source, CatchUp {
        ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = now()`,
       [this.checkpointName, { since: at.toISOString() }],
     );
+    this.knownWatermark = at;
   }
 
   /** Waits `ms`, until a request, or until the end. */

@@ -28,6 +28,8 @@ export interface ResthookOptions {
   durableIn?: 'postgres' | 'kafka';
   /** Reads the resources an id-only topic notification names. */
   readCurrent?: ReadCurrent;
+  /** Every answer's status code, for metrics. */
+  onAnswer?: (statusCode: number) => void;
 }
 
 const WORDING = {
@@ -67,6 +69,11 @@ export class ResthookSource implements Source {
       this.routes(scope);
       done();
     });
+  }
+
+  /** True while deliveries are taken (after run began, before the stop): for health checks. */
+  get accepting(): boolean {
+    return this.group !== undefined && !this.stopping;
   }
 
   /** Takes deliveries until the signal aborts, then refuses new ones and lets the groups in flight finish. */
@@ -257,6 +264,7 @@ export class ResthookSource implements Source {
   }
 
   private answer(reply: FastifyReply, answer: Answer): FastifyReply {
+    this.options.onAnswer?.(answer.status);
     if (answer.retryAfter !== undefined) void reply.header('retry-after', String(answer.retryAfter));
     return reply.code(answer.status).type('application/fhir+json').send(operationOutcome(answer));
   }
