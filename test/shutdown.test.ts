@@ -62,7 +62,7 @@ it('SIGTERM: new deliveries get 503 and /readyz says stopping, the batch in flig
   // Without FHIR_RTE_ADMIN_TOKEN the admin API is off, and says so.
   const api = await fetch(`${run.base}/api/troubleshoot`, { headers: { Authorization: 'Bearer anything' } });
   expect(api.status).toBe(404);
-  expect(await api.json()).toEqual({ error: expect.stringContaining('set FHIR_RTE_ADMIN_TOKEN') });
+  expect(await api.json()).toEqual({ error: expect.stringContaining('Set FHIR_RTE_ADMIN_TOKEN') });
   const { answer: inFlight } = await deliveryInFlight(run, 'drained');
   run.child.kill('SIGTERM');
   try {

@@ -3,7 +3,7 @@ import { sameSecret } from '../sources/resthook/secret.js';
 
 /** How to turn the admin API and console on, said wherever they are off. */
 export const ADMIN_OFF =
-  'the dead-letter API and console are off: no admin token is configured. Set FHIR_RTE_ADMIN_TOKEN (or admin.token in fhir-rte.yaml) to a secret of at least 16 characters and restart fhir-rte';
+  'the admin API (dead letters, troubleshooting) and the console are off: no admin token is configured. Set FHIR_RTE_ADMIN_TOKEN (or admin.token in fhir-rte.yaml) to a secret of at least 16 characters and restart fhir-rte';
 
 /**
  * The check in front of every admin route: `Authorization: Bearer <admin token>`, compared in constant
