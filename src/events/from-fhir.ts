@@ -2,6 +2,7 @@ import type { ErrorClass } from '../deadletter/error-class.js';
 import { arrivalNow, type ChangeEvent, type FhirResource, type Order, type Origin } from './change-event.js';
 import { parseFhirJson, stringifyFhirJson, withMembers } from './fhir-json.js';
 import { instantMicros } from './instant.js';
+import { withoutSecrets } from './secrets.js';
 
 /**
  * Turns FHIR JSON (a bare resource or a Bundle) into ChangeEvents. Shared by every source that carries
@@ -74,7 +75,9 @@ export function resourceProblem(value: unknown): string | undefined {
   return undefined;
 }
 
-function upsertOrUnreadable(resource: FhirResource, origin: Origin, arrival: bigint, fallback: VersionHint = {}): ChangeEvent {
+function upsertOrUnreadable(delivered: FhirResource, origin: Origin, arrival: bigint, fallback: VersionHint = {}): ChangeEvent {
+  // A resource changed here (a secret hidden) is no longer `value` in eventsFromParsedText: its raw text is not kept.
+  const resource = withoutSecrets(delivered);
   const id = resource.id;
   if (typeof id !== 'string' || !RESOURCE_ID.test(id)) {
     const why = id === undefined ? 'has no "id"' : `has an invalid "id" ${JSON.stringify(id)}`;
