@@ -30,12 +30,13 @@ export interface NdjsonOptions {
  */
 export async function* ndjsonLines(client: FhirClient, url: string, options: NdjsonOptions): AsyncGenerator<NdjsonLine> {
   const target = options.withAuth ? client.resolve(url) : url;
+  const shown = shownFileUrl(target, options.withAuth);
   const backoff = new Backoff(client.options.retry);
   let taken = options.skipLines ?? 0;
   let reauthorized = false;
   for (let attempt = 1; ; attempt++) {
     try {
-      for await (const line of linesOnce(client, target, options, taken)) {
+      for await (const line of linesOnce(client, { target, shown }, options, taken)) {
         taken = line.line;
         yield line;
         attempt = 1;
@@ -50,7 +51,7 @@ export async function* ndjsonLines(client: FhirClient, url: string, options: Ndj
       }
       if (!fault || fault.fault !== 'transient' || attempt >= client.options.maxAttempts) throw err;
       const ms = Math.min((fault as DownloadError).waitMs ?? backoff.next(), client.options.retryAfterMaxMs);
-      client.options.logger.warn({ url: target, attempt, status: fault.status, retryInMs: ms, afterLine: taken, err: fault.message }, 'bulk data file download failed; retrying');
+      client.options.logger.warn({ url: shown, attempt, status: fault.status, retryInMs: ms, afterLine: taken, err: fault.message }, 'bulk data file download failed; retrying');
       await sleepUnlessAborted(ms, options.signal);
     }
   }
@@ -60,7 +61,17 @@ class DownloadError extends FhirServerError {
   waitMs?: number;
 }
 
-async function* linesOnce(client: FhirClient, url: string, options: NdjsonOptions, skip: number): AsyncGenerator<NdjsonLine> {
+/**
+ * How a file URL appears in logs, errors and dead letters. Fetched without fhir-rte's credentials, it is
+ * typically a pre-signed storage URL whose query string is itself a credential: shown without it.
+ */
+export function shownFileUrl(url: string, withAuth: boolean): string {
+  if (withAuth || !URL.canParse(url)) return url;
+  const u = new URL(url);
+  return u.search ? `${u.origin}${u.pathname}?…` : url;
+}
+
+async function* linesOnce(client: FhirClient, { target, shown: url }: { target: string; shown: string }, options: NdjsonOptions, skip: number): AsyncGenerator<NdjsonLine> {
   const { timeoutMs } = client.options;
   const stall = new AbortController();
   // One timer for the whole download, pushed back by every line: a slow but moving file is not cut.
@@ -68,7 +79,7 @@ async function* linesOnce(client: FhirClient, url: string, options: NdjsonOption
   const signal = options.signal ? AbortSignal.any([options.signal, stall.signal]) : stall.signal;
   try {
     const auth = options.withAuth ? await client.options.auth.headers(options.signal) : {};
-    const res = await client.open(url, { accept: FHIR_NDJSON, ...auth }, signal);
+    const res = await client.open(target, { accept: FHIR_NDJSON, ...auth }, signal);
     const fault = faultOfStatus(res.status);
     if (fault || res.status !== 200) {
       const text = await res.text();

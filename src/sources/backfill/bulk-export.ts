@@ -5,7 +5,7 @@ import { instantMicros } from '../../events/instant.js';
 import type { FhirClient, FhirResponse } from '../../fhir-client/fhir-client.js';
 import { FhirServerError, outcomeDiagnostics, retryAfterMs } from '../../fhir-client/fhir-error.js';
 import { concurrencyLimit } from '../../fhir-client/limit.js';
-import { ndjsonLines } from '../../fhir-client/ndjson-stream.js';
+import { ndjsonLines, shownFileUrl } from '../../fhir-client/ndjson-stream.js';
 import { sleepUnlessAborted } from '../../retry/backoff.js';
 import type { ApplyBatch, Source } from '../source.js';
 import type { Checkpoints } from './checkpoint.js';
@@ -209,7 +209,7 @@ export class BulkExport implements Source {
     for await (const { line, text } of lines) {
       lastLine = line;
       if (text.trim() === '') continue;
-      const events = eventsFromText(text, { kind: 'file', file: f.url, line }, arrivalNow());
+      const events = eventsFromText(text, { kind: 'file', file: shownFileUrl(f.url, job.manifest!.requiresAccessToken), line }, arrivalNow());
       for (const e of events) batch.push(f.deleted ? datedDelete(e, transactionMicros) : e);
       if (batch.length >= batchSize) await flush(line);
     }
@@ -221,7 +221,7 @@ export class BulkExport implements Source {
   /** IG: error files hold OperationOutcomes, one a line; their diagnostics go to the report. */
   private async readErrors(manifest: Manifest, signal: AbortSignal): Promise<void> {
     for (const f of manifest.error) {
-      const found: ExportError = { url: f.url, diagnostics: [], serious: false };
+      const found: ExportError = { url: shownFileUrl(f.url, manifest.requiresAccessToken), diagnostics: [], serious: false };
       try {
         for await (const { text } of ndjsonLines(this.options.client, f.url, { withAuth: manifest.requiresAccessToken, signal })) {
           if (text.trim() === '') continue;
@@ -238,7 +238,7 @@ export class BulkExport implements Source {
       }
       if (found.diagnostics.length) {
         this.errors.push(found);
-        this.options.logger.warn({ url: f.url, diagnostics: found.diagnostics }, 'the export reported errors');
+        this.options.logger.warn({ url: found.url, diagnostics: found.diagnostics }, 'the export reported errors');
       }
     }
   }
