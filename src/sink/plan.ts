@@ -51,9 +51,24 @@ export interface ResourcePlan {
   state: ResourceState;
 }
 
+/**
+ * A stale upsert's version for the history tables alone: older than the state (or incomparable and
+ * late), but a version history may not hold yet. The sink appends its rows only where the history table
+ * has no row of that resource version; tables, state and watermark stay as they are.
+ */
+export interface LateVersion {
+  key: string;
+  resourceType: string;
+  id: string;
+  version: AppliedVersion & { versionId: string; rows: Map<string, Row[]> };
+}
+
 export interface BatchPlan {
   resources: ResourcePlan[];
+  /** Every stale event, the late versions below included (they change no table but history). */
   stale: ChangeEvent[];
+  /** Stale versioned upserts whose rows go to history if it lacks them (once per resource version a batch). */
+  late: LateVersion[];
   poison: Poison[];
 }
 
@@ -66,9 +81,11 @@ export interface BatchPlan {
  * | ------------------------------------ | --------------------------------------- | ---------------------------------------- |
  * | no state yet                         | applies                                 | applies (a tombstone, no rows to flag)   |
  * | newer                                | applies                                 | applies: rows flagged, state a tombstone |
- * | older or same                        | stale                                   | stale                                    |
+ * | older (a tombstone's too)            | stale; with a versionId: a late version | stale                                    |
+ * | same                                 | stale                                   | stale                                    |
  * | incomparable (no version or time in  | applies in arrival order: stale when it | as for an upsert                         |
- * | common, e.g. neither in the event)   | arrived before the last applied event   |                                          |
+ * | common, e.g. neither in the event)   | arrived before the last applied event;  |                                          |
+ * |                                      | stale with a versionId: a late version  |                                          |
  * | would apply but changes nothing      | stale: same content as the stored live  | stale: the resource is already deleted   |
  * |                                      | resource (SHA-256 of the document)      |                                          |
  *
@@ -80,11 +97,21 @@ export interface BatchPlan {
  * flatten is poison and leaves the state as it was. A type no transformer covers is applied to the state
  * only (watermark and document, so `rebuild` can flatten it once a transformer covers it) and counted
  * as skipped.
+ *
+ * A late version is stale (current rows, state and watermark untouched, counted stale) but history is
+ * kept per version, so its rows go to the `_history` tables that lack that resource version (an anti-join
+ * in the sink, which also makes replays harmless), also when a tombstone keeps it out of the current
+ * rows. Only upserts that carry a versionId qualify, only for types with a history table: an upsert
+ * without one has no key to find it in history by (its applied rows carry version null), and a late
+ * delete has no rows of its own (its history entry repeats the live rows before it, which a late delete
+ * cannot know), so both stay out of history. Flattening a late version can fail: poison, as any other.
  */
 export function planBatch(batch: ChangeEvent[], states: Map<string, ResourceState>, transformersOf: (type: string) => Transformer[]): BatchPlan {
   const plans = new Map<string, ResourcePlan>();
   const running = new Map(states);
-  const plan: BatchPlan = { resources: [], stale: [], poison: [] };
+  const plan: BatchPlan = { resources: [], stale: [], late: [], poison: [] };
+  /** Resource versions this batch already sends to history (`key` NUL `versionId`). */
+  const inHistory = new Set<string>();
   for (const event of batch) {
     if (event.op === 'unreadable') {
       plan.poison.push({ event, errorClass: event.error.errorClass, message: event.error.message, detail: event.error.detail });
@@ -93,9 +120,10 @@ export function planBatch(batch: ChangeEvent[], states: Map<string, ResourceStat
     const key = resourceKey(event);
     const state = running.get(key);
     const position = positionOf(event);
-    const fresh = !state || !isStale(event, compare(position, state), state);
-    if (!fresh) {
-      plan.stale.push(event);
+    const answer = state ? compare(position, state) : 'newer';
+    if (state && isStale(event, answer, state)) {
+      if (answer !== 'same' && event.op === 'upsert') lateVersion(event, key, transformersOf(event.resourceType), inHistory, plan);
+      else plan.stale.push(event);
       continue;
     }
     const content = event.op === 'upsert' ? contentOf(event) : undefined;
@@ -124,11 +152,28 @@ export function planBatch(batch: ChangeEvent[], states: Map<string, ResourceStat
       plans.set(key, resource);
       plan.resources.push(resource);
     }
-    if (applied) resource.versions.push(applied);
-    else plan.stale.push(event);
+    if (applied) {
+      resource.versions.push(applied);
+      if (applied.versionId !== null) inHistory.add(`${key}\0${applied.versionId}`);
+    } else plan.stale.push(event);
     resource.state = next;
   }
   return plan;
+}
+
+/** A stale upsert with a version its batch has not yet sent to history: flattened for history (see planBatch). */
+function lateVersion(event: UpsertEvent, key: string, transformers: Transformer[], inHistory: Set<string>, plan: BatchPlan): void {
+  const versionId = event.order.versionId;
+  const seen = `${key}\0${versionId}`;
+  if (versionId === undefined || inHistory.has(seen) || !transformers.some((t) => t.tables.some((s) => s.history))) {
+    plan.stale.push(event);
+    return;
+  }
+  const version = transform(event, contentOf(event), transformers, plan.poison);
+  if (!version) return;
+  inHistory.add(seen);
+  plan.stale.push(event);
+  plan.late.push({ key, resourceType: event.resourceType, id: event.id, version: { ...version, versionId, rows: version.rows! } });
 }
 
 /** A delete is always dated, for its rows' deleted_at: its lastUpdated, else its arrival. */
