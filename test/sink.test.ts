@@ -286,6 +286,18 @@ describe('late versions and history', () => {
     expect(await history('ln')).toEqual([{ version: '4', deleted: false }]);
   });
 
+  it('a late version its transformer cannot flatten is dead-lettered with its cause, as an applied one would be', async () => {
+    await t.sink.apply([upsert(patient('lp', 5))]);
+    const notes = [{ url: 'note', valueString: 'a' }, { url: 'note', valueString: 'b' }]; // two values, no strategy
+    expect(totalsOf(await t.sink.apply([upsert(patient('lp', 3, { extension: notes })), upsert(patient('lp', 4))]))).toEqual({ received: 2, applied: 0, stale: 1, skipped: 0, deadLettered: 1 });
+    const [letter] = (await deadLetters()).filter((d) => d.resource_id === 'lp');
+    expect(letter).toMatchObject({ error_class: 'TransformError', version_id: '3' });
+    expect(await history('lp')).toEqual([
+      { version: '5', deleted: false },
+      { version: '4', deleted: false },
+    ]);
+  });
+
   it('two writers with the same late version at once add it once', async () => {
     await t.sink.apply([upsert(patient('race', 5))]);
     const other = await openTestSink(url, rulesDir()); // another member, on its own connections
