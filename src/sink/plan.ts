@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { stringifyFhirJson } from '../events/fhir-json.js';
 import { resourceKey, type ChangeEvent, type DeleteEvent, type UpsertEvent } from '../events/change-event.js';
 import { TransformError, type Row, type Transformer } from '../transform/transformer.js';
-import { compare, positionOf, raise, type Comparison, type Watermark } from './guard.js';
+import { compare, compareVersionIds, positionOf, raise, type Comparison, type Watermark } from './guard.js';
 
 /** A resource's state as stored in fhir_rte.resource_state: its watermark, and what it is now. */
 export interface ResourceState extends Watermark {
@@ -33,6 +33,12 @@ export interface AppliedVersion {
   document?: string;
   digest?: string;
   rows?: Map<string, Row[]>;
+  /**
+   * How its rows go to history: `append` (the default); `ifAbsent`, an upsert applied by arrival order
+   * (incomparable) whose version may be there already, sent as a late version before; `skip`, this batch
+   * already sends that version as a late one.
+   */
+  history?: 'ifAbsent' | 'skip';
 }
 
 /** What a batch does to one resource, in arrival order of its applied changes. */
@@ -81,8 +87,9 @@ export interface BatchPlan {
  * | ------------------------------------ | --------------------------------------- | ---------------------------------------- |
  * | no state yet                         | applies                                 | applies (a tombstone, no rows to flag)   |
  * | newer                                | applies                                 | applies: rows flagged, state a tombstone |
- * | older (a tombstone's too)            | stale; with a versionId: a late version | stale                                    |
- * | same                                 | stale                                   | stale                                    |
+ * | older (a tombstone's too), or the    | stale; with a versionId: a late version | stale                                    |
+ * | same time as another version         |                                         |                                          |
+ * | the same version                     | stale                                   | stale                                    |
  * | incomparable (no version or time in  | applies in arrival order: stale when it | as for an upsert                         |
  * | common, e.g. neither in the event)   | arrived before the last applied event;  |                                          |
  * |                                      | stale with a versionId: a late version  |                                          |
@@ -105,6 +112,8 @@ export interface BatchPlan {
  * without one has no key to find it in history by (its applied rows carry version null), and a late
  * delete has no rows of its own (its history entry repeats the live rows before it, which a late delete
  * cannot know), so both stay out of history. Flattening a late version can fail: poison, as any other.
+ * A version sent to history late may later apply by arrival order (incomparable, e.g. delivered again
+ * without its time against a state without a version): its history rows then also go only where absent.
  */
 export function planBatch(batch: ChangeEvent[], states: Map<string, ResourceState>, transformersOf: (type: string) => Transformer[]): BatchPlan {
   const plans = new Map<string, ResourcePlan>();
@@ -122,7 +131,7 @@ export function planBatch(batch: ChangeEvent[], states: Map<string, ResourceStat
     const position = positionOf(event);
     const answer = state ? compare(position, state) : 'newer';
     if (state && isStale(event, answer, state)) {
-      if (answer !== 'same' && event.op === 'upsert') lateVersion(event, key, transformersOf(event.resourceType), inHistory, plan);
+      if (event.op === 'upsert' && !sameVersion(event, state)) lateVersion(event, key, transformersOf(event.resourceType), inHistory, plan);
       else plan.stale.push(event);
       continue;
     }
@@ -154,11 +163,36 @@ export function planBatch(batch: ChangeEvent[], states: Map<string, ResourceStat
     }
     if (applied) {
       resource.versions.push(applied);
-      if (applied.versionId !== null) inHistory.add(`${key}\0${applied.versionId}`);
+      if (applied.versionId !== null) historyOf(applied, answer, state, `${key}\0${applied.versionId}`, inHistory);
     } else plan.stale.push(event);
     resource.state = next;
   }
   return plan;
+}
+
+/**
+ * Whether an applied version may find itself in history already, sent there late before. Not when it is
+ * newer by a later time (the watermark's time never goes down and a version keeps its time), nor when
+ * newer by version and not older by time (it was then never older). It may when it applies by arrival
+ * order (incomparable), or by version although its time is not after the watermark's: then an earlier
+ * state without a comparable version may have found it older by time (a copy without a version dated
+ * later, say). Those few pay an anti-join; every other applied version is appended as it is.
+ */
+function historyOf(applied: AppliedVersion, answer: Comparison, state: ResourceState | undefined, seen: string, inHistory: Set<string>): void {
+  if (inHistory.has(seen)) applied.history = 'skip';
+  else if (applied.event.op === 'upsert' && state && mayHaveComeLate(applied, answer, state)) applied.history = 'ifAbsent';
+  inHistory.add(seen);
+}
+
+function mayHaveComeLate(applied: AppliedVersion, answer: Comparison, state: ResourceState): boolean {
+  if (answer === 'incomparable') return true;
+  return applied.timeMicros !== null && state.lastUpdatedMicros !== null && applied.timeMicros <= state.lastUpdatedMicros;
+}
+
+/** The event is the state's own version (the same, numeric or not): already in history when it applied. */
+function sameVersion(event: UpsertEvent, state: ResourceState): boolean {
+  const v = event.order.versionId;
+  return v !== undefined && state.versionId !== null && compareVersionIds(v, state.versionId) === 'same';
 }
 
 /** A stale upsert with a version its batch has not yet sent to history: flattened for history (see planBatch). */

@@ -205,7 +205,7 @@ interface Writes {
   insert: Map<TableSpec, VersionedRow[]>;
   flag: Map<TableSpec, Tombstone[]>;
   history: Map<TableSpec, VersionedRow[]>;
-  /** Late versions' rows, for history tables that lack them. */
+  /** Late versions' rows (and those of versions that may have come late before), for history tables that lack them. */
   late: Map<TableSpec, VersionedRow[]>;
 }
 
@@ -237,7 +237,7 @@ function collectHistory(w: Writes, table: TableSpec, r: ResourcePlan): void {
   for (const v of r.versions) {
     if (v.rows) {
       live = v;
-      push(w.history, table, ...versionedRows(v, table, r.key));
+      if (v.history !== 'skip') push(v.history === 'ifAbsent' ? w.late : w.history, table, ...versionedRows(v, table, r.key));
       continue;
     }
     const tombstone = tombstoneOf(r.key, v);
