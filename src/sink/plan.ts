@@ -112,8 +112,10 @@ export interface BatchPlan {
  * without one has no key to find it in history by (its applied rows carry version null), and a late
  * delete has no rows of its own (its history entry repeats the live rows before it, which a late delete
  * cannot know), so both stay out of history. Flattening a late version can fail: poison, as any other.
- * A version sent to history late may later apply by arrival order (incomparable, e.g. delivered again
- * without its time against a state without a version): its history rows then also go only where absent.
+ * A version sent to history late may later apply (by arrival order, or by version while not dated after
+ * the watermark, where unversioned copies are mixed in): its history rows then also go only where absent
+ * (`historyOf`). Concurrency: the sink locks the state rows of resources with late versions (they swap no
+ * state) before the anti-join, so two members cannot both find a version absent.
  */
 export function planBatch(batch: ChangeEvent[], states: Map<string, ResourceState>, transformersOf: (type: string) => Transformer[]): BatchPlan {
   const plans = new Map<string, ResourcePlan>();
