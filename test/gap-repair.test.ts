@@ -197,3 +197,25 @@ it('run() stops with a clear error when the server refuses the credentials, and 
   repair.request('test');
   await expect(running).rejects.toThrow(/refused fhir-rte's credentials \(HTTP 401\)/);
 });
+
+it('a walk newest first, two entries a page, puts every version into history once, the older ones from later pages too', async () => {
+  // Five writes no delivery reported (HAPI gave up: wire doc, 21 tries then dropped). The stand-in serves
+  // `_history` newest first, so version 5 applies and 4 (after it on page 1), 3, 2 and 1 come late, page by page.
+  hapi.create(patient('h5', 1));
+  for (let v = 2; v <= 5; v++) hapi.update({ ...hapi.current('Patient', 'h5')!, gender: v % 2 ? 'female' : 'male', name: [{ family: `Family${v}` }] });
+  const repair = repairer({ pageSize: 2 });
+  const first = walked(await repair.repairOnce(apply));
+  expect(first.outcome).toMatchObject({ received: 5, applied: 1, stale: 4, deadLettered: 0 }); // a page is applied in its order: 4 comes after 5
+  expect(await t.rows(`SELECT version, gender FROM patient WHERE source_resource_id = 'Patient/h5'`)).toEqual([{ version: '5', gender: 'female' }]);
+  const history = `SELECT version, gender FROM patient_history WHERE source_resource_id = 'Patient/h5' ORDER BY version`;
+  const names = `SELECT version, family FROM patient_name_history WHERE source_resource_id = 'Patient/h5' ORDER BY version`;
+  const expected = [1, 2, 3, 4, 5].map((v) => ({ version: String(v), gender: v % 2 ? 'female' : 'male' }));
+  expect(await t.rows(history)).toEqual(expected);
+  expect(await t.rows(names)).toEqual([{ version: '1', family: 'Family1' }, ...[2, 3, 4, 5].map((v) => ({ version: String(v), family: `Family${v}` }))]);
+
+  // The same history walked again (a margin reaching back before the first write) adds nothing.
+  const again = walked(await repairer({ pageSize: 2, marginMs: 3_600_000 }).repairOnce(apply));
+  expect(again.outcome).toMatchObject({ received: 5, applied: 0, stale: 5, deadLettered: 0 });
+  expect(await t.rows(history)).toEqual(expected);
+  expect(await t.rows(`SELECT version_id FROM fhir_rte.resource_state WHERE resource_type = 'Patient' AND resource_id = 'h5'`)).toEqual([{ version_id: '5' }]);
+});

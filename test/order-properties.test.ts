@@ -8,7 +8,7 @@ import { openTestSink, transformerDir, type TestSink } from './support/sink.js';
 
 /**
  * Property tests of "order is one value" against the real sink: whatever the batches, duplicates and
- * replays, a sequence of changes ends in one state, and history holds each applied version once.
+ * replays, a sequence of changes ends in one state, and history holds every version delivered, once.
  * Seeded: a failure prints the seed and the shrunk counterexample, and the same seed reproduces it.
  */
 
@@ -81,11 +81,15 @@ const sequenceArb = fc
   .array(fc.boolean(), { minLength: 1, maxLength: 3 })
   .chain((numericOf) => fc.array(changeArb(numericOf), { minLength: 1, maxLength: 18 }))
   .map((changes) => {
-    // The same version always carries the same content; an untimed non-numeric version is delivered once.
+    // The same version always carries the same content; an untimed non-numeric version is delivered once;
+    // a version is an update or a delete, never both (as on a server).
     const seen = new Set<string>();
+    const kindOf = new Map<string, Change['kind']>();
     const out: Change[] = [];
     for (const c of changes) {
       const version = c.kind === 'copy' ? undefined : (c as { version?: Version }).version;
+      if (version && (kindOf.get(`${c.resource}/${version.id}`) ?? c.kind) !== c.kind) continue;
+      if (version) kindOf.set(`${c.resource}/${version.id}`, c.kind);
       if (version && !version.withTime && !/^\d+$/.test(version.id)) {
         const key = `${c.resource}/${version.id}`;
         if (seen.has(key)) continue;
@@ -112,8 +116,8 @@ function eventOf(c: Change, prefix: string): ChangeEvent {
           id,
           meta: { versionId: c.version.id, ...(c.version.withTime ? { lastUpdated: new Date(minute(c.version.minute)).toISOString() } : {}) },
           // A version's content follows from the version (a server never serves two contents as one version).
-          gender: GENDERS[c.version.id.length % GENDERS.length],
-          name: [{ family: `F-${c.version.id}` }],
+          gender: genderOf(c.version.id),
+          name: [{ family: familyOf(c.version.id) }],
         }
       : { resourceType: 'Patient', id, ...(c.lastUpdated ? { meta: { lastUpdated: new Date(minute(c.lastUpdated)).toISOString() } } : {}), gender: c.gender, name: [{ family: c.family }] };
   return eventsFromJson(resource, origin, arrival)[0]!;
@@ -136,13 +140,48 @@ async function snapshot(prefix: string): Promise<unknown> {
   return {
     patient: await q(`SELECT source_resource_id, version, deleted_at, gender FROM patient WHERE source_resource_id LIKE $1 ORDER BY 1`),
     names: await q(`SELECT source_resource_id, version, deleted_at, family FROM patient_name WHERE source_resource_id LIKE $1 ORDER BY 1, 4`),
-    history: await q(`SELECT source_resource_id, version, deleted_at, gender FROM patient_history WHERE source_resource_id LIKE $1 ORDER BY 1, history_id`),
-    nameHistory: await q(`SELECT source_resource_id, version, deleted_at, family FROM patient_name_history WHERE source_resource_id LIKE $1 ORDER BY 1, history_id`),
+    // History as a set of versions: the order rows were recorded in follows delivery (a late version is
+    // appended after its batch's own versions), not the versions' order.
+    history: await q(`SELECT source_resource_id, version, deleted_at, gender FROM patient_history WHERE source_resource_id LIKE $1 ORDER BY 1, 2, 3, 4`),
+    nameHistory: await q(`SELECT source_resource_id, version, deleted_at, family FROM patient_name_history WHERE source_resource_id LIKE $1 ORDER BY 1, 2, 3, 4`),
     state: await q(
       `SELECT resource_type || '/' || resource_id AS key, version_id, last_updated, after_version, arrival, deleted, content_digest = sha256(convert_to(resource::text, 'UTF8')) AS digest_of_doc, resource::text AS doc
          FROM fhir_rte.resource_state WHERE resource_type || '/' || resource_id LIKE $1 ORDER BY 1`,
     ),
   };
+}
+
+/** A version's content, as the generators make it: its gender and its one name follow from its id. */
+const genderOf = (versionId: string) => GENDERS[versionId.length % GENDERS.length]!;
+const familyOf = (versionId: string) => `F-${versionId}`;
+
+/**
+ * The reference of "history holds every version delivered, once", for the resources under `prefix`:
+ * each resource version is in each history table at most once; every live (not deleted) versioned entry
+ * there is an upsert version that was delivered, with that version's content; and every upsert version
+ * delivered is there, whatever the order it came in.
+ */
+async function expectEveryVersionOnce(prefix: string, changes: Change[], label: string): Promise<void> {
+  const like = `Patient/${prefix}-r%`;
+  const key = (resource: number, version: string) => `Patient/${prefix}-r${resource} ${version}`;
+  const delivered = new Set(changes.flatMap((c) => (c.kind === 'version' ? [key(c.resource, c.version.id)] : [])));
+  for (const [table, content, expected] of [
+    ['patient_history', 'gender', genderOf],
+    ['patient_name_history', 'family', familyOf],
+  ] as const) {
+    const { rows: twice } = await t.pool.query(
+      `SELECT source_resource_id, version, count(*)::int AS n FROM ${table} WHERE source_resource_id LIKE $1 AND version IS NOT NULL GROUP BY 1, 2 HAVING count(*) > 1`,
+      [like],
+    );
+    expect(twice, `${label}: resource versions in ${table} more than once`).toEqual([]);
+    const { rows } = await t.pool.query(
+      `SELECT source_resource_id || ' ' || version AS k, version, ${content} AS content FROM ${table} WHERE source_resource_id LIKE $1 AND version IS NOT NULL AND deleted_at IS NULL`,
+      [like],
+    );
+    expect(rows.filter((r) => !delivered.has(r.k) || r.content !== expected(r.version)), `${label}: ${table} entries that are no delivered version`).toEqual([]);
+    const present = new Set(rows.map((r) => r.k as string));
+    expect([...delivered].filter((k) => !present.has(k)), `${label}: versions delivered but missing from ${table}`).toEqual([]);
+  }
 }
 
 async function applyInBatches(events: ChangeEvent[], sizes: number[]): Promise<number> {
@@ -156,7 +195,7 @@ async function applyInBatches(events: ChangeEvent[], sizes: number[]): Promise<n
 }
 
 describe('order as one value, on random histories', () => {
-  it('one batch, random batch splits and one by one end in the same state; duplicates and replays change nothing; history holds each applied version once', async () => {
+  it('one batch, random batch splits and one by one end in the same state; duplicates and replays change nothing; history holds every version delivered, once', async () => {
     const scenario = fc.record({
       changes: sequenceArb,
       splits: fc.array(fc.integer({ min: 1, max: 5 }), { minLength: 1, maxLength: 6 }),
@@ -184,18 +223,15 @@ describe('order as one value, on random histories', () => {
         expect(await applyInBatches(replay, splits), 'a replay applies nothing').toBe(0);
         expect(await snapshot('b'), 'after a replay').toEqual(once);
 
-        // History holds each applied version once (a version's upsert, and a versioned delete).
-        const { rows } = await t.pool.query(
-          `SELECT source_resource_id, version, deleted_at IS NOT NULL AS deleted, count(*)::int AS n FROM patient_history
-            WHERE version IS NOT NULL GROUP BY 1, 2, 3 HAVING count(*) > 1`,
-        );
-        expect(rows, 'versions in history more than once').toEqual([]);
+        // History holds every version delivered once, late ones too (a version's upsert, and a versioned delete).
+        await expectEveryVersionOnce('b', changes, 'in order, then a replay');
+        await expectEveryVersionOnce('d', changes, 'with duplicates');
       }),
       { seed: SEED, numRuns: RUNS },
     );
   }, 300_000);
 
-  it('a server history delivered in any order, with duplicates, ends as the server last left each resource', async () => {
+  it('a server history delivered in any order, with duplicates and replays, ends as the server last left each resource, every version in history once', async () => {
     // Per resource, the server's history: updates and deletes, one every two minutes; each change takes
     // the next version (numeric or a word), an update always names it, a delete may not (a tombstone).
     // Each delivery arrives at its change's time (a record timestamp), duplicates at the same time.
@@ -223,7 +259,7 @@ describe('order as one value, on random histories', () => {
             const del = step.del && i > 0 && last.get(resource)?.kind !== 'delete';
             const change: Change = del
               ? { kind: 'delete', resource, ...(step.named ? { version: { ...version, withTime: step.timed } } : {}), arrival: 2 * n }
-              : { kind: 'version', resource, version, gender: GENDERS[n % GENDERS.length]!, arrival: 2 * n };
+              : { kind: 'version', resource, version, gender: genderOf(version.id), arrival: 2 * n };
             deliveries.push(change);
             last.set(resource, change);
           });
@@ -232,12 +268,17 @@ describe('order as one value, on random histories', () => {
         const shuffled = deliveries.map((d, i) => ({ d, key: order[i % order.length]! * 100 + i })).sort((a, b) => a.key - b.key).map((x) => x.d);
         const withDuplicates = shuffled.flatMap((d, i) => (duplicated.some((k) => k % shuffled.length === i) ? [d, d] : [d]));
         await applyInBatches(withDuplicates.map((c) => eventOf(c, 'm')), splits);
+        await expectEveryVersionOnce('m', deliveries, 'any order');
+        // Replayed in the reverse order, one by one: nothing changes, history included.
+        const before = await snapshot('m');
+        await applyInBatches([...withDuplicates].reverse().map((c) => eventOf(c, 'm')), [1]);
+        expect(await snapshot('m'), 'after a replay in reverse').toEqual(before);
 
         const { rows } = await t.pool.query(`SELECT source_resource_id, version, deleted_at IS NOT NULL AS deleted, gender FROM patient WHERE source_resource_id LIKE 'Patient/m-%' ORDER BY 1`);
         for (const [resource, c] of last) {
           const row = rows.find((r) => r.source_resource_id === `Patient/m-r${resource}`);
           if (c.kind === 'version') {
-            expect(row, `resource ${resource} lives at its last version`).toEqual({ source_resource_id: `Patient/m-r${resource}`, version: c.version.id, deleted: false, gender: GENDERS[c.version.id.length % GENDERS.length] });
+            expect(row, `resource ${resource} lives at its last version`).toEqual({ source_resource_id: `Patient/m-r${resource}`, version: c.version.id, deleted: false, gender: genderOf(c.version.id) });
           } else if (c.kind === 'delete') {
             // Deleted; without rows at all when the tombstone came before any version it would have flagged.
             // (The rows keep the version of the delete that flagged them: a later delete that finds the

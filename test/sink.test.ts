@@ -10,6 +10,7 @@ import { writeStates } from '../src/sink/postgres/statements.js';
 import { freshDatabase } from './support/database.js';
 import { del, patient, upsert } from './support/events.js';
 import { openTestSink, transformerDir, type TestSink } from './support/sink.js';
+import { eventually } from './support/wait.js';
 
 const PATIENT_RULES = `
 retainAllHistory: true
@@ -43,9 +44,12 @@ transformers:
 `;
 
 let t: TestSink;
+let url: string;
+const rulesDir = () => transformerDir({ 'patient.yaml': PATIENT_RULES, 'observation.yaml': OBSERVATION_RULES });
 
 beforeAll(async () => {
-  t = await openTestSink(await freshDatabase('sink'), transformerDir({ 'patient.yaml': PATIENT_RULES, 'observation.yaml': OBSERVATION_RULES }));
+  url = await freshDatabase('sink');
+  t = await openTestSink(url, rulesDir());
 });
 afterAll(() => t?.close());
 
@@ -141,9 +145,11 @@ describe('order as one value', () => {
     expect(await state('wm')).toEqual([{ version_id: '5', after_version: false, deleted: false }]);
     expect(await t.sink.apply([upsert(patient('wm', 3))])).toMatchObject({ applied: 0, stale: 1 });
     expect(await patientRows('wm')).toMatchObject([{ gender: 'other', version: null, deleted_at: null }]);
+    // v3 is late: stale for the tables and the watermark, but history holds every version.
     expect(await history('wm')).toEqual([
       { version: '5', gender: 'female' },
       { version: null, gender: 'other' },
+      { version: '3', gender: 'female' },
     ]);
   });
 
@@ -236,6 +242,84 @@ describe('child tables and history', () => {
     ]);
     const names = await t.rows(`SELECT version FROM patient_name_history WHERE source_resource_id = 'Patient/hist' ORDER BY history_id`);
     expect(names.map((r) => r.version)).toEqual(['1', '2', '3', '4']);
+  });
+});
+
+describe('late versions and history', () => {
+  const history = (id: string, table = 'patient_history') =>
+    t.rows<{ version: string | null; deleted: boolean }>(`SELECT version, deleted_at IS NOT NULL AS deleted FROM ${table} WHERE source_resource_id = $1 ORDER BY history_id`, [`Patient/${id}`]);
+  const state = (id: string) => t.rows(`SELECT version_id, deleted, revision, resource->'meta'->>'versionId' AS doc_version FROM fhir_rte.resource_state WHERE resource_type = 'Patient' AND resource_id = $1`, [id]);
+
+  it('a late, older version goes to history once, never to the tables or the state, in later batches and within one', async () => {
+    await t.sink.apply([upsert(patient('lv', 5))]);
+    const before = await state('lv');
+    expect(await t.sink.apply([upsert(patient('lv', 3))])).toMatchObject({ applied: 0, stale: 1, deadLettered: 0 });
+    expect(await t.sink.apply([upsert(patient('lv', 3))])).toMatchObject({ applied: 0, stale: 1 }); // a redelivery: already in history
+    // Within one batch: a late version twice, another after a newer one the same batch applies.
+    expect(await t.sink.apply([upsert(patient('lv', 2)), upsert(patient('lv', 2)), upsert(patient('lv', 6)), upsert(patient('lv', 4)), upsert(patient('lv', 6))])).toMatchObject({ applied: 1, stale: 4 });
+    expect(await patientRows('lv')).toMatchObject([{ version: '6', gender: 'male', deleted_at: null }]);
+    expect(await state('lv')).toEqual([{ ...before[0], version_id: '6', revision: String(Number(before[0]!.revision) + 1), doc_version: '6' }]);
+    const versions = ['5', '3', '6', '2', '4'].map((version) => ({ version, deleted: false }));
+    expect(await history('lv')).toEqual(versions);
+    expect(await history('lv', 'patient_name_history')).toEqual(versions);
+    expect(await t.rows(`SELECT gender FROM patient_history WHERE source_resource_id = 'Patient/lv' AND version = '3'`)).toEqual([{ gender: 'female' }]);
+  });
+
+  it('a version older than a tombstone goes to history as it was (live), the tables stay deleted', async () => {
+    await t.sink.apply([upsert(patient('lt', 1))]);
+    await t.sink.apply([del('Patient', 'lt', '3')]);
+    expect(await t.sink.apply([upsert(patient('lt', 2)), upsert(patient('lt', 2))])).toMatchObject({ applied: 0, stale: 2 });
+    expect(await patientRows('lt')).toMatchObject([{ version: '3', deleted_at: expect.any(Date) }]);
+    expect(await history('lt')).toEqual([
+      { version: '1', deleted: false },
+      { version: '3', deleted: true },
+      { version: '2', deleted: false },
+    ]);
+  });
+
+  it('stale events without a version, the same version, and late deletes add nothing to history', async () => {
+    await t.sink.apply([upsert(patient('ln', 4))]);
+    const { meta: _, ...bare } = patient('ln', 1);
+    const early = new Date(Date.UTC(2023, 0, 1)).toISOString();
+    const lastUpdatedOnly = { ...bare, meta: { lastUpdated: early } };
+    expect(await t.sink.apply([upsert(lastUpdatedOnly), upsert(patient('ln', 4)), del('Patient', 'ln', '2')])).toMatchObject({ applied: 0, stale: 3 });
+    expect(await history('ln')).toEqual([{ version: '4', deleted: false }]);
+  });
+
+  it('a late version its transformer cannot flatten is dead-lettered with its cause, as an applied one would be', async () => {
+    await t.sink.apply([upsert(patient('lp', 5))]);
+    const notes = [{ url: 'note', valueString: 'a' }, { url: 'note', valueString: 'b' }]; // two values, no strategy
+    expect(totalsOf(await t.sink.apply([upsert(patient('lp', 3, { extension: notes })), upsert(patient('lp', 4))]))).toEqual({ received: 2, applied: 0, stale: 1, skipped: 0, deadLettered: 1 });
+    const [letter] = (await deadLetters()).filter((d) => d.resource_id === 'lp');
+    expect(letter).toMatchObject({ error_class: 'TransformError', version_id: '3' });
+    expect(await history('lp')).toEqual([
+      { version: '5', deleted: false },
+      { version: '4', deleted: false },
+    ]);
+  });
+
+  it('two writers with the same late version at once add it once', async () => {
+    await t.sink.apply([upsert(patient('race', 5))]);
+    const other = await openTestSink(url, rulesDir()); // another member, on its own connections
+    const holder = await t.pool.connect();
+    try {
+      // Hold the state row, so both writers reach it together and wait; released, they take turns.
+      await holder.query('BEGIN');
+      await holder.query(`SELECT 1 FROM fhir_rte.resource_state WHERE resource_type = 'Patient' AND resource_id = 'race' FOR UPDATE`);
+      const both = Promise.all([t.sink.apply([upsert(patient('race', 2))]), other.sink.apply([upsert(patient('race', 2))])]);
+      const waiting = `SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE OF s%'`;
+      // (Asked outside the holder's transaction, which sees pg_stat_activity as it was when it began.)
+      await eventually(async () => (await t.rows<{ n: number }>(waiting))[0]!.n === 2, 'both writers waiting on the state row');
+      await holder.query('COMMIT');
+      expect((await both).map((o) => o.stale)).toEqual([1, 1]);
+    } finally {
+      holder.release();
+      await other.close();
+    }
+    expect(await history('race')).toEqual([
+      { version: '5', deleted: false },
+      { version: '2', deleted: false },
+    ]);
   });
 });
 

@@ -47,7 +47,11 @@ export function compare(event: Position, mark: Watermark): Comparison {
 }
 
 function compareVersions(a: string | undefined, b: string | null): Comparison {
-  if (a === undefined || b === null) return 'incomparable';
+  return a === undefined || b === null ? 'incomparable' : compareVersionIds(a, b);
+}
+
+/** Two versionIds alone: by number when both are numeric; otherwise only the same or not. */
+export function compareVersionIds(a: string, b: string): Comparison {
   if (NUMERIC.test(a) && NUMERIC.test(b)) return sign(BigInt(a) - BigInt(b));
   return a === b ? 'same' : 'incomparable';
 }

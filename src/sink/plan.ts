@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { stringifyFhirJson } from '../events/fhir-json.js';
 import { resourceKey, type ChangeEvent, type DeleteEvent, type UpsertEvent } from '../events/change-event.js';
 import { TransformError, type Row, type Transformer } from '../transform/transformer.js';
-import { compare, positionOf, raise, type Comparison, type Watermark } from './guard.js';
+import { compare, compareVersionIds, positionOf, raise, type Comparison, type Watermark } from './guard.js';
 
 /** A resource's state as stored in fhir_rte.resource_state: its watermark, and what it is now. */
 export interface ResourceState extends Watermark {
@@ -33,6 +33,12 @@ export interface AppliedVersion {
   document?: string;
   digest?: string;
   rows?: Map<string, Row[]>;
+  /**
+   * How its rows go to history: `append` (the default); `ifAbsent`, an upsert applied by arrival order
+   * (incomparable) whose version may be there already, sent as a late version before; `skip`, this batch
+   * already sends that version as a late one.
+   */
+  history?: 'ifAbsent' | 'skip';
 }
 
 /** What a batch does to one resource, in arrival order of its applied changes. */
@@ -51,9 +57,24 @@ export interface ResourcePlan {
   state: ResourceState;
 }
 
+/**
+ * A stale upsert's version for the history tables alone: older than the state (or incomparable and
+ * late), but a version history may not hold yet. The sink appends its rows only where the history table
+ * has no row of that resource version; tables, state and watermark stay as they are.
+ */
+export interface LateVersion {
+  key: string;
+  resourceType: string;
+  id: string;
+  version: AppliedVersion & { versionId: string; rows: Map<string, Row[]> };
+}
+
 export interface BatchPlan {
   resources: ResourcePlan[];
+  /** Every stale event, the late versions below included (they change no table but history). */
   stale: ChangeEvent[];
+  /** Stale versioned upserts whose rows go to history if it lacks them (once per resource version a batch). */
+  late: LateVersion[];
   poison: Poison[];
 }
 
@@ -66,9 +87,12 @@ export interface BatchPlan {
  * | ------------------------------------ | --------------------------------------- | ---------------------------------------- |
  * | no state yet                         | applies                                 | applies (a tombstone, no rows to flag)   |
  * | newer                                | applies                                 | applies: rows flagged, state a tombstone |
- * | older or same                        | stale                                   | stale                                    |
+ * | older (a tombstone's too), or the    | stale; with a versionId: a late version | stale                                    |
+ * | same time as another version         |                                         |                                          |
+ * | the same version                     | stale                                   | stale                                    |
  * | incomparable (no version or time in  | applies in arrival order: stale when it | as for an upsert                         |
- * | common, e.g. neither in the event)   | arrived before the last applied event   |                                          |
+ * | common, e.g. neither in the event)   | arrived before the last applied event;  |                                          |
+ * |                                      | stale with a versionId: a late version  |                                          |
  * | would apply but changes nothing      | stale: same content as the stored live  | stale: the resource is already deleted   |
  * |                                      | resource (SHA-256 of the document)      |                                          |
  *
@@ -80,11 +104,25 @@ export interface BatchPlan {
  * flatten is poison and leaves the state as it was. A type no transformer covers is applied to the state
  * only (watermark and document, so `rebuild` can flatten it once a transformer covers it) and counted
  * as skipped.
+ *
+ * A late version is stale (current rows, state and watermark untouched, counted stale) but history is
+ * kept per version, so its rows go to the `_history` tables that lack that resource version (an anti-join
+ * in the sink, which also makes replays harmless), also when a tombstone keeps it out of the current
+ * rows. Only upserts that carry a versionId qualify, only for types with a history table: an upsert
+ * without one has no key to find it in history by (its applied rows carry version null), and a late
+ * delete has no rows of its own (its history entry repeats the live rows before it, which a late delete
+ * cannot know), so both stay out of history. Flattening a late version can fail: poison, as any other.
+ * A version sent to history late may later apply (by arrival order, or by version while not dated after
+ * the watermark, where unversioned copies are mixed in): its history rows then also go only where absent
+ * (`historyOf`). Concurrency: the sink locks the state rows of resources with late versions (they swap no
+ * state) before the anti-join, so two members cannot both find a version absent.
  */
 export function planBatch(batch: ChangeEvent[], states: Map<string, ResourceState>, transformersOf: (type: string) => Transformer[]): BatchPlan {
   const plans = new Map<string, ResourcePlan>();
   const running = new Map(states);
-  const plan: BatchPlan = { resources: [], stale: [], poison: [] };
+  const plan: BatchPlan = { resources: [], stale: [], late: [], poison: [] };
+  /** Resource versions this batch already sends to history (`key` NUL `versionId`). */
+  const inHistory = new Set<string>();
   for (const event of batch) {
     if (event.op === 'unreadable') {
       plan.poison.push({ event, errorClass: event.error.errorClass, message: event.error.message, detail: event.error.detail });
@@ -93,9 +131,10 @@ export function planBatch(batch: ChangeEvent[], states: Map<string, ResourceStat
     const key = resourceKey(event);
     const state = running.get(key);
     const position = positionOf(event);
-    const fresh = !state || !isStale(event, compare(position, state), state);
-    if (!fresh) {
-      plan.stale.push(event);
+    const answer = state ? compare(position, state) : 'newer';
+    if (state && isStale(event, answer, state)) {
+      if (event.op === 'upsert' && !sameVersion(event, state)) lateVersion(event, key, transformersOf(event.resourceType), inHistory, plan);
+      else plan.stale.push(event);
       continue;
     }
     const content = event.op === 'upsert' ? contentOf(event) : undefined;
@@ -124,11 +163,53 @@ export function planBatch(batch: ChangeEvent[], states: Map<string, ResourceStat
       plans.set(key, resource);
       plan.resources.push(resource);
     }
-    if (applied) resource.versions.push(applied);
-    else plan.stale.push(event);
+    if (applied) {
+      resource.versions.push(applied);
+      if (applied.versionId !== null) historyOf(applied, answer, state, `${key}\0${applied.versionId}`, inHistory);
+    } else plan.stale.push(event);
     resource.state = next;
   }
   return plan;
+}
+
+/**
+ * Whether an applied version may find itself in history already, sent there late before. Not when it is
+ * newer by a later time (the watermark's time never goes down and a version keeps its time), nor when
+ * newer by version and not older by time (it was then never older). It may when it applies by arrival
+ * order (incomparable), or by version although its time is not after the watermark's: then an earlier
+ * state without a comparable version may have found it older by time (a copy without a version dated
+ * later, say). Those few pay an anti-join; every other applied version is appended as it is.
+ */
+function historyOf(applied: AppliedVersion, answer: Comparison, state: ResourceState | undefined, seen: string, inHistory: Set<string>): void {
+  if (inHistory.has(seen)) applied.history = 'skip';
+  else if (applied.event.op === 'upsert' && state && mayHaveComeLate(applied, answer, state)) applied.history = 'ifAbsent';
+  inHistory.add(seen);
+}
+
+function mayHaveComeLate(applied: AppliedVersion, answer: Comparison, state: ResourceState): boolean {
+  if (answer === 'incomparable') return true;
+  return applied.timeMicros !== null && state.lastUpdatedMicros !== null && applied.timeMicros <= state.lastUpdatedMicros;
+}
+
+/** The event is the state's own version (the same, numeric or not): already in history when it applied. */
+function sameVersion(event: UpsertEvent, state: ResourceState): boolean {
+  const v = event.order.versionId;
+  return v !== undefined && state.versionId !== null && compareVersionIds(v, state.versionId) === 'same';
+}
+
+/** A stale upsert with a version its batch has not yet sent to history: flattened for history (see planBatch). */
+function lateVersion(event: UpsertEvent, key: string, transformers: Transformer[], inHistory: Set<string>, plan: BatchPlan): void {
+  const versionId = event.order.versionId;
+  const seen = `${key}\0${versionId}`;
+  if (versionId === undefined || inHistory.has(seen) || !transformers.some((t) => t.tables.some((s) => s.history))) {
+    plan.stale.push(event);
+    return;
+  }
+  const version = transform(event, contentOf(event), transformers, plan.poison);
+  if (!version) return;
+  inHistory.add(seen);
+  plan.stale.push(event);
+  plan.late.push({ key, resourceType: event.resourceType, id: event.id, version: { ...version, versionId, rows: version.rows! } });
 }
 
 /** A delete is always dated, for its rows' deleted_at: its lastUpdated, else its arrival. */

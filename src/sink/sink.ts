@@ -7,8 +7,8 @@ export type Counts = { received: number } & Record<Fate, number>;
 
 /**
  * What became of a batch: applied (rows written), stale (older than or equal to what the state holds, or
- * changing nothing), skipped (no transformer covers its resource type: kept in the state for a later
- * rebuild, no rows) or dead-lettered. `byType` has the same counts per resource type (`(unknown)` for input
+ * changing nothing; a late version's rows may still go to history, see plan.ts), skipped (no transformer
+ * covers its resource type: kept in the state for a later rebuild, no rows) or dead-lettered. `byType` has the same counts per resource type (`(unknown)` for input
  * that names none).
  */
 export interface BatchOutcome extends Counts {

@@ -15,7 +15,9 @@ import {
   deleteRows,
   flagDeleted,
   historyOfDeletes,
+  insertAbsentHistory,
   insertRows,
+  lockStates,
   readStates,
   StatementError,
   writeStates,
@@ -182,13 +184,20 @@ export class PostgresSink implements Sink {
   private async write(client: pg.ClientBase, plan: BatchPlan, byType: Map<string, Transformer[]>): Promise<void> {
     const { schema, deleteMode } = this.options;
     const w = collectWrites(plan, deleteMode, (type) => (byType.get(type) ?? []).flatMap((t) => t.tables));
+    const states = plan.resources.map((r) => stateOf(r, this.options.storeResources));
+    // Late versions change no state, so no swap serializes them: their resources' state rows are locked
+    // (with those the swap writes, in one sorted statement, so writers still lock in one order) until the
+    // commit, and an anti-join after the lock sees what any other writer committed to history.
+    if (w.late.size) await lockStates(client, [...states, ...plan.late]);
     // The state swap first: it is what serializes concurrent writers of the same resource.
-    await writeStates(client, plan.resources.map((r) => stateOf(r, this.options.storeResources)));
+    await writeStates(client, states);
     for (const [spec, tombstones] of w.historyOfDeletes) await historyOfDeletes(client, schema, spec, tombstones);
     for (const [spec, keys] of [...w.clear].reverse()) await deleteRows(client, schema, spec, keys);
     for (const [spec, rows] of w.insert) await insertRows(client, schema, spec, rows);
     for (const [spec, tombstones] of w.flag) await flagDeleted(client, schema, spec, tombstones);
     for (const [spec, rows] of w.history) await insertRows(client, schema, spec, rows, true);
+    // After this batch's own history, so the anti-join also sees the versions it applied.
+    for (const [spec, rows] of w.late) await insertAbsentHistory(client, schema, spec, rows);
   }
 }
 
@@ -218,10 +227,15 @@ interface Writes {
   insert: Map<TableSpec, VersionedRow[]>;
   flag: Map<TableSpec, Tombstone[]>;
   history: Map<TableSpec, VersionedRow[]>;
+  /** Late versions' rows (and those of versions that may have come late before), for history tables that lack them. */
+  late: Map<TableSpec, VersionedRow[]>;
 }
 
 function collectWrites(plan: BatchPlan, deleteMode: 'logical' | 'hard', tablesOf: (type: string) => TableSpec[]): Writes {
-  const w: Writes = { historyOfDeletes: new Map(), clear: new Map(), insert: new Map(), flag: new Map(), history: new Map() };
+  const w: Writes = { historyOfDeletes: new Map(), clear: new Map(), insert: new Map(), flag: new Map(), history: new Map(), late: new Map() };
+  for (const l of plan.late) {
+    for (const t of tablesOf(l.resourceType)) if (t.history) push(w.late, t, ...versionedRows(l.version, t, l.key));
+  }
   for (const r of plan.resources) {
     const tables = tablesOf(r.resourceType);
     if (!tables.length || !r.versions.length) continue;
@@ -245,7 +259,7 @@ function collectHistory(w: Writes, table: TableSpec, r: ResourcePlan): void {
   for (const v of r.versions) {
     if (v.rows) {
       live = v;
-      push(w.history, table, ...versionedRows(v, table, r.key));
+      if (v.history !== 'skip') push(v.history === 'ifAbsent' ? w.late : w.history, table, ...versionedRows(v, table, r.key));
       continue;
     }
     const tombstone = tombstoneOf(r.key, v);

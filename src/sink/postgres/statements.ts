@@ -98,7 +98,7 @@ export interface StateWrite {
  */
 export async function writeStates(client: pg.ClientBase, states: StateWrite[]): Promise<void> {
   if (!states.length) return;
-  const sorted = [...states].sort((a, b) => (a.resourceType + '/' + a.id < b.resourceType + '/' + b.id ? -1 : 1));
+  const sorted = inLockOrder(states);
   // The resource documents travel as one JSON array, not a jsonb[]: node-postgres escapes every quote of
   // an array literal in JavaScript, which cost more than the whole insert for ~1 KB resources.
   const result = await run(
@@ -133,6 +133,28 @@ export async function writeStates(client: pg.ClientBase, states: StateWrite[]): 
   if (result.rowCount !== sorted.length) {
     throw new ConcurrentChange(`${sorted.length - (result.rowCount ?? 0)} resource(s) of this batch were changed by another writer meanwhile`);
   }
+}
+
+/**
+ * Locks the existing state rows of these resources until the commit, in the order writeStates takes
+ * them, so a writer that also swaps some of them cannot deadlock with another doing the same.
+ */
+export async function lockStates(client: pg.ClientBase, resources: Array<{ resourceType: string; id: string }>): Promise<void> {
+  if (!resources.length) return;
+  const sorted = inLockOrder([...new Map(resources.map((r) => [`${r.resourceType}/${r.id}`, r])).values()]);
+  await run(
+    client,
+    'fhir_rte.resource_state',
+    `SELECT 1 FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(t, i, n)
+       JOIN fhir_rte.resource_state AS s ON s.resource_type = k.t AND s.resource_id = k.i
+      ORDER BY k.n FOR UPDATE OF s`,
+    [sorted.map((r) => r.resourceType), sorted.map((r) => r.id)],
+  );
+}
+
+/** The one order in which writers lock state rows (by `Type/id`, as JavaScript compares strings, not a collation). */
+function inLockOrder<T extends { resourceType: string; id: string }>(resources: T[]): T[] {
+  return [...resources].sort((a, b) => (a.resourceType + '/' + a.id < b.resourceType + '/' + b.id ? -1 : 1));
 }
 
 /**
@@ -179,14 +201,39 @@ const SYSTEM_VALUE: Record<RowRole, (r: VersionedRow) => unknown> = {
 export async function insertRows(client: pg.ClientBase, schema: string, spec: TableSpec, rows: VersionedRow[], history = false): Promise<void> {
   if (!rows.length) return;
   const table = history ? historyTable(spec.name) : spec.name;
+  const { list, arrays, values } = unnestOf(spec, rows);
+  await run(client, table, `INSERT INTO ${qualified(schema, table)} (${list}) SELECT * FROM unnest(${arrays})`, values);
+}
+
+/** The column list of a table's rows, the `unnest` arguments that carry them, and their values. */
+function unnestOf(spec: TableSpec, rows: VersionedRow[]): { list: string; arrays: string; values: unknown[][] } {
   const columns = tableColumns(spec);
   const values: unknown[][] = [
     ...ROW_ROLES.map(([role]) => rows.map(SYSTEM_VALUE[role])),
     ...spec.columns.map((_, i) => rows.map((r) => r.row.values[i] ?? null)),
   ];
   const list = columns.map((c) => quoteIdent(c.name)).join(', ');
-  const arrays = columns.map((c, i) => `$${i + 1}::${c.sqlType}[]`).join(', ');
-  await run(client, table, `INSERT INTO ${qualified(schema, table)} (${list}) SELECT * FROM unnest(${arrays})`, values);
+  return { list, arrays: columns.map((c, i) => `$${i + 1}::${c.sqlType}[]`).join(', '), values };
+}
+
+/**
+ * Inserts history rows of resource versions the history table does not hold yet: a resource version
+ * with any row there is skipped whole. The caller holds the resources' state rows locked, so no other
+ * writer adds the same version between this check and the commit.
+ */
+export async function insertAbsentHistory(client: pg.ClientBase, schema: string, spec: TableSpec, rows: VersionedRow[]): Promise<void> {
+  if (!rows.length) return;
+  const table = historyTable(spec.name);
+  const { list, arrays, values } = unnestOf(spec, rows);
+  const [key, version] = [quoteIdent(spec.system.sourceResourceId), quoteIdent(spec.system.version)];
+  await run(
+    client,
+    table,
+    `INSERT INTO ${qualified(schema, table)} (${list})
+     SELECT * FROM unnest(${arrays}) AS x(${list})
+      WHERE NOT EXISTS (SELECT 1 FROM ${qualified(schema, table)} AS h WHERE h.${key} = x.${key} AND h.${version} = x.${version})`,
+    values,
+  );
 }
 
 export interface Tombstone {
