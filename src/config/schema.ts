@@ -87,7 +87,7 @@ export const configSchema = {
       additionalProperties: false,
       properties: {
         enabled: { type: 'boolean', description: 'false: no HTTP server (no metrics, health or receiver), e.g. Kafka members sharing a host' },
-        host: { type: 'string', description: 'the address to listen on (127.0.0.1 unless a secret is set)' },
+        host: { type: 'string', description: 'the address to listen on (default 127.0.0.1; another address needs resthook.secret when the receiver runs)' },
         port: { type: 'integer', minimum: 0, maximum: 65535 },
         tls: {
           type: 'object',
