@@ -123,6 +123,15 @@ it('a wrong or missing secret gets 401 and writes nothing', async () => {
   expect(await count(`fhir_rte.resource_state WHERE resource_id = 'intruder'`)).toBe(0);
 });
 
+it('an X-Signature on anything but a Medplum POST does not stand in for the secret: 401 before the body is read', async () => {
+  const intruder = new StandInHapi(receiver.endpoint, { firstGapMs: 1 });
+  const large = JSON.stringify(patient('signed-put', 'x'.repeat(70 * 1024)));
+  const put = lastOf(await intruder.deliver({ method: 'PUT', path: '/Patient/signed-put', headers: { 'Content-Type': 'application/fhir+json', 'X-Signature': 'ab'.repeat(32) }, body: large }));
+  // Not 413: the oversized body was never read for a request that had not authenticated.
+  expect(put).toMatchObject({ status: 401, body: { issue: [{ code: 'security' }] } });
+  expect(await count(`fhir_rte.resource_state WHERE resource_id = 'signed-put'`)).toBe(0);
+});
+
 it('malformed JSON → 400, a body that is not the URL’s resource → 400, too large → 413, unreadable type → 415; nothing written', async () => {
   const send = (path: string, contentType: string, body: string) => hapi.deliver({ method: 'PUT', path, headers: { 'Content-Type': contentType }, body }).then(lastOf);
   const diagnostics = (a: Attempt) => (a.body as { issue: { diagnostics: string }[] }).issue[0]!.diagnostics;

@@ -115,7 +115,8 @@ export class ResthookSource implements Source {
   private authenticate(scope: FastifyInstance): void {
     scope.addHook('onRequest', async (request, reply) => {
       const problem = this.bearerProblem(request);
-      const signed = request.headers['x-signature'] !== undefined && request.headers.authorization === undefined;
+      // Only Medplum's shape of request may wait for its body to be read and verified (a POST with its headers).
+      const signed = request.method === 'POST' && request.headers['x-signature'] !== undefined && request.headers['x-medplum-interaction'] !== undefined && request.headers.authorization === undefined;
       if (problem && !signed) return this.refuse(request, reply, problem);
     });
     scope.addHook('preHandler', async (request, reply) => {
