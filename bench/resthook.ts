@@ -88,8 +88,10 @@ export async function run(): Promise<void> {
       const puts = generate(`r${round}`, Math.ceil(DELIVERIES / VERSIONS), VERSIONS);
       written.push(...puts);
       for (const r of [bare, hand, rte]) {
+        const commits = await commitCount(db.url);
         const seconds = await closedLoop(pools.get(r)!, puts);
         rates.get(r)!.push(puts.length / seconds);
+        if (r !== bare) console.log(`  (round ${round + 1}, ${r.name}: ${puts.length} deliveries in ${(await commitCount(db.url)) - commits} transactions)`);
         await checkpoint(db.url);
       }
     }
@@ -228,6 +230,19 @@ async function verify(url: string, expected: Map<string, Put>): Promise<void> {
   }
 }
 
+/** Transactions the database has committed so far (pg_stat_database, flushed for this count). */
+async function commitCount(url: string): Promise<number> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    await c.query('SELECT pg_stat_force_next_flush()');
+    const { rows } = await c.query<{ n: string }>('SELECT xact_commit AS n FROM pg_stat_database WHERE datname = current_database()');
+    return Number(rows[0]!.n);
+  } finally {
+    await c.end();
+  }
+}
+
 /** Each receiver starts its run without the previous one's dirty pages to write. */
 async function checkpoint(url: string): Promise<void> {
   const c = new pg.Client({ connectionString: url });
@@ -240,10 +255,14 @@ async function startFhirRte(databaseUrl: string): Promise<Receiver> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'fhir-rte-bench-resthook-'));
   const config = join(dir, 'fhir-rte.yaml');
-  writeFileSync(config, JSON.stringify({ database: { url: databaseUrl }, transformers: join(ROOT, 'transformers'), log: { level: 'warn' }, http: { port } }));
+  // BENCH_RESTHOOK: receiver settings to try, as JSON (e.g. '{"groupsInFlight":1,"groupWindowMs":2}').
+  const resthook = JSON.parse(process.env.BENCH_RESTHOOK ?? '{}') as Record<string, unknown>;
+  writeFileSync(config, JSON.stringify({ database: { url: databaseUrl }, transformers: join(ROOT, 'transformers'), log: { level: 'warn' }, http: { port }, resthook }));
   const env = { ...process.env };
   for (const k of ['DATABASE_URL', 'KAFKA_BROKERS', 'FHIR_RTE_HTTP_PORT', 'FHIR_RTE_RESTHOOK_SECRET', 'FHIR_RTE_FHIR_SERVER_URL']) delete env[k];
-  const child = spawn(process.execPath, ['--max-semi-space-size=64', join(ROOT, 'bin', 'fhir-rte.js'), 'start', '-c', config], { env, stdio: ['ignore', 'inherit', 'inherit'] });
+  // BENCH_CPU_PROF=<dir>: a V8 CPU profile of the receiver, written there when it stops.
+  const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
+  const child = spawn(process.execPath, ['--max-semi-space-size=64', ...prof, join(ROOT, 'bin', 'fhir-rte.js'), 'start', '-c', config], { env, stdio: ['ignore', 'inherit', 'inherit'] });
   child.once('exit', () => rmSync(dir, { recursive: true, force: true }));
   const origin = `http://127.0.0.1:${port}`;
   for (const until = Date.now() + 120_000; ; ) {

@@ -36,6 +36,8 @@ export interface ResthookConfig {
   maxBodyBytes: number;
   groupWindowMs: number;
   maxEvents: number;
+  /** Group commits applying at once; while all are busy the next group keeps gathering. */
+  groupsInFlight: number;
   retryAfterSeconds: number;
 }
 
@@ -203,6 +205,7 @@ function resthookConfig(raw: Partial<ResthookConfig> | undefined, env: NodeJS.Pr
     maxBodyBytes: raw?.maxBodyBytes ?? 16 * 1024 * 1024,
     groupWindowMs: raw?.groupWindowMs ?? 3,
     maxEvents: raw?.maxEvents ?? 1000,
+    groupsInFlight: raw?.groupsInFlight ?? 2,
     retryAfterSeconds: raw?.retryAfterSeconds ?? 5,
   };
 }
