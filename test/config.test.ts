@@ -108,4 +108,9 @@ describe('http and resthook', () => {
     expect(config.resthook).toMatchObject({ path: '/hook', secret: 'x' });
     expect(errorOf(() => loadConfig(file, {}, { FHIR_RTE_HTTP_PORT: 'eighty' }))).toContain('/http/port: FHIR_RTE_HTTP_PORT: expected a port number');
   });
+
+  it('takes the host from FHIR_RTE_HTTP_HOST (a container listens on 0.0.0.0)', () => {
+    expect(loadConfig(undefined, {}, { FHIR_RTE_HTTP_HOST: '0.0.0.0', FHIR_RTE_RESTHOOK_SECRET: 's' }).http.host).toBe('0.0.0.0');
+    expect(loadConfig(undefined, {}, {}).http.host).toBe('127.0.0.1');
+  });
 });

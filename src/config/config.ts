@@ -191,7 +191,9 @@ function httpConfig(raw: Partial<HttpConfig> | undefined, env: NodeJS.ProcessEnv
   const envPort = env.FHIR_RTE_HTTP_PORT;
   if (envPort !== undefined && !/^\d{1,5}$/.test(envPort)) throw new ConfigError(where, '/http/port', 'FHIR_RTE_HTTP_PORT: expected a port number');
   const tls = raw?.tls && { cert: at(raw.tls.cert), key: at(raw.tls.key) };
-  return { host: raw?.host ?? '127.0.0.1', port: envPort ? Number(envPort) : (raw?.port ?? 8090), ...(tls ? { tls } : {}) };
+  // FHIR_RTE_HTTP_HOST: in a container the receiver must listen on 0.0.0.0 for its peers to reach it.
+  const envHost = env.FHIR_RTE_HTTP_HOST?.trim();
+  return { host: envHost || raw?.host || '127.0.0.1', port: envPort ? Number(envPort) : (raw?.port ?? 8090), ...(tls ? { tls } : {}) };
 }
 
 /** The receiver's settings when it is configured, or when no other source is (then it is the one that runs). */
