@@ -23,6 +23,7 @@
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -66,6 +67,7 @@ export async function run(): Promise<void> {
   const receivers: Receiver[] = [];
   const clients: Pool[] = [];
   try {
+    const postgres = await postmasterOf(db.url);
     const rte = await startFhirRte(db.url);
     const bare = await startPeer('bare', db.url);
     const hand = await startPeer('per-request', db.url);
@@ -89,9 +91,12 @@ export async function run(): Promise<void> {
       written.push(...puts);
       for (const r of [bare, hand, rte]) {
         const commits = await commitCount(db.url);
+        const cpu = await cpuNow(r, postgres);
         const seconds = await closedLoop(pools.get(r)!, puts);
         rates.get(r)!.push(puts.length / seconds);
-        if (r !== bare) console.log(`  (round ${round + 1}, ${r.name}: ${puts.length} deliveries in ${(await commitCount(db.url)) - commits} transactions)`);
+        const used = cpuSince(cpu, await cpuNow(r, postgres), puts.length);
+        const transactions = r === bare ? '' : `, ${(await commitCount(db.url)) - commits} transactions`;
+        console.log(`  (round ${round + 1}, ${r.name}: ${Math.round(puts.length / seconds)}/s${transactions}; CPU ms per 1000 deliveries: ${used})`);
         await checkpoint(db.url);
       }
     }
@@ -225,6 +230,58 @@ async function verify(url: string, expected: Map<string, Put>): Promise<void> {
       const r = handGot.get(id);
       if (!r || Number(r.version) !== p.version || r.effective !== p.effective) throw new Error(`per-request: ${id} should be version ${p.version}; it is ${JSON.stringify(r ?? 'missing')}`);
     }
+  } finally {
+    await c.end();
+  }
+}
+
+interface Cpu {
+  receiver: number;
+  postgres: number;
+  clients: number;
+}
+
+/** CPU seconds used so far by the receiver's process, the Postgres server's processes (when embedded here) and this one. */
+async function cpuNow(r: Receiver, postmaster: number | undefined): Promise<Cpu> {
+  const own = process.cpuUsage();
+  return { receiver: await processCpu(r.child.pid!), postgres: postmaster ? await treeCpu(postmaster) : NaN, clients: (own.user + own.system) / 1e6 };
+}
+
+function cpuSince(a: Cpu, b: Cpu, deliveries: number): string {
+  const per = (x: number) => ((x * 1e6) / deliveries).toFixed(0);
+  return `receiver ${per(b.receiver - a.receiver)}, Postgres ${per(b.postgres - a.postgres)}, clients ${per(b.clients - a.clients)}`;
+}
+
+/** utime + stime of one process, seconds (/proc/<pid>/stat fields 14 and 15). */
+async function processCpu(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/** The postmaster and its children (the backends, the WAL writer, the checkpointer), exited ones included. */
+async function treeCpu(postmaster: number): Promise<number> {
+  const own = await readFile(`/proc/${postmaster}/stat`, 'utf8');
+  const mine = own.slice(own.lastIndexOf(')') + 2).split(' ');
+  // utime, stime, and cutime, cstime: the CPU of the children it has reaped (backends that ended).
+  let total = (Number(mine[11]) + Number(mine[12]) + Number(mine[13]) + Number(mine[14])) / 100;
+  for (const pid of await readdir('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (Number(fields[1]) === postmaster) total += (Number(fields[11]) + Number(fields[12])) / 100;
+  }
+  return total;
+}
+
+/** The Postgres server's main process, when it runs on this machine (its backend's parent). */
+async function postmasterOf(url: string): Promise<number | undefined> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    const { rows } = await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+    const stat = await readFile(`/proc/${rows[0]!.pid}/stat`, 'utf8').catch(() => undefined);
+    return stat ? Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) : undefined;
   } finally {
     await c.end();
   }
