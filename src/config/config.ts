@@ -139,7 +139,7 @@ function fromRaw(raw: RawConfig, where: string, overrides: ConfigOverrides, env:
     http: httpConfig(raw.http, env, at, where),
     fhirServer: fhirServerConfig(raw.fhirServer, env, where),
   };
-  config.resthook = resthookConfig(raw.resthook, env, !config.kafka);
+  config.resthook = resthookConfig(raw.resthook, env, !config.kafka, config.database.poolSize);
   if (config.retry.maxMs < config.retry.initialMs) throw new ConfigError(where, '/retry/maxMs', 'expected a value not below retry.initialMs');
   return config;
 }
@@ -197,7 +197,7 @@ function httpConfig(raw: Partial<HttpConfig> | undefined, env: NodeJS.ProcessEnv
 }
 
 /** The receiver's settings when it is configured, or when no other source is (then it is the one that runs). */
-function resthookConfig(raw: Partial<ResthookConfig> | undefined, env: NodeJS.ProcessEnv, alone: boolean): ResthookConfig | undefined {
+function resthookConfig(raw: Partial<ResthookConfig> | undefined, env: NodeJS.ProcessEnv, alone: boolean, poolSize: number): ResthookConfig | undefined {
   const secret = env.FHIR_RTE_RESTHOOK_SECRET || raw?.secret;
   if (!raw && !secret && !alone) return undefined;
   return {
@@ -207,7 +207,8 @@ function resthookConfig(raw: Partial<ResthookConfig> | undefined, env: NodeJS.Pr
     maxBodyBytes: raw?.maxBodyBytes ?? 16 * 1024 * 1024,
     groupWindowMs: raw?.groupWindowMs ?? 3,
     maxEvents: raw?.maxEvents ?? 1000,
-    groupsInFlight: raw?.groupsInFlight ?? 2,
+    // Every connection may carry a group; only when all are busy does the next group gather past its window.
+    groupsInFlight: raw?.groupsInFlight ?? poolSize,
     retryAfterSeconds: raw?.retryAfterSeconds ?? 5,
   };
 }

@@ -110,7 +110,7 @@ export const configSchema = {
         maxBodyBytes: { type: 'integer', minimum: 1024 },
         groupWindowMs: { type: 'integer', minimum: 0, maximum: 1000, description: 'how long concurrent deliveries are gathered into one transaction' },
         maxEvents: { type: 'integer', minimum: 1, description: 'the most events in one group commit' },
-        groupsInFlight: { type: 'integer', minimum: 1, maximum: 64, description: 'group commits applying at once; the next gathers meanwhile' },
+        groupsInFlight: { type: 'integer', minimum: 1, maximum: 64, description: 'group commits applying at once (default database.poolSize); the next gathers meanwhile' },
         retryAfterSeconds: { type: 'integer', minimum: 1, maximum: 3600 },
       },
     },
