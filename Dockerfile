@@ -1,4 +1,7 @@
-# fhir-rte: `docker build -t fhir-rte .`, then e.g.
+# fhir-rte: `docker build -t fhir-rte .`, then e.g. the REST-hook receiver (it listens beyond loopback only
+# with a secret), or a Kafka member:
+#   docker run --rm -p 8090:8090 -e DATABASE_URL=postgres://... -e FHIR_RTE_HTTP_HOST=0.0.0.0 \
+#     -e FHIR_RTE_RESTHOOK_SECRET=... -e FHIR_RTE_FHIR_SERVER_URL=http://hapi:8080/fhir fhir-rte start
 #   docker run --rm -e DATABASE_URL=postgres://... -e KAFKA_BROKERS=kafka:9092 fhir-rte start
 # Transformers are read from /app/transformers (the examples are baked in; mount your own over them).
 
@@ -26,9 +29,12 @@ COPY package.json ./
 COPY bin ./bin
 COPY transformers ./transformers
 USER node
-# Logs are JSON lines on stderr; SIGTERM (docker stop) lets the transaction in flight finish, commits its
-# offsets, leaves the consumer group and exits. Give it the grace period: `docker stop -t 30`.
+# Logs are JSON lines on stderr; SIGTERM (docker stop) lets the transactions in flight finish (Kafka: commits
+# their offsets and leaves the consumer group; REST-hook: answers their deliveries) and exits. Give it the
+# grace period: `docker stop -t 30`.
 STOPSIGNAL SIGTERM
+# The REST-hook receiver (http.port).
+EXPOSE 8090
 # The 64 MiB young generation of bin/fhir-rte.js's shebang (the shebang is not read when node runs the file).
 ENTRYPOINT ["node", "--max-semi-space-size=64", "bin/fhir-rte.js"]
 CMD ["start"]

@@ -95,7 +95,7 @@ describe('http and resthook', () => {
   it('runs the receiver on 127.0.0.1:8090 at /resthook when no source is configured, and not beside Kafka unless asked', () => {
     const config = loadConfig(configFile('fhir-rte.yaml', 'log: { level: info }\n'), {}, {});
     expect(config.http).toEqual({ host: '127.0.0.1', port: 8090 });
-    expect(config.resthook).toMatchObject({ path: '/resthook', ackTimeoutMs: 10_000, maxBodyBytes: 16 * 1024 * 1024 });
+    expect(config.resthook).toMatchObject({ path: '/resthook', ackTimeoutMs: 10_000, maxBodyBytes: 16 * 1024 * 1024, groupsInFlight: 4 });
     expect(config.resthook?.secret).toBeUndefined();
     expect(loadConfig(undefined, {}, { KAFKA_BROKERS: 'k:9092' }).resthook).toBeUndefined();
     expect(loadConfig(undefined, {}, { KAFKA_BROKERS: 'k:9092', FHIR_RTE_RESTHOOK_SECRET: 's' }).resthook?.secret).toBe('s');
@@ -126,6 +126,11 @@ describe('http and resthook', () => {
     expect(kafkaOnly.resthook).toBeUndefined();
     expect(loadConfig(configFile('fhir-rte.yaml', 'http: { enabled: false }\n'), {}, {}).resthook).toBeUndefined();
     expect(errorOf(() => loadConfig(configFile('fhir-rte.yaml', 'http: { enabled: false }\nresthook: { path: /r }\n'), {}, {}))).toContain('/http/enabled: the REST-hook receiver needs the HTTP server');
+  });
+
+  it('takes the host from FHIR_RTE_HTTP_HOST (a container listens on 0.0.0.0)', () => {
+    expect(loadConfig(undefined, {}, { FHIR_RTE_HTTP_HOST: '0.0.0.0', FHIR_RTE_RESTHOOK_SECRET: 's' }).http.host).toBe('0.0.0.0');
+    expect(loadConfig(undefined, {}, {}).http.host).toBe('127.0.0.1');
   });
 });
 

@@ -1,6 +1,6 @@
 import { expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -117,3 +117,81 @@ it('with fhirServer configured, `fhir-rte start` loads what the server holds, ca
   }
   expect(await run.exited).toBe(0);
 });
+
+/**
+ * README's REST-hook example, run as written: its curl PUT against `fhir-rte start`, its psql query, the
+ * rows it shows, then its DELETE. Only the addresses change (a free port, this run's database).
+ */
+it("README's REST-hook example: the curl PUT as HAPI sends it gives the rows its psql query shows", async () => {
+  const example = readmeExample();
+  const run = await startCli({});
+  const origin = `http://127.0.0.1:${run.port}`;
+  const client = new pg.Client({ connectionString: run.url, types: { getTypeParser: () => (text: string) => text } }); // values as psql prints them
+  try {
+    const put = example.curls[0]!;
+    expect(put.method).toBe('PUT');
+    const res = await fetch(put.url.replace('http://127.0.0.1:8090', origin), { method: put.method, headers: put.headers, body: put.data });
+    expect(await res.text()).toBe(example.answer);
+    expect(res.status).toBe(200);
+    await client.connect();
+    const shown = await client.query({ text: example.sql, rowMode: 'array' });
+    expect(shown.fields.map((f) => f.name)).toEqual(example.columns);
+    expect(shown.rows.map((r: unknown[]) => r.map((v) => v ?? ''))).toEqual(example.rows);
+
+    const del = example.curls[1]!;
+    expect(del.method).toBe('DELETE');
+    expect((await fetch(del.url.replace('http://127.0.0.1:8090', origin), { method: 'DELETE' })).status).toBe(200);
+    const after = await client.query({ text: example.sql, rowMode: 'array' });
+    expect(after.rows[0]![example.columns.indexOf('deleted_at')]).not.toBeNull();
+  } finally {
+    run.child.kill('SIGTERM');
+    await client.end().catch(() => {});
+  }
+  expect(await run.exited).toBe(0);
+});
+
+interface Curl {
+  method: string;
+  url: string;
+  headers: Record<string, string>;
+  data?: string;
+}
+
+/** The ```sh block after "Try it as HAPI sends a create" in README's REST-hook mode. */
+function readmeExample() {
+  const readme = readFileSync(join(import.meta.dirname, '..', 'README.md'), 'utf8');
+  const block = readme.split('Try it as HAPI sends a create')[1]!.split('```sh\n')[1]!.split('```')[0]!;
+  const lines = block.replace(/\\\n\s*/g, ' ').split('\n');
+  const curls: Curl[] = [];
+  let sql = '';
+  const comments: string[] = [];
+  for (const line of lines) {
+    if (line.startsWith('#')) comments.push(line.slice(1));
+    const words = shellWords(line.replace(/\s#.*$/, ''));
+    if (words[0] === 'curl') curls.push(curlOf(words.slice(1)));
+    if (words[0] === 'psql') sql = words[words.indexOf('-c') + 1]!;
+  }
+  // The comments: the PUT's answer, then psql's table (header, rule, rows).
+  const cells = (row: string) => row.split('|').map((c) => c.trim());
+  const table = comments.slice(1);
+  return { curls, sql, answer: comments[0]!.trim(), columns: cells(table[0]!), rows: table.slice(2).map(cells) };
+}
+
+function curlOf(words: string[]): Curl {
+  const curl: Curl = { method: 'GET', url: '', headers: {} };
+  for (let i = 0; i < words.length; i++) {
+    const w = words[i]!;
+    if (w === '-X') curl.method = words[++i]!;
+    else if (w === '-H') {
+      const [name, ...value] = words[++i]!.split(':');
+      curl.headers[name!.trim()] = value.join(':').trim();
+    } else if (w === '-d') curl.data = words[++i]!;
+    else curl.url = w;
+  }
+  return curl;
+}
+
+/** Splits a shell command line into words: single and double quotes, no escapes inside (README's lines need none). */
+function shellWords(line: string): string[] {
+  return [...line.matchAll(/'([^']*)'|"([^"]*)"|(\S+)/g)].map((m) => m[1] ?? m[2] ?? m[3]!);
+}

@@ -164,7 +164,7 @@ it('an empty POST (no payload) asks for a catch-up once and is answered 200', as
 
 it('without a secret the receiver refuses to listen beyond loopback', () => {
   const server = createHttpServer({ host: '0.0.0.0', port: 0 });
-  const config = { path: '/resthook', ackTimeoutMs: 1000, maxBodyBytes: 1024, groupWindowMs: 1, maxEvents: 10, retryAfterSeconds: 1 };
+  const config = { path: '/resthook', ackTimeoutMs: 1000, maxBodyBytes: 1024, groupWindowMs: 1, maxEvents: 10, groupsInFlight: 2, retryAfterSeconds: 1 };
   expect(() => new ResthookSource(server, config, { host: '0.0.0.0', port: 0 }, { log: silent })).toThrow(/refusing to receive on 0.0.0.0 without a secret/);
   expect(() => new ResthookSource(server, { ...config, secret: 'x' }, { host: '0.0.0.0', port: 0 }, { log: silent })).not.toThrow();
 });

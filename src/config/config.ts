@@ -46,6 +46,8 @@ export interface ResthookConfig {
   maxBodyBytes: number;
   groupWindowMs: number;
   maxEvents: number;
+  /** Group commits applying at once; while all are busy the next group keeps gathering. */
+  groupsInFlight: number;
   retryAfterSeconds: number;
   /** Where deliveries are made durable: the database (default), or Kafka, for the consumer group to apply. */
   relayTo?: 'postgres' | 'kafka';
@@ -165,7 +167,7 @@ function fromRaw(raw: RawConfig, where: string, overrides: ConfigOverrides, env:
     health: { maxStallMs: raw.health?.maxStallMs ?? 30_000, ...(raw.health?.maxWatermarkAgeMs === undefined ? {} : { maxWatermarkAgeMs: raw.health.maxWatermarkAgeMs }) },
     troubleshoot: { types: raw.troubleshoot?.types ?? [], ids: raw.troubleshoot?.ids ?? [] },
   };
-  config.resthook = resthookConfig(raw.resthook, env, !config.kafka && config.http.enabled !== false, config.kafka, where);
+  config.resthook = resthookConfig(raw.resthook, env, !config.kafka && config.http.enabled !== false, config.kafka, where, config.database.poolSize);
   if (config.resthook && config.http.enabled === false) throw new ConfigError(where, '/http/enabled', 'the REST-hook receiver needs the HTTP server: remove resthook, or set http.enabled to true');
   if (config.retry.maxMs < config.retry.initialMs) throw new ConfigError(where, '/retry/maxMs', 'expected a value not below retry.initialMs');
   return config;
@@ -218,9 +220,11 @@ function httpConfig(raw: Partial<HttpConfig> | undefined, env: NodeJS.ProcessEnv
   const envPort = env.FHIR_RTE_HTTP_PORT;
   if (envPort !== undefined && !/^\d{1,5}$/.test(envPort)) throw new ConfigError(where, '/http/port', 'FHIR_RTE_HTTP_PORT: expected a port number');
   const tls = raw?.tls && { cert: at(raw.tls.cert), key: at(raw.tls.key) };
+  // FHIR_RTE_HTTP_HOST: in a container the receiver must listen on 0.0.0.0 for its peers to reach it.
+  const envHost = env.FHIR_RTE_HTTP_HOST?.trim();
   return {
     ...(raw?.enabled === false ? { enabled: false } : {}),
-    host: raw?.host ?? '127.0.0.1',
+    host: envHost || raw?.host || '127.0.0.1',
     port: envPort ? Number(envPort) : (raw?.port ?? 8090),
     ...(tls ? { tls } : {}),
   };
@@ -238,7 +242,7 @@ function adminConfig(raw: RawConfig['admin'], env: NodeJS.ProcessEnv, where: str
 }
 
 /** The receiver's settings when it is configured, or when no other source is (then it is the one that runs). */
-function resthookConfig(raw: Partial<ResthookConfig> | undefined, env: NodeJS.ProcessEnv, alone: boolean, kafka: KafkaConfig | undefined, where: string): ResthookConfig | undefined {
+function resthookConfig(raw: Partial<ResthookConfig> | undefined, env: NodeJS.ProcessEnv, alone: boolean, kafka: KafkaConfig | undefined, where: string, poolSize: number): ResthookConfig | undefined {
   const secret = env.FHIR_RTE_RESTHOOK_SECRET || raw?.secret;
   if (!raw && !secret && !alone) return undefined;
   return {
@@ -249,6 +253,8 @@ function resthookConfig(raw: Partial<ResthookConfig> | undefined, env: NodeJS.Pr
     maxBodyBytes: raw?.maxBodyBytes ?? 16 * 1024 * 1024,
     groupWindowMs: raw?.groupWindowMs ?? 3,
     maxEvents: raw?.maxEvents ?? 1000,
+    // Every connection may carry a group; only when all are busy does the next group gather past its window.
+    groupsInFlight: raw?.groupsInFlight ?? poolSize,
     retryAfterSeconds: raw?.retryAfterSeconds ?? 5,
   };
 }

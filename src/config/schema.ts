@@ -127,6 +127,7 @@ export const configSchema = {
         maxBodyBytes: { type: 'integer', minimum: 1024 },
         groupWindowMs: { type: 'integer', minimum: 0, maximum: 1000, description: 'how long concurrent deliveries are gathered into one transaction' },
         maxEvents: { type: 'integer', minimum: 1, description: 'the most events in one group commit' },
+        groupsInFlight: { type: 'integer', minimum: 1, maximum: 64, description: 'group commits applying at once (default database.poolSize); the next gathers meanwhile' },
         retryAfterSeconds: { type: 'integer', minimum: 1, maximum: 3600 },
         relayTo: { enum: ['postgres', 'kafka'], description: 'make deliveries durable in the database, or in Kafka for the consumer group to apply' },
         relayTopic: { type: 'string', pattern: '^[A-Za-z0-9._-]{1,249}$', description: 'with relayTo kafka: the topic (default: the first of kafka.topics)' },

@@ -26,7 +26,7 @@ export async function startReceiver(
 ): Promise<TestReceiver> {
   const http = { host: '127.0.0.1', port: await freePort(), ...(tls ? { tls } : {}) };
   const server = createHttpServer(http);
-  const full: ResthookConfig = { path: '/resthook', ackTimeoutMs: 10_000, maxBodyBytes: 1 << 20, groupWindowMs: 5, maxEvents: 1000, retryAfterSeconds: 5, ...config };
+  const full: ResthookConfig = { path: '/resthook', ackTimeoutMs: 10_000, maxBodyBytes: 1 << 20, groupWindowMs: 5, maxEvents: 1000, groupsInFlight: 2, retryAfterSeconds: 5, ...config };
   const source = new ResthookSource(server, full, http, { log: silent, ...options });
   const address = await listen(server, http, silent);
   const groups: number[] = [];

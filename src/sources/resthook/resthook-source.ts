@@ -78,7 +78,12 @@ export class ResthookSource implements Source {
 
   /** Takes deliveries until the signal aborts, then refuses new ones and lets the groups in flight finish. */
   async run(apply: ApplyBatch, signal: AbortSignal): Promise<void> {
-    const group = new GroupCommit(apply, { windowMs: this.config.groupWindowMs, maxEvents: this.config.maxEvents, ackTimeoutMs: this.config.ackTimeoutMs });
+    const group = new GroupCommit(apply, {
+      windowMs: this.config.groupWindowMs,
+      maxEvents: this.config.maxEvents,
+      maxInFlight: this.config.groupsInFlight,
+      ackTimeoutMs: this.config.ackTimeoutMs,
+    });
     this.group = group;
     try {
       await new Promise<void>((resolve, reject) => {
