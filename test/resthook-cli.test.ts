@@ -7,7 +7,9 @@ import pg from 'pg';
 import { BIN } from './support/cli.js';
 import { freshDatabase } from './support/database.js';
 import { freePort } from './support/free-port.js';
-import { startHapiStandIn } from './support/hapi-server.js';
+import { lastOf, StandInHapi } from './support/hapi-sender.js';
+import { startHapiStandIn, type HapiStandIn } from './support/hapi-server.js';
+import { eventually } from './support/wait.js';
 
 const TRANSFORMERS = join(import.meta.dirname, '..', 'transformers');
 
@@ -22,7 +24,7 @@ async function startCli(extraEnv: Record<string, string>) {
   const run = { url, port, child, output: '', exited: new Promise<number | null>((r) => child.once('exit', (code) => r(code))) };
   child.stdout.on('data', (b: Buffer) => (run.output += b));
   child.stderr.on('data', (b: Buffer) => (run.output += b));
-  await waitFor(() => run.output.includes('HTTP server listening'), () => run.output);
+  await waitFor(() => run.output.includes('HTTP server listening'), 'the HTTP server to listen', () => run.output);
   return run;
 }
 
@@ -71,15 +73,27 @@ it('with a secret, a wrong Bearer gets 401, and neither the secret nor the wrong
   expect(run.output).not.toContain('a-guessed-secret');
 });
 
-async function waitFor(done: () => boolean, show: () => string, timeoutMs = 90_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!done()) {
-    if (Date.now() > until) throw new Error(`timed out; output:\n${show()}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+/** `eventually`, with the CLI's output in the error when it times out. */
+async function waitFor(check: () => boolean | Promise<boolean>, what: string, output: () => string): Promise<void> {
+  await eventually(check, what, 90_000, 50).catch((err: Error) => {
+    throw new Error(`${err.message}; output:\n${output()}`);
+  });
 }
 
-it('with fhirServer configured, `fhir-rte start` loads what the server holds, catches up on an empty POST, and dates a DELETE by the server', async () => {
+type StateRow = { resource_type: string; resource_id: string; version_id: string; deleted: boolean };
+const byKey = (a: StateRow, b: StateRow) => (a.resource_type + '/' + a.resource_id < b.resource_type + '/' + b.resource_id ? -1 : 1);
+
+/** All of fhir_rte.resource_state: what fhir-rte holds of each resource. */
+async function resourceState(client: pg.Client): Promise<StateRow[]> {
+  return (await client.query<StateRow>('SELECT resource_type, resource_id, version_id, deleted FROM fhir_rte.resource_state')).rows.sort(byKey);
+}
+
+/** Everything the server stand-in holds, in the same shape. */
+function serverState(hapi: HapiStandIn): StateRow[] {
+  return hapi.all().map((v) => ({ resource_type: v.resourceType, resource_id: v.id, version_id: v.versionId, deleted: v.deleted })).sort(byKey);
+}
+
+it('with fhirServer configured, `fhir-rte start` loads what the server holds, catches up on an empty POST, dates a DELETE by the server, and a run of empty POSTs ends with the tables equal to the server', async () => {
   const hapi = await startHapiStandIn();
   const held = hapi.create({ resourceType: 'Patient', gender: 'female', name: [{ family: 'Held' }] });
   const run = await startCli({ FHIR_RTE_FHIR_SERVER_URL: hapi.baseUrl });
@@ -87,13 +101,7 @@ it('with fhirServer configured, `fhir-rte start` loads what the server holds, ca
   await client.connect();
   const patient = async (id: string) =>
     (await client.query(`SELECT version, gender, deleted_at IS NOT NULL AS deleted FROM patient WHERE source_resource_id = $1`, [`Patient/${id}`])).rows[0];
-  const until = async (what: string, check: () => Promise<boolean>) => {
-    const deadline = Date.now() + 90_000;
-    while (!(await check())) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; output:\n${run.output}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  };
+  const until = (what: string, check: () => Promise<boolean>) => waitFor(check, what, () => run.output);
   try {
     // Gap repair's first walk at start reads the whole _history: what the server held before any delivery.
     await until('the held patient from the first walk', async () => (await patient(held.id!))?.version === '1');
@@ -110,6 +118,49 @@ it('with fhirServer configured, `fhir-rte start` loads what the server holds, ca
     const del = await fetch(`http://127.0.0.1:${run.port}/resthook/Patient/${later.id}`, { method: 'DELETE' });
     expect(del.status).toBe(200);
     expect(await patient(later.id!)).toEqual({ version: deletedVersion, gender: 'male', deleted: true });
+
+    // A run of empty POSTs (wire doc §3: one identical POST per write, none retried on an HTTP answer), all in
+    // flight together: creates, updates, deletes and a re-creation of the deleted one.
+    const sender = new StandInHapi(`http://127.0.0.1:${run.port}/resthook`, { firstGapMs: 100 });
+    const firstPages = () => hapi.requests.filter((r) => r.url.startsWith('/fhir/_history?') && !r.url.includes('_offset=')).length;
+    const firstPagesBefore = firstPages();
+    // A walk is held at its first page until every POST of the burst is answered, as a walk through a real
+    // server's pages outlasts a burst: the POSTs that arrive during one walk may make one more, no more.
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    hapi.beforeHistoryPage = ({ offset }) => (offset === 0 ? gate : undefined);
+    const burst: Promise<number | undefined>[] = [];
+    const write = (change: () => unknown) => {
+      change();
+      burst.push(sender.emptyPost().then((attempts) => lastOf(attempts).status));
+    };
+    write(() => hapi.update({ resourceType: 'Patient', id: later.id!, gender: 'unknown' })); // re-created after its delete
+    for (let k = 0; k < 4; k++) {
+      write(() => hapi.update({ resourceType: 'Patient', id: `burst-${k}`, gender: 'female', name: [{ family: `Burst${k}` }] }));
+      write(() => hapi.update({ ...hapi.current('Patient', `burst-${k}`)!, gender: 'male' }));
+      write(() => hapi.update({ ...hapi.current('Patient', held.id!)!, gender: k % 2 ? 'female' : 'other' }));
+      write(() => (k % 2 ? hapi.remove('Patient', `burst-${k}`) : hapi.update({ resourceType: 'Observation', id: `obs-${k}`, status: 'final', code: { text: 'x' } })));
+    }
+    expect(await Promise.all(burst)).toEqual(Array(17).fill(200));
+    release();
+
+    await until('resource_state to equal the server', async () => JSON.stringify(await resourceState(client)) === JSON.stringify(serverState(hapi)));
+    expect(await resourceState(client)).toEqual(serverState(hapi));
+    expect(serverState(hapi)).toHaveLength(2 + 4 + 2); // the held, the re-created, four burst patients, two observations
+    expect(await patient(later.id!)).toEqual({ version: '3', gender: 'unknown', deleted: false });
+    // The patient table: each live Patient at the server's version; a deleted one deleted, or without rows when
+    // its delete came before any of its versions (README, "Deletes": only the tombstone is left).
+    const rows = (await client.query<{ ref: string; version: string; deleted: boolean }>(`SELECT source_resource_id AS ref, version, deleted_at IS NOT NULL AS deleted FROM patient`)).rows;
+    for (const server of serverState(hapi).filter((r) => r.resource_type === 'Patient')) {
+      const row = rows.find((r) => r.ref === `Patient/${server.resource_id}`);
+      if (server.deleted) expect(row === undefined || row.deleted, `Patient/${server.resource_id}`).toBe(true);
+      else expect(row, `Patient/${server.resource_id}`).toEqual({ ref: `Patient/${server.resource_id}`, version: server.version_id, deleted: false });
+    }
+    expect(rows.filter((r) => !r.deleted)).toHaveLength(serverState(hapi).filter((r) => r.resource_type === 'Patient' && !r.deleted).length);
+    const reads = firstPages() - firstPagesBefore;
+    expect(reads).toBeGreaterThanOrEqual(1);
+    expect(reads).toBeLessThanOrEqual(2); // coalesced: not one per POST (17)
+    hapi.beforeHistoryPage = undefined;
   } finally {
     run.child.kill('SIGTERM');
     await client.end();

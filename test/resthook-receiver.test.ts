@@ -7,7 +7,10 @@ import { join } from 'node:path';
 import type { ChangeEvent, DeleteEvent } from '../src/events/change-event.js';
 import { ResthookSource } from '../src/sources/resthook/resthook-source.js';
 import { createHttpServer } from '../src/http/server.js';
+import { fhirServerReads } from '../src/sources/resthook/fhir-server-reads.js';
 import { freshDatabase } from './support/database.js';
+import { configWithFhirServer } from './support/fhir-server-config.js';
+import { startHapiStandIn } from './support/hapi-server.js';
 import { HAPI_ATTEMPTS, lastOf, StandInHapi, type Attempt } from './support/hapi-sender.js';
 import { MEDPLUM_ATTEMPTS, StandInMedplum } from './support/medplum-sender.js';
 import { startReceiver, type TestReceiver } from './support/receiver.js';
@@ -264,6 +267,55 @@ it('a DELETE is ordered by the server when a resolver is configured: its version
   expect((await patientRow('res-down'))?.deleted_at).toBeInstanceOf(Date);
   expect((await patientRow('res-back'))?.deleted_at).toBeNull();
   expect(await t.rows(`SELECT family FROM patient_name WHERE source_resource_id = 'Patient/res-back'`)).toEqual([{ family: 'Back' }]);
+});
+
+it('a re-creation within seconds of a delete ends in the server state, the DELETE read from the HAPI stand-in, in every delivery order', async () => {
+  const server = await startHapiStandIn();
+  const reads = fhirServerReads(configWithFhirServer(server.baseUrl), t.pool, silent)!;
+  const resolving = await startReceiver((batch, signal) => t.sink.apply(batch, signal), {}, { resolveDelete: reads.resolveDelete });
+  const sender = new StandInHapi(resolving.endpoint, { firstGapMs: 1 }).notifiedBy(server);
+  const orders = [
+    ['v1', 'delete', 'v3'],
+    ['v1', 'v3', 'delete'], // the DELETE after the re-creation's PUT
+    ['delete', 'v1', 'v3'],
+    ['delete', 'v3', 'v1'],
+    ['v3', 'v1', 'delete'],
+    ['v3', 'delete', 'v1'],
+  ];
+  const ids: string[] = [];
+  try {
+    // Written on the server first, delivered later (wire doc §2: 1-5 s after the write, in any order).
+    for (const [n, order] of orders.entries()) {
+      const id = `recreated-${n}`;
+      ids.push(id);
+      server.update(patient(id, 'First'));
+      server.remove('Patient', id);
+      server.update(patient(id, 'Again', { gender: 'other' }));
+      const [v1, del, v3] = sender.pending.splice(0);
+      const named = { v1: v1!, delete: del!, v3: v3! } as const;
+      expect(del!.method).toBe('DELETE');
+      for (const step of order) expect(lastOf(await sender.deliver(named[step as keyof typeof named])).status, `${id} ${step}`).toBe(200);
+    }
+    // The DELETE delivered before the re-creation is written: the server answers 410 then, and the PUT comes later.
+    const id = 'recreated-prompt';
+    ids.push(id);
+    server.update(patient(id, 'First'));
+    server.remove('Patient', id);
+    expect(statuses(await sender.deliverInOrder())).toEqual([200, 200]);
+    expect(await t.rows(`SELECT version_id, deleted FROM fhir_rte.resource_state WHERE resource_type = 'Patient' AND resource_id = $1`, [id])).toEqual([{ version_id: '2', deleted: true }]);
+    server.update(patient(id, 'Again', { gender: 'other' }));
+    expect(statuses(await sender.deliverInOrder())).toEqual([200]);
+  } finally {
+    await resolving.stop();
+    await server.close();
+  }
+  for (const id of ids) {
+    const now = server.current('Patient', id)!;
+    expect(now.meta?.versionId, id).toBe('3');
+    expect(await t.rows(`SELECT version_id, deleted FROM fhir_rte.resource_state WHERE resource_type = 'Patient' AND resource_id = $1`, [id]), id).toEqual([{ version_id: '3', deleted: false }]);
+    expect(await patientRow(id), id).toEqual({ gender: 'other', birth_date: null, deleted_at: null });
+    expect(await t.rows(`SELECT family FROM patient_name WHERE source_resource_id = $1`, [`Patient/${id}`]), id).toEqual([{ family: 'Again' }]);
+  }
 });
 
 it('stopping while deliveries are in flight: exactly the deliveries answered 200 are in the tables', async () => {

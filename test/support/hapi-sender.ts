@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { HapiStandIn, ServerChange } from './hapi-server.js';
 
 /**
  * A stand-in for HAPI FHIR 8.8's rest-hook delivery, as ../shared/peers/hapi-fhir-8.8-wire.md records it:
@@ -11,6 +12,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
  *   initial 1000 ms, multiplier 1.1, observed as 21 attempts in all, then dropped for good. Tests scale the
  *   interval (`firstGapMs`) but keep the number of tries.
  * - §2: deliveries arrive 1.3-5.1 s after the write and not in write order (`deliverShuffled`).
+ * Writes come from `write`/`delete` here, or from the server stand-in (hapi-server.ts) once `notifiedBy` joins
+ * the two: then every write on that server queues its delivery, as HAPI's subscription matcher does.
  */
 export const HAPI_ATTEMPTS = 21;
 
@@ -37,6 +40,12 @@ export class StandInHapi {
     readonly endpoint: string,
     private readonly opts: { secret?: string; firstGapMs: number; onAttempt?: (a: Attempt) => void },
   ) {}
+
+  /** Every write on `server` from now on queues its delivery here (the server, not `state`, holds the truth then). */
+  notifiedBy(server: HapiStandIn): this {
+    server.onChange = (change) => this.pending.push(notificationOf(change));
+    return this;
+  }
 
   /** A create or update on the server: a new version, stamped now, and its PUT notification queued. */
   write(resource: Record<string, unknown> & { resourceType: string; id: string }): Record<string, unknown> {
@@ -105,6 +114,18 @@ export class StandInHapi {
       return { error: (err as Error).message };
     }
   }
+}
+
+/** Wire doc §2: a write is a PUT of the stored resource with `If-Match` naming its version; a delete a bare DELETE. */
+function notificationOf(change: ServerChange): Notification {
+  const path = `/${change.resourceType}/${change.id}`;
+  if (change.method === 'DELETE') return { method: 'DELETE', path, headers: {} };
+  return {
+    method: 'PUT',
+    path,
+    headers: { 'If-Match': `W/"${change.versionId}"`, 'Content-Type': 'application/fhir+json; charset=UTF-8' },
+    body: JSON.stringify(change.resource),
+  };
 }
 
 export function lastOf(attempts: Attempt[]): Attempt {

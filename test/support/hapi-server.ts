@@ -25,6 +25,13 @@ export interface HapiStandIn {
   remove(resourceType: string, id: string): string;
   /** The resource's current version, undefined when deleted or unknown. */
   current(resourceType: string, id: string): FhirResource | undefined;
+  /** Every version, newest of each resource: what a user would compare the tables with. */
+  all(): { resourceType: string; id: string; versionId: string; deleted: boolean }[];
+  /**
+   * Called on every write, as HAPI's subscription matcher is (wire doc §2): the REST-hook sender
+   * stand-in (hapi-sender.ts `StandInHapi.notifiedBy`) queues the delivery the write makes.
+   */
+  onChange?: (change: ServerChange) => void;
   /** Every request received, in order. */
   requests: { method: string; url: string; headers: IncomingHttpHeaders }[];
   /** The next `count` requests answer `status` (429, 503…) with `Retry-After` when given. */
@@ -38,6 +45,15 @@ export interface HapiStandIn {
   /** How long after a write a `requested` Subscription turns `active` (HAPI: 1.4-4.5 s, wire doc §1); Infinity: never. */
   subscriptionActivationMs: number;
   close(): Promise<void>;
+}
+
+/** A write on the stand-in: a create or update (with the stored resource) or a delete (no resource, as HAPI sends it). */
+export interface ServerChange {
+  method: 'POST' | 'PUT' | 'DELETE';
+  resourceType: string;
+  id: string;
+  versionId: number;
+  resource?: FhirResource;
 }
 
 interface Version {
@@ -75,6 +91,7 @@ export async function startHapiStandIn(): Promise<HapiStandIn> {
     current(resourceType, id) {
       return latest.get(key(resourceType, id))?.resource;
     },
+    all: () => [...latest.values()].map((v) => ({ resourceType: v.resourceType, id: v.id, versionId: String(v.versionId), deleted: v.method === 'DELETE' })),
     failNext(count, status, retryAfter) {
       for (let i = 0; i < count; i++) faults.push({ status, retryAfter });
     },
@@ -102,6 +119,8 @@ export async function startHapiStandIn(): Promise<HapiStandIn> {
   function record(version: Version): Version {
     history.push(version);
     latest.set(key(version.resourceType, version.id), version);
+    const { method, resourceType, id, versionId, resource } = version;
+    standIn.onChange?.({ method, resourceType, id, versionId, ...(resource ? { resource } : {}) });
     return version;
   }
 
