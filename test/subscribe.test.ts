@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { FhirResource } from '../src/events/change-event.js';
 import { cli } from './support/cli.js';
 import { startHapiStandIn, type HapiStandIn } from './support/hapi-server.js';
 import { startReceiver, type TestReceiver } from './support/receiver.js';
@@ -194,6 +195,25 @@ describe('fhir-rte subscribe', () => {
       expect(hapi.handshakes.map((h) => [h.bundle.type, h.headers.authorization, h.status])).toEqual([
         ['subscription-notification', `Bearer ${SECRET}`, 200],
         ['subscription-notification', `Bearer ${SECRET}`, 200],
+      ]);
+    });
+
+    it('R4B: finds the topic by searching SubscriptionTopic when the CapabilityStatement names none, and handshakes R4B-shaped', async () => {
+      await startFhirRteReceiver(SECRET);
+      hapi.fhirVersion = '4.3.0';
+      hapi.topicResources = [TOPIC];
+      const result = await topicSubscribe('--topic-based');
+      expect(result.stderr).toBe('');
+      expect(result.code).toBe(0);
+      expect(JSON.parse(result.stdout).subscriptions).toMatchObject([
+        { status: 'active', topic: TOPIC, shape: 'backport' },
+        { status: 'active', topic: TOPIC, shape: 'backport' },
+      ]);
+      expect(hapi.requests.some((r) => r.url.startsWith('/fhir/SubscriptionTopic?'))).toBe(true);
+      // R4B handshake: a history Bundle whose status entry is a SubscriptionStatus (Backport IG r4b-notification-status).
+      expect(hapi.handshakes.map((h) => [h.bundle.type, (h.bundle.entry as { resource: FhirResource }[])[0]!.resource.resourceType, h.status])).toEqual([
+        ['history', 'SubscriptionStatus', 200],
+        ['history', 'SubscriptionStatus', 200],
       ]);
     });
 

@@ -47,6 +47,8 @@ export interface HapiStandIn {
   fhirVersion: string;
   /** SubscriptionTopic canonicals the CapabilityStatement advertises (none: HAPI's default). */
   topics: string[];
+  /** SubscriptionTopic resources held (R4B/R5 servers), by canonical: `GET SubscriptionTopic` finds them. */
+  topicResources: string[];
   /** Handshakes sent to endpoints (topic-based Subscriptions): the Subscription, the headers, the answer. */
   handshakes: { subscription: string; headers: Record<string, string>; bundle: FhirResource; status: number | string }[];
   close(): Promise<void>;
@@ -79,6 +81,7 @@ export async function startHapiStandIn(): Promise<HapiStandIn> {
     subscriptionActivationMs: 200,
     fhirVersion: '4.0.1',
     topics: [],
+    topicResources: [],
     handshakes: [],
     create: (resource) => write({ ...resource, id: resource.id ?? String(nextId++) }, 'POST'),
     update: (resource) => write(resource, latest.has(key(resource.resourceType, resource.id!)) ? 'PUT' : 'POST'),
@@ -142,6 +145,7 @@ export async function startHapiStandIn(): Promise<HapiStandIn> {
     if (path.length === 2 && path[1] === '_history') return sendHistory(res, url, path[0]);
     if (path.length === 1 && path[0] === 'Subscription') return sendSubscriptionSearch(res, url);
     if (path.length === 1 && path[0] === 'metadata') return send(res, 200, capabilityStatement());
+    if (path.length === 1 && path[0] === 'SubscriptionTopic') return sendTopicSearch(res, url);
     if (path.length === 2) {
       await standIn.beforeRead?.(`${path[0]}/${path[1]}`);
       return sendRead(res, path[0]!, path[1]!);
@@ -202,6 +206,28 @@ export async function startHapiStandIn(): Promise<HapiStandIn> {
       record.status = (err as Error).message;
       return false;
     }
+  }
+
+  /** An R4B/R5 search of SubscriptionTopic (one page; `_elements` honoured as HAPI does, SUBSETTED tag). */
+  function sendTopicSearch(res: ServerResponse, url: URL): void {
+    const subsetted = url.searchParams.has('_elements');
+    send(res, 200, {
+      resourceType: 'Bundle',
+      id: randomUUID(),
+      type: 'searchset',
+      total: standIn.topicResources.length,
+      link: [{ relation: 'self', url: url.toString() }],
+      entry: standIn.topicResources.map((canonical, i) => ({
+        fullUrl: `${standIn.baseUrl}/SubscriptionTopic/topic-${i}`,
+        resource: {
+          resourceType: 'SubscriptionTopic',
+          id: `topic-${i}`,
+          ...(subsetted ? { meta: { tag: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ObservationValue', code: 'SUBSETTED' }] } } : { status: 'active' }),
+          url: canonical,
+        },
+        search: { mode: 'match' },
+      })),
+    });
   }
 
   function capabilityStatement(): FhirResource {
