@@ -75,7 +75,8 @@ export function desiredSubscription(spec: SubscriptionSpec): FhirResource {
 }
 
 /**
- * R4/R4B, as the IG's example Subscription-subscription-zulip: the backport profile, `criteria` the topic,
+ * R4/R4B, as the IG's profile StructureDefinition-backport-subscription and its example
+ * Subscription-subscription-multi-resource: the backport profile in meta, `criteria` the topic,
  * `_criteria` a backport-filter-criteria per resource type (`Patient?`: every Patient the topic reports),
  * `channel.payload` the MIME type with `_payload` backport-payload-content `full-resource`, the secret in
  * `channel.header` as in criteria mode.
@@ -99,8 +100,9 @@ function backportTopic(common: FhirResource, spec: SubscriptionSpec, topic: stri
 /**
  * R5 (https://hl7.org/fhir/R5/subscription.html): `topic`, `filterBy` (its filterParameter and value are
  * required, so "every resource of the type" is `_id:missing=false`), `channelType` rest-hook from the
- * subscription-channel-type code system, `content` full-resource, and the header as a `parameter` (R5:
- * "for rest-hook, parameters are sent as HTTP headers").
+ * subscription-channel-type code system, `content` full-resource, and the secret as a `parameter` (R5
+ * Subscription.parameter: "channel-dependent information to send as part of the notification (e.g., HTTP
+ * Headers)"; for a REST hook passing an authorization header, the name is `Authorization`).
  */
 function r5Topic(spec: SubscriptionSpec, topic: string): Record<string, unknown> {
   return {
