@@ -2,6 +2,7 @@ import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Serv
 import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { FhirResource } from '../../src/events/change-event.js';
+import { StandInTopicServer } from './topic-sender.js';
 
 /**
  * A stand-in for a HAPI FHIR 8.8 JPA server's read side, in the test process. Each behaviour follows
@@ -11,7 +12,12 @@ import type { FhirResource } from '../../src/events/change-event.js';
  * that tests create, update and delete, and can answer 429/503 with Retry-After or 401 on demand.
  * Subscriptions (wire doc §1) can be created (POST, 201 with Location) and updated (PUT, 200), found by
  * `Subscription?_tag=system|code`, get HAPI's matching-strategy tag, and turn `active` as a new version
- * after `subscriptionActivationMs`. Shared by the fhir-client, REST-hook receiver, backfill and subscribe
+ * after `subscriptionActivationMs`. Topic-based ones (Backport IG profile, or R5 `topic`) are activated
+ * as the Subscriptions Backport IG says (Workflow, "Handshake"): the server POSTs a handshake notification
+ * with the channel's headers to the endpoint; a 2xx makes it `active`, anything else `error`. `GET metadata`
+ * answers a CapabilityStatement naming `fhirVersion` and the `topics` (Backport IG extension
+ * capabilitystatement-subscriptiontopic-canonical on rest.resource Subscription, as in its example
+ * r4-capabilitystatement-example-server). Shared by the fhir-client, REST-hook receiver, backfill and subscribe
  * tests; `$export` is not served.
  */
 export interface HapiStandIn {
@@ -44,6 +50,14 @@ export interface HapiStandIn {
   beforeRead?: (reference: string) => Promise<void> | void;
   /** How long after a write a `requested` Subscription turns `active` (HAPI: 1.4-4.5 s, wire doc §1); Infinity: never. */
   subscriptionActivationMs: number;
+  /** The CapabilityStatement's fhirVersion (HAPI 8.8 R4: 4.0.1); a 5.x one makes handshakes R5-shaped. */
+  fhirVersion: string;
+  /** SubscriptionTopic canonicals the CapabilityStatement advertises (none: HAPI's default). */
+  topics: string[];
+  /** SubscriptionTopic resources held (R4B/R5 servers), by canonical: `GET SubscriptionTopic` finds them. */
+  topicResources: string[];
+  /** Handshakes sent to endpoints (topic-based Subscriptions): the Subscription, the headers, the answer. */
+  handshakes: { subscription: string; headers: Record<string, string>; bundle: FhirResource; status: number | string }[];
   close(): Promise<void>;
 }
 
@@ -81,6 +95,10 @@ export async function startHapiStandIn(): Promise<HapiStandIn> {
     baseUrl: '',
     requests: [],
     subscriptionActivationMs: 200,
+    fhirVersion: '4.0.1',
+    topics: [],
+    topicResources: [],
+    handshakes: [],
     create: (resource) => write({ ...resource, id: resource.id ?? String(nextId++) }, 'POST'),
     update: (resource) => write(resource, latest.has(key(resource.resourceType, resource.id!)) ? 'PUT' : 'POST'),
     remove(resourceType, id) {
@@ -145,6 +163,8 @@ export async function startHapiStandIn(): Promise<HapiStandIn> {
     if (path.length === 1 && path[0] === '_history') return sendHistory(res, url, undefined);
     if (path.length === 2 && path[1] === '_history') return sendHistory(res, url, path[0]);
     if (path.length === 1 && path[0] === 'Subscription') return sendSubscriptionSearch(res, url);
+    if (path.length === 1 && path[0] === 'metadata') return send(res, 200, capabilityStatement());
+    if (path.length === 1 && path[0] === 'SubscriptionTopic') return sendTopicSearch(res, url);
     if (path.length === 2) {
       await standIn.beforeRead?.(`${path[0]}/${path[1]}`);
       return sendRead(res, path[0]!, path[1]!);
@@ -162,22 +182,83 @@ export async function startHapiStandIn(): Promise<HapiStandIn> {
     const given = JSON.parse(body) as FhirResource;
     if (given.resourceType !== 'Subscription') return send(res, 400, outcome('error', 'HAPI-0450: expected a Subscription'));
     const tags = [...(((given.meta as { tag?: unknown[] } | undefined)?.tag ?? []) as unknown[]), HAPI_MATCHING_TAG];
-    const resource = { ...given, id: method === 'POST' ? String(nextId++) : path[1]!, meta: { tag: tags } } as FhirResource;
+    const resource = { ...given, id: method === 'POST' ? String(nextId++) : path[1]!, meta: { ...(given.meta ?? {}), tag: tags } } as FhirResource;
     const existed = latest.has(key('Subscription', resource.id!));
     const stored = method === 'POST' ? standIn.create(resource) : standIn.update(resource);
-    if (stored.status === 'requested') scheduleActivation(stored.id!, stored.meta!.versionId!);
+    if (stored.status === 'requested') scheduleActivation(stored.id!, stored.meta!.versionId!, isTopicBased(stored));
     send(res, method === 'PUT' && existed ? 200 : 201, stored, { location: `${standIn.baseUrl}/Subscription/${stored.id}/_history/${stored.meta!.versionId}` });
   }
 
-  function scheduleActivation(id: string, versionId: string): void {
+  function scheduleActivation(id: string, versionId: string, topicBased: boolean): void {
     if (!Number.isFinite(standIn.subscriptionActivationMs)) return;
     const timer = setTimeout(() => {
       activations.delete(timer);
       const now = standIn.current('Subscription', id);
       // A later write scheduled its own activation.
-      if (now?.meta?.versionId === versionId) standIn.update({ ...now, status: 'active' });
+      if (now?.meta?.versionId !== versionId) return;
+      if (!topicBased) return void standIn.update({ ...now, status: 'active' });
+      void handshake(now).then((ok) => {
+        if (standIn.current('Subscription', id)?.meta?.versionId === versionId) standIn.update({ ...now, status: ok ? 'active' : 'error' });
+      });
     }, standIn.subscriptionActivationMs);
     activations.add(timer);
+  }
+
+  /** The handshake (Backport IG Workflow "Handshake"; R5 subscriptions.html#handshake): a notification of type handshake, channel headers on. */
+  async function handshake(subscription: FhirResource): Promise<boolean> {
+    const r5 = typeof (subscription as { topic?: unknown }).topic === 'string';
+    const channel = (subscription.channel ?? {}) as { endpoint?: string; header?: string[] };
+    const endpoint = r5 ? String((subscription as { endpoint?: unknown }).endpoint) : String(channel.endpoint);
+    const headers: Record<string, string> = { 'content-type': 'application/fhir+json' };
+    if (r5) for (const p of ((subscription as { parameter?: { name: string; value: string }[] }).parameter ?? [])) headers[p.name.toLowerCase()] = p.value;
+    else for (const h of channel.header ?? []) headers[h.slice(0, h.indexOf(':')).trim().toLowerCase()] = h.slice(h.indexOf(':') + 1).trim();
+    const sender = new StandInTopicServer(endpoint, standIn, { flavour: r5 ? 'r5' : standIn.fhirVersion.startsWith('4.3') ? 'r4b' : 'r4-backport', content: 'full-resource', secret: '', id: subscription.id! });
+    const bundle = sender.bundle('handshake', []);
+    const record = { subscription: `Subscription/${subscription.id}`, headers, bundle, status: 0 as number | string };
+    standIn.handshakes.push(record);
+    try {
+      const answer = await fetch(endpoint, { method: 'POST', headers, body: JSON.stringify(bundle) });
+      await answer.text();
+      record.status = answer.status;
+      return answer.ok;
+    } catch (err) {
+      record.status = (err as Error).message;
+      return false;
+    }
+  }
+
+  /** An R4B/R5 search of SubscriptionTopic (one page; `_elements` honoured as HAPI does, SUBSETTED tag). */
+  function sendTopicSearch(res: ServerResponse, url: URL): void {
+    const subsetted = url.searchParams.has('_elements');
+    send(res, 200, {
+      resourceType: 'Bundle',
+      id: randomUUID(),
+      type: 'searchset',
+      total: standIn.topicResources.length,
+      link: [{ relation: 'self', url: url.toString() }],
+      entry: standIn.topicResources.map((canonical, i) => ({
+        fullUrl: `${standIn.baseUrl}/SubscriptionTopic/topic-${i}`,
+        resource: {
+          resourceType: 'SubscriptionTopic',
+          id: `topic-${i}`,
+          ...(subsetted ? { meta: { tag: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ObservationValue', code: 'SUBSETTED' }] } } : { status: 'active' }),
+          url: canonical,
+        },
+        search: { mode: 'match' },
+      })),
+    });
+  }
+
+  function capabilityStatement(): FhirResource {
+    const extension = standIn.topics.map((valueCanonical) => ({ url: 'http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/capabilitystatement-subscriptiontopic-canonical', valueCanonical }));
+    return {
+      resourceType: 'CapabilityStatement',
+      status: 'active',
+      kind: 'instance',
+      fhirVersion: standIn.fhirVersion,
+      format: ['application/fhir+xml', 'xml', 'application/fhir+json', 'json'],
+      rest: [{ mode: 'server', resource: [{ type: 'Subscription', ...(extension.length ? { extension } : {}), interaction: [{ code: 'read' }, { code: 'create' }, { code: 'update' }, { code: 'search-type' }] }] }],
+    };
   }
 
   /** `Subscription?_tag=system|code`: a searchset of the live Subscriptions carrying that tag. */
@@ -255,6 +336,12 @@ export async function startHapiStandIn(): Promise<HapiStandIn> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   standIn.baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/fhir`;
   return standIn;
+}
+
+/** Topic-based: the Backport IG profile (R4/R4B) or R5's `topic` element. */
+function isTopicBased(s: FhirResource): boolean {
+  const profiles = ((s.meta as { profile?: string[] } | undefined)?.profile ?? []) as string[];
+  return typeof (s as { topic?: unknown }).topic === 'string' || profiles.includes('http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription');
 }
 
 /** The tag HAPI adds to every Subscription it takes (wire doc §1). */

@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../../config/config.js';
 import { fhirClient } from '../../sources/resthook/fhir-server-reads.js';
-import { awaitActive, ensureSubscription, type SubscriptionState } from '../../sources/resthook/subscriptions.js';
+import type { FhirClient } from '../../fhir-client/fhir-client.js';
+import { awaitActive, ensureSubscription, topicOffer, type SubscriptionState, type TopicChannel } from '../../sources/resthook/subscriptions.js';
 import { loadTransformers } from '../../transform/load-transformers.js';
 import { ExitCode, UsageError } from '../exit-codes.js';
 import { formatTable } from '../format-table.js';
@@ -13,6 +14,8 @@ interface SubscribeOptions {
   type?: string[];
   timeout: string;
   json?: boolean;
+  topicBased?: boolean;
+  topic?: string;
 }
 
 export function register(program: Command): void {
@@ -22,6 +25,8 @@ export function register(program: Command): void {
     .requiredOption('--endpoint <url>', "the receiver's URL as the FHIR server reaches it, e.g. http://fhir-rte:8090/resthook")
     .option('--type <types...>', 'resource types to subscribe to (default: every type the transformers cover)')
     .option('--timeout <seconds>', 'how long to wait for the server to activate them', '60')
+    .option('--topic-based', "topic-based Subscriptions (Subscriptions Backport IG on R4/R4B, or R5) on the topic the server's CapabilityStatement offers")
+    .option('--topic <canonical>', 'the SubscriptionTopic to subscribe to (implies --topic-based); needed when the server offers several')
     .option('--json', 'one JSON line instead of a table')
     .action(async (opts: SubscribeOptions, cmd: Command) => {
       await subscribe(cmd.optsWithGlobals() as GlobalOptions & SubscribeOptions);
@@ -39,15 +44,18 @@ async function subscribe(opts: GlobalOptions & SubscribeOptions): Promise<void> 
 
   const client = fhirClient(config, config.fhirServer, createLogger(config.log.level).child({ component: 'fhir-server' }));
   const secret = config.resthook?.secret;
+  const topic = opts.topicBased || opts.topic ? await chooseTopic(client, opts.topic) : undefined;
   const ensured: SubscriptionState[] = [];
-  for (const resourceType of types) ensured.push(await ensureSubscription(client, { resourceType, endpoint: opts.endpoint, secret }));
+  for (const resourceType of types) ensured.push(await ensureSubscription(client, { resourceType, endpoint: opts.endpoint, secret, topic }));
   const states = await awaitActive(client, ensured, Date.now() + timeoutS * 1000);
 
   const header = secret ? 'Authorization: Bearer ****' : '';
   if (opts.json) {
-    process.stdout.write(`${JSON.stringify({ subscriptions: states.map((s) => ({ ...s, endpoint: opts.endpoint, header: header || undefined })) })}\n`);
+    const mode = topic ? { topic: topic.topic, shape: topic.shape } : {};
+    process.stdout.write(`${JSON.stringify({ subscriptions: states.map((s) => ({ ...s, ...mode, endpoint: opts.endpoint, header: header || undefined })) })}\n`);
   } else {
     process.stdout.write(`${formatTable(['id', 'type', 'action', 'status'], states.map((s) => [s.id, s.type, s.action, s.status]))}\n`);
+    if (topic) process.stdout.write(`topic ${topic.topic} (${topic.shape === 'r5' ? 'R5' : 'Subscriptions Backport IG'}), content full-resource\n`);
     process.stdout.write(`endpoint ${opts.endpoint}${header ? `, header ${header}` : ', no Authorization header (no resthook secret configured)'}\n`);
   }
   const inactive = states.filter((s) => s.status !== 'active');
@@ -55,4 +63,13 @@ async function subscribe(opts: GlobalOptions & SubscribeOptions): Promise<void> 
     process.stderr.write(`fhir-rte: ${inactive.length} Subscription(s) not active after ${timeoutS} s: ${inactive.map((s) => `Subscription/${s.id} (${s.type}) ${s.status}`).join(', ')}\n`);
     process.exitCode = ExitCode.failure;
   }
+}
+
+/** The topic named with --topic, else the one the server offers; several offered and none named is a usage error. */
+async function chooseTopic(client: FhirClient, named: string | undefined): Promise<TopicChannel> {
+  const offer = await topicOffer(client, { search: !named });
+  if (named) return { topic: named, shape: offer.shape };
+  if (offer.topics.length === 1) return { topic: offer.topics[0]!, shape: offer.shape };
+  if (!offer.topics.length) throw new UsageError(`--topic-based: the FHIR server (FHIR ${offer.fhirVersion || 'version unknown'}) advertises no SubscriptionTopic; name one with --topic <canonical>`);
+  throw new UsageError(`--topic-based: the FHIR server offers ${offer.topics.length} topics (${offer.topics.join(', ')}); choose one with --topic <canonical>`);
 }
