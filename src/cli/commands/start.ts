@@ -15,7 +15,7 @@ import { fhirServerReads } from '../../sources/resthook/fhir-server-reads.js';
 import { GapRepair } from '../../sources/resthook/gap-repair.js';
 import { KafkaRelay } from '../../sources/resthook/kafka-relay.js';
 import { ResthookSource } from '../../sources/resthook/resthook-source.js';
-import type { ApplyBatch, Source } from '../../sources/source.js';
+import { runSources, type ApplyBatch, type Source } from '../../sources/source.js';
 import { serveAdmin } from '../admin.js';
 import { UsageError } from '../exit-codes.js';
 import { openRuntime, type GlobalOptions, type Runtime } from '../runtime.js';
@@ -73,19 +73,16 @@ export async function start(globals: StartOptions): Promise<void> {
       unserveAdmin = serveAdmin(server, runtime, stop.signal);
       await listen(server, config.http, runtime.logger);
     }
-    // Every source drains before the shared parts (relay, server, pool) close: one failing stops the
-    // others, and all are waited for; then the first failure is the command's.
-    const ended = await Promise.allSettled(
-      sources.map(({ source, log, label, apply, relayed }) =>
-        source.run(relayed ? telemetry.relayed(label, apply) : telemetry.measured(label, apply), stop.signal).catch((err: unknown) => {
+    // Every source drains before the shared parts (relay, server, pool) close below.
+    await runSources(
+      sources.map(({ source, log, label, apply, relayed }) => (signal: AbortSignal) =>
+        source.run(relayed ? telemetry.relayed(label, apply) : telemetry.measured(label, apply), signal).catch((err: unknown) => {
           if (err instanceof SinkFailure) log.error({ error: err.message }, 'fhir-rte start stops: fix the cause in the database, then start it again; the refused batch will be applied then');
-          stop.abort();
           throw err;
         }),
       ),
+      stop,
     );
-    const failed = ended.find((e): e is PromiseRejectedResult => e.status === 'rejected');
-    if (failed) throw failed.reason;
   } finally {
     runtime.signal.removeEventListener('abort', onStop);
     unserveAdmin();
