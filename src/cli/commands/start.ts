@@ -134,7 +134,7 @@ function serveOperations(server: FastifyInstance, runtime: Runtime, sources: Run
     maxStallMs: config.health.maxStallMs,
     // Every source durable in Kafka (receivers relaying, no applier here): a database outage is what the
     // relay carries, so it does not make this process unready; the relay's own produce does.
-    databaseRequired: !sources.every((s) => s.relayed),
+    databaseRequired: !(sources.length > 0 && sources.every((s) => s.relayed)),
     ...(relay ? { relay: () => relay.check() } : {}),
     ...(gapRepair && repair
       ? {
