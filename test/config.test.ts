@@ -113,11 +113,26 @@ describe('http and resthook', () => {
     const load = (text: string, env: NodeJS.ProcessEnv = {}) => loadConfig(configFile('fhir-rte.yaml', text), {}, env);
     expect(load('resthook: { secret: x }\n').resthook?.relayTo).toBe('postgres');
     expect(load('resthook: { relayTo: kafka }\nkafka: { topics: [fhir-in, other] }\n').resthook).toMatchObject({ relayTo: 'kafka', relayTopic: 'fhir-in' });
-    expect(load('resthook: { relayTo: kafka, relayTopic: hooks }\n', { KAFKA_BROKERS: 'k:9092' }).resthook).toMatchObject({ relayTo: 'kafka', relayTopic: 'hooks' });
+    expect(load('resthook: { relayTo: kafka, relayTopic: hooks }\nkafka: { topics: [fhir-in, hooks] }\n').resthook).toMatchObject({ relayTo: 'kafka', relayTopic: 'hooks' });
+    expect(load('resthook: { relayTo: kafka, relayTopic: fhir.hooks }\nkafka: { topicPattern: "^fhir\\\\..*" }\n').resthook).toMatchObject({ relayTopic: 'fhir.hooks' });
     expect(errorOf(() => load('resthook: { relayTo: kafka }\n'))).toContain('/resthook/relayTo: relayTo kafka needs a kafka section (or KAFKA_BROKERS)');
     expect(errorOf(() => load('resthook: { relayTo: kafka }\nkafka: { topicPattern: "fhir-.*" }\n'))).toContain('/resthook/relayTopic: expected the topic to relay to');
     expect(errorOf(() => load('resthook: { relayTopic: hooks }\n'))).toContain('/resthook/relayTopic: expected relayTo: kafka beside it');
+    // A topic the appliers do not consume: every acknowledged delivery would wait there unread.
+    expect(errorOf(() => load('resthook: { relayTo: kafka, relayTopic: hooks }\n', { KAFKA_BROKERS: 'k:9092' }))).toContain(
+      '/resthook/relayTopic: expected a topic the appliers consume: "hooks" is not among kafka.topics (fhir-changes)',
+    );
+    expect(errorOf(() => load('resthook: { relayTo: kafka, relayTopic: hooks }\nkafka: { topicPattern: "^fhir\\\\..*" }\n'))).toContain(
+      '/resthook/relayTopic: expected a topic the appliers consume: "hooks" is not among kafka.topicPattern',
+    );
     expect(errorOf(() => load('resthook: { relayTo: s3 }\n'))).toContain('/resthook/relayTo');
+  });
+
+  it('limits a relayed delivery to what a broker takes by default (1 MiB less 8 KiB), unless maxBodyBytes is set', () => {
+    const load = (text: string) => loadConfig(configFile('fhir-rte.yaml', text), {}, {});
+    expect(load('resthook: { secret: x }\n').resthook?.maxBodyBytes).toBe(16 * 1024 * 1024);
+    expect(load('resthook: { relayTo: kafka }\nkafka: { topics: [fhir-in] }\n').resthook?.maxBodyBytes).toBe(1024 * 1024 - 8 * 1024);
+    expect(load('resthook: { relayTo: kafka, maxBodyBytes: 4000000 }\nkafka: { topics: [fhir-in] }\n').resthook?.maxBodyBytes).toBe(4000000);
   });
 
   it('http.enabled false runs no receiver, and refuses one configured beside it', () => {

@@ -1,9 +1,12 @@
 import { afterAll, afterEach, beforeAll, beforeEach, expect, it } from 'vitest';
 import { resolve } from 'node:path';
 import type pg from 'pg';
+import { pino } from 'pino';
 import { authenticator } from '../src/fhir-client/auth.js';
 import { FhirClient } from '../src/fhir-client/fhir-client.js';
+import { Health } from '../src/http/health.js';
 import { createPool } from '../src/sink/postgres/pool.js';
+import { SinkFailure } from '../src/sink/sink.js';
 import { GapRepair, type GapRepairOptions, type RepairResult } from '../src/sources/resthook/gap-repair.js';
 import type { ApplyBatch } from '../src/sources/source.js';
 import { freshDatabase } from './support/database.js';
@@ -183,19 +186,45 @@ it('a burst of requests during a walk makes one more walk, not one each', async 
   await running;
 });
 
-it('run() stops with a clear error when the server refuses the credentials, and keeps going after a transient fault', async () => {
+it('run() keeps going when the server refuses the credentials: logged at error, the watermark stays, unready with the cause, repaired at the next schedule', async () => {
   hapi.create(patient('auth', 1));
-  hapi.failNext(3, 503); // the first walk's every attempt: logged, the watermark stays
-  const repair = repairer();
+  // A token rotated on the server's side: every read answers 401 (as a gateway in front of HAPI would).
+  hapi.requireAuthorization = 'Bearer something-else';
+  const logged: { level: number; msg: string; err?: string }[] = [];
+  const logger = pino({ level: 'warn' }, { write: (line: string) => void logged.push(JSON.parse(line)) });
+  const repair = repairer({ logger, repairEveryMs: 500 });
   const stop = new AbortController();
   const running = repair.run(apply, stop.signal);
-  await expect.poll(() => repair.waiting, { timeout: 20_000 }).toBe(true);
+  let settled = false;
+  void running.then(() => (settled = true), () => (settled = true));
+  await expect.poll(() => repair.failure, { timeout: 20_000 }).toMatch(/refused fhir-rte's credentials \(HTTP 401\)/);
+  expect(logged.some((l) => l.level === 50 && /refused fhir-rte's credentials/.test(l.err ?? ''))).toBe(true);
   expect(repair.walks).toBe(0);
   expect(await repair.watermark()).toBeUndefined();
+  expect(settled).toBe(false); // still running: in \`start\`, the receiver beside it keeps taking deliveries
 
-  hapi.requireAuthorization = 'Bearer something-else';
-  repair.request('test');
-  await expect(running).rejects.toThrow(/refused fhir-rte's credentials \(HTTP 401\)/);
+  // /readyz's gapRepair check says why.
+  const health = new Health({ databaseUrl: url, sources: {}, stalledSince: () => undefined, maxStallMs: 60_000, watermark: { at: () => repair.knownWatermark, maxAgeMs: 3_600_000, failure: () => repair.failure }, stopping: () => false });
+  const unready = await health.readiness();
+  expect(unready.ready).toBe(false);
+  expect(unready.checks.gapRepair).toEqual({ ok: false, detail: expect.stringContaining("gap repair failed and retries at its next schedule: the FHIR server refused fhir-rte's credentials (HTTP 401)") });
+
+  // Fixed on the server: the next scheduled walk repairs, the failure clears.
+  hapi.requireAuthorization = undefined;
+  await expect.poll(async () => (await repair.watermark()) !== undefined, { timeout: 20_000 }).toBe(true);
+  expect(repair.failure).toBeUndefined();
+  expect((await health.readiness()).checks.gapRepair!.ok).toBe(true);
+  expect(await t.rows(`SELECT version FROM patient WHERE source_resource_id = 'Patient/auth'`)).toEqual([{ version: '1' }]);
+  stop.abort();
+  await running;
+});
+
+it('run() still stops on a fault of the database that retrying cannot fix (a SinkFailure)', async () => {
+  hapi.create(patient('fatal', 1));
+  const broken: ApplyBatch = async () => {
+    throw new SinkFailure(Object.assign(new Error('relation "patient" does not exist'), { code: '42P01' }));
+  };
+  await expect(repairer().run(broken, new AbortController().signal)).rejects.toThrow(/relation "patient" does not exist/);
 });
 
 it('a walk newest first, two entries a page, puts every version into history once, the older ones from later pages too', async () => {

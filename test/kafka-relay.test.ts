@@ -10,6 +10,10 @@ import { authenticator } from '../src/fhir-client/auth.js';
 import { FhirClient } from '../src/fhir-client/fhir-client.js';
 import { deleteResolver } from '../src/fhir-client/resolve-delete.js';
 import { KafkaSource } from '../src/sources/kafka/kafka-source.js';
+import { retryDeadLetters } from '../src/deadletter/replay.js';
+import { listDeadLetters } from '../src/deadletter/dead-letter.js';
+import { deadLetterWriter } from '../src/deadletter/write.js';
+import { GapRepair } from '../src/sources/resthook/gap-repair.js';
 import { KafkaRelay } from '../src/sources/resthook/kafka-relay.js';
 import { freshDatabase } from './support/database.js';
 import { startTestPostgres } from './support/embedded-postgres.js';
@@ -20,6 +24,7 @@ import { startKafkaBroker } from './support/kafka-broker.js';
 import { ChannelProcess } from './support/kafka-process.js';
 import { createTopic, eventually, testKafka, uniqueName } from './support/kafka-topics.js';
 import { startReceiver, type TestReceiver } from './support/receiver.js';
+import { sample, scrape } from './support/start-process.js';
 import { openTestSink, silent, type TestSink } from './support/sink.js';
 
 /**
@@ -98,7 +103,9 @@ describe.skipIf(!brokersText)(`REST-hook relay to Kafka${why ? ` (skipped: ${why
     await createTopic(kafka, topic, 3);
     const server = await startHapiStandIn();
     cleanups.push(() => server.close());
-    const relay = new KafkaRelay(kafkaConfig(brokers, topic), topic, silent);
+    const t: TestSink = await openTestSink(await freshDatabase('relay'), TRANSFORMERS);
+    cleanups.push(() => t.close());
+    const relay = new KafkaRelay(kafkaConfig(brokers, topic), topic, silent, deadLetterWriter(t.pool, { initialMs: 50, maxMs: 500 }, silent));
     const receiver: TestReceiver = await startReceiver(relay.apply, { secret: SECRET }, { durableIn: 'kafka', resolveDelete: resolverOf(server) });
     cleanups.push(() => relay.close(), () => receiver.stop());
     const hapi = new StandInHapi(receiver.endpoint, { secret: SECRET, firstGapMs: 50 });
@@ -127,8 +134,6 @@ describe.skipIf(!brokersText)(`REST-hook relay to Kafka${why ? ` (skipped: ${why
     expect(records.filter((r) => r.value.entry[0]!.resource?.id === 'r1').map((r) => r.value.entry[0]!.resource!.meta!.versionId).sort()).toEqual(['1', '2']);
 
     // Nothing was written to any database: the applier's is still empty until a member runs.
-    const t: TestSink = await openTestSink(await freshDatabase('relay'), TRANSFORMERS);
-    cleanups.push(() => t.close());
     expect(await t.rows(`SELECT * FROM patient`)).toEqual([]);
 
     const stop = new AbortController();
@@ -158,7 +163,9 @@ describe.skipIf(!brokersText)(`REST-hook relay to Kafka${why ? ` (skipped: ${why
     const own = testKafka(broker.brokers);
     const topic = uniqueName('relay-down');
     await createTopic(own, topic, 1);
-    const relay = new KafkaRelay(kafkaConfig(broker.brokers, topic), topic, silent);
+    const dl = await openTestSink(await freshDatabase('relay-down'), TRANSFORMERS);
+    cleanups.push(() => dl.close());
+    const relay = new KafkaRelay(kafkaConfig(broker.brokers, topic), topic, silent, deadLetterWriter(dl.pool, { initialMs: 50, maxMs: 500 }, silent));
     const receiver = await startReceiver(relay.apply, { secret: SECRET, ackTimeoutMs: 5_000, retryAfterSeconds: 7 }, { durableIn: 'kafka' });
     cleanups.push(() => relay.close(), () => receiver.stop());
     const attempts: Attempt[] = [];
@@ -188,6 +195,51 @@ describe.skipIf(!brokersText)(`REST-hook relay to Kafka${why ? ` (skipped: ${why
     expect(records.every((r) => r.key === 'Patient/down')).toBe(true);
   });
 
+  it('a record Kafka refuses for good (above the topic\'s max.message.bytes) is dead-lettered with its cause, then acknowledged; its neighbours are relayed; gap repair reading it goes on; a retry applies it', async () => {
+    const topic = uniqueName('relay-large');
+    // A topic that takes records up to 20,000 bytes, as a broker's default 1 MiB refuses larger ones.
+    await createTopic(kafka, topic, 1, [{ name: 'max.message.bytes', value: '20000' }]);
+    const t = await openTestSink(await freshDatabase('relay-large'), TRANSFORMERS);
+    cleanups.push(() => t.close());
+    const relay = new KafkaRelay(kafkaConfig(brokers, topic), topic, silent, deadLetterWriter(t.pool, { initialMs: 50, maxMs: 500 }, silent));
+    const receiver = await startReceiver(relay.apply, { secret: SECRET, maxBodyBytes: 1 << 20, groupWindowMs: 50 }, { durableIn: 'kafka' });
+    cleanups.push(() => relay.close(), () => receiver.stop());
+    const hapi = new StandInHapi(receiver.endpoint, { secret: SECRET, firstGapMs: 50 });
+
+    const meta = (v: string) => ({ versionId: v, lastUpdated: '2026-11-30T02:19:58.480+00:00' });
+    const small = { resourceType: 'Patient', id: 'small', meta: meta('1'), gender: 'female' } as FhirResource;
+    const large = { resourceType: 'Patient', id: 'large', meta: meta('3'), gender: 'male', text: { status: 'generated', div: `<div xmlns="http://www.w3.org/1999/xhtml">${'x'.repeat(60_000)}</div>` } } as FhirResource;
+    // Concurrent, so most likely one group and one produce request that Kafka refuses whole: halved until the large one stands alone.
+    const answers = await Promise.all([put(small), put(large)].map((n) => hapi.deliver(n)));
+    expect(statuses(answers)).toEqual([200, 200]);
+    expect(answers.every((a) => a.length === 1)).toBe(true); // answered at once: HAPI never retried
+
+    const [dead, ...others] = await listDeadLetters(t.pool, { status: 'all' });
+    expect(others).toEqual([]);
+    expect(dead).toMatchObject({ errorClass: 'RelayRefused', resourceType: 'Patient', resourceId: 'large', versionId: '3', operation: 'upsert', status: 'failed' });
+    expect(dead!.errorMessage).toContain(`Kafka refused the relayed record`);
+    expect(dead!.errorMessage).toContain(`on topic ${topic}: MESSAGE_TOO_LARGE`);
+    expect(dead!.errorDetail).toMatchObject({ topic, kafkaError: 'MESSAGE_TOO_LARGE', kafkaErrorCode: 10 });
+    expect(JSON.parse(dead!.payload!)).toEqual(large);
+    const records = await readTopic(kafka, topic, 1);
+    expect(records.map((r) => r.key)).toEqual(['Patient/small']);
+
+    // Gap repair reading the same change from the server's _history relays through the same path: dead-lettered, not fatal.
+    const server = await startHapiStandIn();
+    cleanups.push(() => server.close());
+    server.create({ ...large, meta: undefined } as FhirResource);
+    const client = new FhirClient({ baseUrl: server.baseUrl, auth: authenticator({ type: 'none' }), timeoutMs: 5000, maxAttempts: 3, retry: { initialMs: 20, maxMs: 100 }, retryAfterMaxMs: 1000, logger: silent });
+    const repair = new GapRepair({ client, pool: t.pool, types: [], pageSize: 10, repairEveryMs: 3_600_000, marginMs: 0, firstRepair: 'full', logger: silent });
+    const walk = await repair.repairOnce(relay.apply);
+    expect(walk).toMatchObject({ walked: true, outcome: { received: 1, deadLettered: 1 } });
+    expect(await repair.watermark()).toBeDefined();
+
+    // Visible and retryable: a retry applies the receiver's dead letter to the tables.
+    const retried = await retryDeadLetters(t.sink, t.pool, [dead!]);
+    expect(retried).toMatchObject({ retried: 1, applied: 1 });
+    expect(await t.rows(`SELECT source_resource_id AS id, version, gender FROM patient`)).toEqual([{ id: 'Patient/large', version: '3', gender: 'male' }]);
+  });
+
   it('`fhir-rte start --only resthook` relays deliveries and gap repair while the appliers\' Postgres is stopped; `start --only kafka` applies once it is back', async () => {
     const topic = uniqueName('relay-cli');
     // The server's read side: gap repair's first walk reads what it holds (a change whose delivery was lost).
@@ -198,10 +250,13 @@ describe.skipIf(!brokersText)(`REST-hook relay to Kafka${why ? ` (skipped: ${why
     const appliersDb = await startTestPostgres();
     cleanups.push(() => appliersDb.destroy());
     await appliersDb.stop();
-    const receiverDb = await freshDatabase('relay-rcv');
+    // The receiver's own Postgres, stopped once it has started: the outage the relay carries.
+    const receiverPg = await startTestPostgres();
+    cleanups.push(() => receiverPg.destroy());
+    const receiverDb = receiverPg.url;
     const port = await freePort();
     const groupId = uniqueName('appliers');
-    const config = (databaseUrl: string) => {
+    const config = (databaseUrl: string, httpPort = port) => {
       const file = join(mkdtempSync(join(tmpdir(), 'fhir-rte-relay-')), 'fhir-rte.json');
       writeFileSync(
         file,
@@ -209,7 +264,7 @@ describe.skipIf(!brokersText)(`REST-hook relay to Kafka${why ? ` (skipped: ${why
           database: { url: databaseUrl, poolSize: 2 },
           transformers: TRANSFORMERS,
           log: { level: 'info' },
-          http: { port },
+          http: { port: httpPort },
           kafka: { brokers, groupId, topics: [topic], sessionTimeoutMs: 10_000 },
           resthook: { secret: SECRET, relayTo: 'kafka' },
           fhirServer: { baseUrl: server.baseUrl, repairEveryMs: 3_600_000 },
@@ -239,27 +294,44 @@ describe.skipIf(!brokersText)(`REST-hook relay to Kafka${why ? ` (skipped: ${why
     } finally {
       await receiverClient.end();
     }
+    // Relaying receivers count deliveries; the appliers count events (not here: nothing was applied here).
+    const metrics = await scrape(`http://127.0.0.1:${port}`);
+    expect(sample(metrics, 'fhir_rte_resthook_deliveries_total', { code: '200' })).toBe(4);
+    expect(sample(metrics, 'fhir_rte_events_total')).toBe(0);
+    expect(sample(metrics, 'fhir_rte_batch_events_count')).toBe(0);
+    expect(sample(metrics, 'fhir_rte_end_to_end_lag_seconds_count')).toBe(0);
+
+    // With its own Postgres stopped, the receiver is still ready: the relay carries that outage.
+    await receiverPg.stop();
+    const readyz = await fetch(`http://127.0.0.1:${port}/readyz`);
+    const report = (await readyz.json()) as { ready: boolean; checks: Record<string, { ok: boolean; detail: string }> };
+    expect(readyz.status, JSON.stringify(report)).toBe(200);
+    expect(report.checks.database).toMatchObject({ ok: true, detail: expect.stringContaining('not required: deliveries are relayed to Kafka') });
+    expect(report.checks['relay:kafka']).toMatchObject({ ok: true, detail: expect.stringContaining(`Kafka acknowledged the last produce to ${topic}`) });
+    expect(statuses([await hapi.deliver(put({ resourceType: 'Patient', id: 'cli3', gender: 'other', meta: { versionId: '1' } } as FhirResource))])).toEqual([200]);
 
     await appliersDb.start();
-    const applierProcess = new ChannelProcess(config(appliersDb.url), ['--only', 'kafka']);
+    // Its own HTTP port: an applier serves /metrics and /readyz too.
+    const applierProcess = new ChannelProcess(config(appliersDb.url, await freePort()), ['--only', 'kafka']);
     cleanups.push(() => applierProcess.stop(5_000));
     const client = new pg.Client({ connectionString: appliersDb.url });
     await client.connect();
     try {
       const state = async () => (await client.query(`SELECT resource_id, deleted FROM fhir_rte.resource_state ORDER BY 1`)).rows;
-      await eventually(async () => (await state()).length === 3 || applierProcess.child.exitCode !== null, 'the three patients applied, or the applier exited', 120_000);
-      expect(await state(), applierProcess.output.slice(-3000)).toHaveLength(3);
+      await eventually(async () => (await state()).length === 4 || applierProcess.child.exitCode !== null, 'the four patients applied, or the applier exited', 120_000);
+      expect(await state(), applierProcess.output.slice(-3000)).toHaveLength(4);
       expect(await state()).toEqual([
         { resource_id: 'cli1', deleted: false },
         { resource_id: 'cli2', deleted: true },
+        { resource_id: 'cli3', deleted: false },
         { resource_id: lost.id, deleted: false },
       ]);
       // cli2's DELETE carried no version (the server does not know cli2: 404): ordered by its arrival, kept as the record's timestamp.
       expect((await client.query(`SELECT source_resource_id AS id, gender FROM patient WHERE deleted_at IS NULL ORDER BY 1`)).rows).toEqual([
         { id: 'Patient/cli1', gender: 'female' },
+        { id: 'Patient/cli3', gender: 'other' },
         { id: 'Patient/held', gender: 'unknown' },
       ]);
-      expect(applierProcess.output).not.toContain('HTTP server listening');
     } finally {
       await client.end();
     }

@@ -241,6 +241,13 @@ function adminConfig(raw: RawConfig['admin'], env: NodeJS.ProcessEnv, where: str
   return token === undefined ? {} : { token };
 }
 
+/**
+ * The default body limit when relaying: a broker takes records up to 1 MiB by default (`message.max.bytes`,
+ * a topic's `max.message.bytes`); 8 KiB less leaves room for the record's Bundle envelope, key and headers,
+ * so an oversized delivery is refused 413 up front rather than dead-lettered after Kafka refuses it.
+ */
+const RELAY_MAX_BODY_BYTES = 1024 * 1024 - 8 * 1024;
+
 /** The receiver's settings when it is configured, or when no other source is (then it is the one that runs). */
 function resthookConfig(raw: Partial<ResthookConfig> | undefined, env: NodeJS.ProcessEnv, alone: boolean, kafka: KafkaConfig | undefined, where: string, poolSize: number): ResthookConfig | undefined {
   const secret = env.FHIR_RTE_RESTHOOK_SECRET || raw?.secret;
@@ -250,7 +257,7 @@ function resthookConfig(raw: Partial<ResthookConfig> | undefined, env: NodeJS.Pr
     path: (raw?.path ?? '/resthook').replace(/\/+$/, '') || '/resthook',
     secret,
     ackTimeoutMs: raw?.ackTimeoutMs ?? 10_000,
-    maxBodyBytes: raw?.maxBodyBytes ?? 16 * 1024 * 1024,
+    maxBodyBytes: raw?.maxBodyBytes ?? (raw?.relayTo === 'kafka' ? RELAY_MAX_BODY_BYTES : 16 * 1024 * 1024),
     groupWindowMs: raw?.groupWindowMs ?? 3,
     maxEvents: raw?.maxEvents ?? 1000,
     // Every connection may carry a group; only when all are busy does the next group gather past its window.
@@ -267,6 +274,13 @@ function relay(raw: Partial<ResthookConfig> | undefined, kafka: KafkaConfig | un
   if (!kafka) throw new ConfigError(where, '/resthook/relayTo', 'relayTo kafka needs a kafka section (or KAFKA_BROKERS) naming the brokers');
   const relayTopic = raw.relayTopic ?? kafka.topics?.[0];
   if (!relayTopic) throw new ConfigError(where, '/resthook/relayTopic', 'expected the topic to relay to: kafka.topicPattern names no single topic');
+  // The appliers (`start` with the Kafka source, the same kafka section) must consume what is relayed, or
+  // every acknowledged delivery would wait on a topic nobody reads.
+  const consumed = kafka.topics ? kafka.topics.includes(relayTopic) : new RegExp(kafka.topicPattern!).test(relayTopic);
+  if (!consumed) {
+    const what = kafka.topics ? `kafka.topics (${kafka.topics.join(', ')})` : `kafka.topicPattern ${JSON.stringify(kafka.topicPattern)}`;
+    throw new ConfigError(where, '/resthook/relayTopic', `expected a topic the appliers consume: ${JSON.stringify(relayTopic)} is not among ${what}`);
+  }
   return { relayTo: 'kafka', relayTopic };
 }
 

@@ -18,6 +18,8 @@ export const ERROR_CLASSES = {
   TransformError:
     'a transformer cannot flatten the resource: a value its column refuses, several values for a single-valued column, a FHIRPath error (detail: transformer, table, column, FHIRPath)',
   DatabaseRejected: 'the database refused the record\'s values (detail: SQLSTATE, table, column, constraint)',
+  RelayRefused:
+    'with `resthook.relayTo: kafka`, Kafka refused a delivery\'s record for good (above the topic\'s `max.message.bytes`, an invalid record); the delivery was answered 2xx once this dead letter committed; a retry applies it to the tables directly (detail: topic, Kafka\'s error, the record\'s bytes)',
 } as const satisfies Record<string, string>;
 
 export type ErrorClass = keyof typeof ERROR_CLASSES;

@@ -15,7 +15,14 @@ export interface HealthOptions {
   stalledSince: () => Date | undefined;
   maxStallMs: number;
   /** Gap repair's watermark, when gap repair runs; until its first walk, the age counts from `startedAt`. */
-  watermark?: { at: () => Date | undefined; maxAgeMs: number };
+  watermark?: { at: () => Date | undefined; maxAgeMs: number; failure?: () => string | undefined };
+  /**
+   * False when no running source needs the database to take its input (`start --only resthook` relaying
+   * to Kafka: the relay carries a database outage): the `database` check is then reported, not required.
+   */
+  databaseRequired?: boolean;
+  /** The relay's last produce (`relay:kafka`), when deliveries are relayed to Kafka. */
+  relay?: () => Check;
   /** True once shutdown began: a stopping process takes no new work. */
   stopping: () => boolean;
   /** How long a database answer is reused (default 2 s): probes must not load the database. */
@@ -25,8 +32,9 @@ export interface HealthOptions {
 /**
  * `/healthz`: the process is up (it answered). `/readyz`: it can do its work now: the database answers a
  * `SELECT 1` (on a connection of its own, so a busy pool cannot make it look away; cached briefly), every
- * source is connected, no batch has waited out transient faults past `health.maxStallMs`, and gap
- * repair's watermark is not older than its bound. Both answer JSON saying why; /readyz 503 when unready.
+ * source is connected, no batch has waited out transient faults past `health.maxStallMs`, gap
+ * repair's watermark is not older than its bound and its last walk did not fail for good, and a relay's
+ * last produce reached Kafka. Both answer JSON saying why; /readyz 503 when unready.
  */
 export class Health {
   private readonly startedAt = new Date();
@@ -45,8 +53,11 @@ export class Health {
   async readiness(): Promise<{ ready: boolean; checks: Record<string, Check> }> {
     const checks: Record<string, Check> = {};
     if (this.options.stopping()) checks.shutdown = { ok: false, detail: 'stopping: taking no new work' };
-    checks.database = await this.databaseCheck();
+    const database = await this.databaseCheck();
+    const databaseRequired = this.options.databaseRequired !== false;
+    checks.database = databaseRequired || database.ok ? database : { ok: true, detail: `${database.detail} (not required: deliveries are relayed to Kafka)` };
     for (const [name, connected] of Object.entries(this.options.sources)) checks[`source:${name}`] = connected();
+    if (this.options.relay) checks['relay:kafka'] = this.options.relay();
     checks.stall = this.stallCheck();
     if (this.options.watermark) checks.gapRepair = this.watermarkCheck(this.options.watermark);
     return { ready: Object.values(checks).every((c) => c.ok), checks };
@@ -70,6 +81,8 @@ export class Health {
   }
 
   private watermarkCheck(w: NonNullable<HealthOptions['watermark']>): Check {
+    const failure = w.failure?.();
+    if (failure) return { ok: false, detail: `gap repair failed and retries at its next schedule: ${failure}` };
     const at = w.at();
     const ageMs = Date.now() - (at ?? this.startedAt).getTime();
     const ok = ageMs <= w.maxAgeMs;

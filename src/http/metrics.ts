@@ -17,6 +17,13 @@ export type SourceLabel = 'kafka' | 'resthook' | 'gap-repair' | 'file';
 export interface Telemetry {
   /** `apply` that counts each batch's outcome, size, duration and end-to-end lag under the source's label. */
   measured(source: SourceLabel, apply: ApplyBatch): ApplyBatch;
+  /**
+   * For an apply that relays to Kafka rather than commits: its batches are not applied here, so no batch
+   * size, apply time or lag, and its events are counted by the applier that commits them (counting them
+   * here too would count them twice in a process that relays and consumes). Only the events the relay
+   * dead-lettered itself are counted, under the source's label.
+   */
+  relayed(source: SourceLabel, apply: ApplyBatch): ApplyBatch;
   delivery(statusCode: number): void;
   kafkaLag(topic: string, partition: number, lag: number): void;
 }
@@ -24,6 +31,7 @@ export interface Telemetry {
 /** For code paths that run without the HTTP server (tests, `load`). */
 export const noTelemetry: Telemetry = {
   measured: (_source, apply) => apply,
+  relayed: (_source, apply) => apply,
   delivery: () => {},
   kafkaLag: () => {},
 };
@@ -107,6 +115,14 @@ export class Metrics implements Telemetry {
       this.batchEvents.observe({ source }, batch.length);
       this.count(source, outcome);
       this.observeLag(source, batch, committedMicros);
+      return outcome;
+    };
+  }
+
+  relayed(source: SourceLabel, apply: ApplyBatch): ApplyBatch {
+    return async (batch, signal) => {
+      const outcome = await apply(batch, signal);
+      this.count(source, outcome);
       return outcome;
     };
   }

@@ -14,3 +14,22 @@ export type ApplyBatch = (batch: ChangeEvent[], signal?: AbortSignal) => Promise
 export interface Source {
   run(apply: ApplyBatch, signal: AbortSignal): Promise<void>;
 }
+
+/**
+ * Runs sources side by side until every one has ended. The first to fail aborts `stop`, so the others
+ * stop taking input and drain (their transactions in flight commit or are abandoned); only once all have
+ * settled does this reject, with that first failure, so what they share (the database pool, the HTTP
+ * server, the relay) may then be closed.
+ */
+export async function runSources(runs: ((signal: AbortSignal) => Promise<void>)[], stop: AbortController): Promise<void> {
+  let first: { error: unknown } | undefined;
+  await Promise.allSettled(
+    runs.map((run) =>
+      run(stop.signal).catch((err: unknown) => {
+        first ??= { error: err };
+        stop.abort();
+      }),
+    ),
+  );
+  if (first) throw first.error;
+}

@@ -16,11 +16,11 @@ export function uniqueName(prefix: string): string {
  * after a few retries ("This server does not host this topic-partition") on a busy machine, where the
  * broker takes longer to publish a new topic's metadata.
  */
-export async function createTopic(kafka: Kafka, topic: string, numPartitions: number): Promise<void> {
+export async function createTopic(kafka: Kafka, topic: string, numPartitions: number, configEntries: { name: string; value: string }[] = []): Promise<void> {
   const admin = kafka.admin();
   await admin.connect();
   try {
-    await admin.createTopics({ topics: [{ topic, numPartitions }], waitForLeaders: false });
+    await admin.createTopics({ topics: [{ topic, numPartitions, configEntries }], waitForLeaders: false });
     await eventually(async () => {
       const { topics } = await admin.fetchTopicMetadata({ topics: [topic] });
       const partitions = topics[0]?.partitions ?? [];

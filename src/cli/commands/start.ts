@@ -3,6 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { ConfigError } from '../../config/config-error.js';
 import { loadConfig, type ResthookConfig } from '../../config/config.js';
+import { deadLetterWriter } from '../../deadletter/write.js';
 import { Health, type Check } from '../../http/health.js';
 import { Metrics, noTelemetry, type SourceLabel, type Telemetry } from '../../http/metrics.js';
 import { createHttpServer, listen } from '../../http/server.js';
@@ -14,7 +15,7 @@ import { fhirServerReads } from '../../sources/resthook/fhir-server-reads.js';
 import { GapRepair } from '../../sources/resthook/gap-repair.js';
 import { KafkaRelay } from '../../sources/resthook/kafka-relay.js';
 import { ResthookSource } from '../../sources/resthook/resthook-source.js';
-import type { ApplyBatch, Source } from '../../sources/source.js';
+import { runSources, type ApplyBatch, type Source } from '../../sources/source.js';
 import { serveAdmin } from '../admin.js';
 import { UsageError } from '../exit-codes.js';
 import { openRuntime, type GlobalOptions, type Runtime } from '../runtime.js';
@@ -68,18 +69,19 @@ export async function start(globals: StartOptions): Promise<void> {
     sources = parts.sources;
     relay = parts.relay;
     if (server && metrics) {
-      serveOperations(server, runtime, sources, metrics, stop.signal);
+      serveOperations(server, runtime, sources, metrics, stop.signal, relay);
       unserveAdmin = serveAdmin(server, runtime, stop.signal);
       await listen(server, config.http, runtime.logger);
     }
-    await Promise.all(
-      sources.map(({ source, log, label, apply }) =>
-        source.run(telemetry.measured(label, apply), stop.signal).catch((err: unknown) => {
+    // Every source drains before the shared parts (relay, server, pool) close below.
+    await runSources(
+      sources.map(({ source, log, label, apply, relayed }) => (signal: AbortSignal) =>
+        source.run(relayed ? telemetry.relayed(label, apply) : telemetry.measured(label, apply), signal).catch((err: unknown) => {
           if (err instanceof SinkFailure) log.error({ error: err.message }, 'fhir-rte start stops: fix the cause in the database, then start it again; the refused batch will be applied then');
-          stop.abort();
           throw err;
         }),
       ),
+      stop,
     );
   } finally {
     runtime.signal.removeEventListener('abort', onStop);
@@ -96,6 +98,8 @@ interface Running {
   label: SourceLabel;
   /** Where its input is made durable: the sink's transaction, or for the REST-hook parts with `relayTo: kafka` the relay. */
   apply: ApplyBatch;
+  /** Its apply produces to Kafka (the relay) rather than commits: the appliers count its events. */
+  relayed?: boolean;
   /** Whether it is connected now, for /readyz; gap repair answers through its watermark instead. */
   connected?: () => Check;
 }
@@ -117,7 +121,7 @@ function gapRepairOf(sources: Running[]): GapRepair | undefined {
 }
 
 /** /metrics, /healthz, /readyz and the troubleshooting API on the HTTP server. */
-function serveOperations(server: FastifyInstance, runtime: Runtime, sources: Running[], metrics: Metrics, stopping: AbortSignal): void {
+function serveOperations(server: FastifyInstance, runtime: Runtime, sources: Running[], metrics: Metrics, stopping: AbortSignal, relay?: KafkaRelay): void {
   const { config, sink } = runtime;
   metrics.route(server);
   troubleshootApi(server, runtime.troubleshoot, config.admin.token);
@@ -128,8 +132,18 @@ function serveOperations(server: FastifyInstance, runtime: Runtime, sources: Run
     sources: Object.fromEntries(sources.flatMap((s) => (s.connected ? [[s.label, s.connected]] : []))),
     stalledSince: () => sink.stall?.since,
     maxStallMs: config.health.maxStallMs,
+    // Every source durable in Kafka (receivers relaying, no applier here): a database outage is what the
+    // relay carries, so it does not make this process unready; the relay's own produce does.
+    databaseRequired: !(sources.length > 0 && sources.every((s) => s.relayed)),
+    ...(relay ? { relay: () => relay.check() } : {}),
     ...(gapRepair && repair
-      ? { watermark: { at: () => gapRepair.knownWatermark, maxAgeMs: config.health.maxWatermarkAgeMs ?? 3 * repair.repairEveryMs + repair.repairMarginMs } }
+      ? {
+          watermark: {
+            at: () => gapRepair.knownWatermark,
+            maxAgeMs: config.health.maxWatermarkAgeMs ?? 3 * repair.repairEveryMs + repair.repairMarginMs,
+            failure: () => gapRepair.failure,
+          },
+        }
       : {}),
     stopping: () => stopping.aborted,
   }).route(server);
@@ -155,10 +169,10 @@ function configuredSources(runtime: Runtime, server: FastifyInstance | undefined
       onAnswer: (code) => metrics.delivery(code),
     });
     const connected = () => (receiver.accepting ? { ok: true, detail: 'taking deliveries' } : { ok: false, detail: 'not taking deliveries (starting or stopping)' });
-    sources.push({ source: receiver, log, label: 'resthook', apply: relay?.apply ?? applied, connected });
+    sources.push({ source: receiver, log, label: 'resthook', apply: relay?.apply ?? applied, relayed: relay !== undefined, connected });
   }
   // Gap repair feeds what it reads through the receiver's path: relayed too when the receiver relays.
-  if (reads) sources.push({ source: reads.gapRepair, log: logger.child({ source: 'gap-repair' }), label: 'gap-repair', apply: relay?.apply ?? applied });
+  if (reads) sources.push({ source: reads.gapRepair, log: logger.child({ source: 'gap-repair' }), label: 'gap-repair', apply: relay?.apply ?? applied, relayed: relay !== undefined });
   if (config.kafka && only !== 'resthook') {
     const log = logger.child({ source: 'kafka' });
     const kafka = kafkaSource(runtime, log, metrics);
@@ -173,7 +187,9 @@ function kafkaRelay(runtime: Runtime, resthook: ResthookConfig): KafkaRelay | un
   if (resthook.relayTo !== 'kafka') return undefined;
   const log = runtime.logger.child({ component: 'kafka-relay' });
   log.info({ topic: resthook.relayTopic, brokers: runtime.config.kafka!.brokers }, 'REST-hook deliveries are relayed to Kafka; the consumer group applies them');
-  return new KafkaRelay(runtime.config.kafka!, resthook.relayTopic!, log);
+  // A record Kafka refuses for good is dead-lettered in this process's database, with its cause.
+  const deadLetters = deadLetterWriter(runtime.pool, runtime.config.retry, log);
+  return new KafkaRelay(runtime.config.kafka!, resthook.relayTopic!, log, deadLetters);
 }
 
 /** The Kafka source with a progress line a minute at info level, rather than one per transaction. */

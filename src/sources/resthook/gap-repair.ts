@@ -47,6 +47,11 @@ export class GapRepair implements Source, CatchUp {
   waiting = false;
   /** The watermark as last read or saved: for metrics and health, which must not query a database that may be away. */
   knownWatermark?: Date;
+  /**
+   * Why the last walk failed, when the FHIR server refused it for a reason retrying soon cannot fix (401
+   * after a token rotation, `_history` not supported); cleared by the next walk that completes. For /readyz.
+   */
+  failure?: string;
   /** A walk is due: the one at start, or one requested since the last began. */
   private pending = true;
   private wake?: () => void;
@@ -63,28 +68,45 @@ export class GapRepair implements Source, CatchUp {
   }
 
   /**
-   * Repairs now, then on schedule and on request, until the signal aborts; stops on a fault retrying cannot
-   * fix. A requested walk that finds another member walking is tried again when that walk may have ended:
+   * Repairs now, then on schedule and on request, until the signal aborts; stops on a fault of the database
+   * or of fhir-rte that retrying cannot fix. A refusal by the FHIR server (FhirServerError) is logged at
+   * error level and kept in `failure` for /readyz; the next scheduled walk tries again. A requested walk that finds another member walking is tried again when that walk may have ended:
    * the other walk may have started before the change that prompted the request.
    */
   async run(apply: ApplyBatch, signal: AbortSignal): Promise<void> {
     while (!signal.aborted) {
       const requested = this.pending;
       this.pending = false;
-      const busy = (await this.turn(apply, signal)) === 'busy' && requested;
+      const turn = await this.turn(apply, signal);
+      // Refused by the server: requests (a burst of empty POSTs) wait for the schedule rather than repeat the refusal.
+      if (turn === 'refused') {
+        await this.pause(signal, this.options.repairEveryMs, false);
+        continue;
+      }
+      const busy = turn === 'busy' && requested;
       if (busy) this.pending = true;
       if (busy || !this.pending) await this.pause(signal, busy ? this.options.lockRetryMs ?? 1000 : this.options.repairEveryMs);
     }
   }
 
-  private async turn(apply: ApplyBatch, signal: AbortSignal): Promise<'walked' | 'busy' | 'failed'> {
+  private async turn(apply: ApplyBatch, signal: AbortSignal): Promise<'walked' | 'busy' | 'failed' | 'refused'> {
     try {
       return (await this.repairOnce(apply, signal)).walked ? 'walked' : 'busy';
     } catch (err) {
       if (signal.aborted) return 'failed';
-      if (!isTransient(err)) throw err;
-      this.options.logger.warn({ err: (err as Error).message }, 'gap repair failed; the watermark stays, the next repair reads again');
-      return 'failed';
+      if (isTransient(err)) {
+        this.options.logger.warn({ err: (err as Error).message }, 'gap repair failed; the watermark stays, the next repair reads again');
+        return 'failed';
+      }
+      // The database's fatal faults (a SinkFailure) and fhir-rte's own stop the process; the FHIR server's
+      // refusals stop only gap repair until they are fixed: the receiver keeps taking deliveries.
+      if (!(err instanceof FhirServerError)) throw err;
+      this.failure = err.message;
+      this.options.logger.error(
+        { err: err.message, status: err.status, url: err.url },
+        'gap repair failed: the FHIR server refused it (fix fhirServer.auth, or its _history support); the watermark stays, the receiver keeps running, the next scheduled repair tries again',
+      );
+      return 'refused';
     }
   }
 
@@ -121,6 +143,7 @@ export class GapRepair implements Source, CatchUp {
     const watermark = new Date(watermarkMs ?? startedMs);
     await this.saveWatermark(watermark);
     this.walks++;
+    this.failure = undefined;
     logger.info({ pages, received: outcome.received, applied: outcome.applied, stale: outcome.stale, deadLettered: outcome.deadLettered, watermark: watermark.toISOString() }, 'gap repair: done');
     return { walked: true, since, watermark, pages, outcome };
   }
@@ -154,14 +177,14 @@ export class GapRepair implements Source, CatchUp {
     this.knownWatermark = at;
   }
 
-  /** Waits `ms`, until a request, or until the end. */
-  private async pause(signal: AbortSignal, ms: number): Promise<void> {
+  /** Waits `ms`, until a request (when `wakeable`), or until the end. */
+  private async pause(signal: AbortSignal, ms: number, wakeable = true): Promise<void> {
     if (signal.aborted) return;
     let end!: () => void;
     const ended = new Promise<void>((resolve) => (end = resolve));
     const timer = setTimeout(end, ms);
     signal.addEventListener('abort', end, { once: true });
-    this.wake = end;
+    if (wakeable) this.wake = end;
     this.waiting = true;
     await ended;
     this.waiting = false;
