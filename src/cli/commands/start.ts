@@ -16,7 +16,8 @@ import { GapRepair } from '../../sources/resthook/gap-repair.js';
 import { KafkaRelay } from '../../sources/resthook/kafka-relay.js';
 import { ResthookSource } from '../../sources/resthook/resthook-source.js';
 import { runSources, type ApplyBatch, type Source } from '../../sources/source.js';
-import { serveAdmin } from '../admin.js';
+import { reloadOnHangup, serveAdmin } from '../admin.js';
+import { TransformerReload } from '../reload-transformers.js';
 import { UsageError } from '../exit-codes.js';
 import { openRuntime, type GlobalOptions, type Runtime } from '../runtime.js';
 
@@ -60,7 +61,8 @@ export async function start(globals: StartOptions): Promise<void> {
   const onStop = () => stop.abort();
   runtime.signal.addEventListener('abort', onStop, { once: true });
   let relay: KafkaRelay | undefined;
-  let unserveAdmin = () => {};
+  const reload = new TransformerReload(runtime);
+  const unhang = reloadOnHangup(runtime, reload);
   try {
     let sources: Running[] = [];
     const metrics = server ? metricsOf(runtime, () => gapRepairOf(sources)) : undefined;
@@ -70,7 +72,7 @@ export async function start(globals: StartOptions): Promise<void> {
     relay = parts.relay;
     if (server && metrics) {
       serveOperations(server, runtime, sources, metrics, stop.signal, relay);
-      unserveAdmin = serveAdmin(server, runtime, stop.signal);
+      serveAdmin(server, runtime, reload, stop.signal);
       await listen(server, config.http, runtime.logger);
     }
     // Every source drains before the shared parts (relay, server, pool) close below.
@@ -85,7 +87,7 @@ export async function start(globals: StartOptions): Promise<void> {
     );
   } finally {
     runtime.signal.removeEventListener('abort', onStop);
-    unserveAdmin();
+    unhang();
     await relay?.close();
     await server?.close();
     await runtime.close();
