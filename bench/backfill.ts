@@ -12,7 +12,7 @@
  * bare `INSERT ... SELECT FROM unnest(...)` per table per batch of 1,000; only the inserts are timed.
  */
 import { spawn } from 'node:child_process';
-import { createReadStream, createWriteStream, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { createReadStream, createWriteStream, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -136,7 +136,10 @@ async function exportServer(files: { type: string; path: string }[]): Promise<Ex
 async function fhirRte(url: string, baseUrl: string): Promise<{ seconds: number; peakRssKb: number }> {
   const args = [join(ROOT, 'bin', 'fhir-rte.js'), 'backfill', '--source', baseUrl, '--json', '--max-poll-interval', '100ms', '--parallel-files', PARALLEL_FILES, '--transformers', join(ROOT, 'transformers')];
   const started = process.hrtime.bigint();
-  const child = spawn(process.execPath, [...(process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean), ...args], { env: { ...process.env, DATABASE_URL: url, FHIR_RTE_LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'inherit'] });
+  // The node flags of bin/fhir-rte.js's shebang, as a user's `fhir-rte` gets them; BENCH_NODE_FLAGS after them (the last wins).
+  const flags = [...shebangFlags(args[0]!), ...(process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean)];
+  console.log(`  fhir-rte node flags: ${flags.join(' ') || '(none)'}`);
+  const child = spawn(process.execPath, [...flags, ...args], { env: { ...process.env, DATABASE_URL: url, FHIR_RTE_LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'inherit'] });
   let stdout = '';
   child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
   let peakRssKb = 0;
@@ -151,7 +154,9 @@ async function fhirRte(url: string, baseUrl: string): Promise<{ seconds: number;
   const [code] = (await once(child, 'exit')) as [number];
   clearInterval(sample);
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  const counts = JSON.parse(stdout.trim().split('\n').pop() ?? '{}') as { received?: number; applied?: number };
+  // The counts line, found among anything a profiling flag (--trace-gc) printed to stdout.
+  const counts = JSON.parse([...stdout.split('\n')].reverse().find((l) => l.startsWith('{"received"')) ?? '{}') as { received?: number; applied?: number };
+  if (process.env.BENCH_CHILD_STDOUT) writeFileSync(process.env.BENCH_CHILD_STDOUT, stdout);
   if (code !== 0 || counts.applied !== RESOURCES) throw new Error(`fhir-rte backfill exited ${code} with ${stdout.trim()}`);
   return { seconds, peakRssKb };
 }
@@ -190,6 +195,11 @@ async function sameRowCounts(pool: pg.Pool, tables: string[]): Promise<void> {
     const { rows } = await pool.query(`SELECT (SELECT count(*) FROM public."${t}")::int AS rte, (SELECT count(*) FROM bench_limit."${t}")::int AS lim`);
     if (rows[0].rte !== rows[0].lim) throw new Error(`table ${t}: fhir-rte wrote ${rows[0].rte} rows, the limit ${rows[0].lim}`);
   }
+}
+
+function shebangFlags(bin: string): string[] {
+  const first = readFileSync(bin, 'utf8').split('\n')[0] ?? '';
+  return /^#!.*\bnode\b(.*)$/.exec(first)?.[1]?.split(' ').filter(Boolean) ?? [];
 }
 
 function totalBytes(files: { path: string }[]): number {

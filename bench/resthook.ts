@@ -319,7 +319,7 @@ async function startFhirRte(databaseUrl: string): Promise<Receiver> {
   for (const k of ['DATABASE_URL', 'KAFKA_BROKERS', 'FHIR_RTE_HTTP_PORT', 'FHIR_RTE_RESTHOOK_SECRET', 'FHIR_RTE_FHIR_SERVER_URL']) delete env[k];
   // BENCH_CPU_PROF=<dir>: a V8 CPU profile of the receiver, written there when it stops.
   const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
-  const child = spawn(process.execPath, ['--max-semi-space-size=64', ...prof, join(ROOT, 'bin', 'fhir-rte.js'), 'start', '-c', config], { env, stdio: ['ignore', 'inherit', 'inherit'] });
+  const child = spawn(process.execPath, ['--max-semi-space-size=64', '--heap-growing-percent=100', ...prof, join(ROOT, 'bin', 'fhir-rte.js'), 'start', '-c', config], { env, stdio: ['ignore', 'inherit', 'inherit'] });
   child.once('exit', () => rmSync(dir, { recursive: true, force: true }));
   const origin = `http://127.0.0.1:${port}`;
   for (const until = Date.now() + 120_000; ; ) {

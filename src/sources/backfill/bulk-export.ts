@@ -5,7 +5,7 @@ import { instantMicros } from '../../events/instant.js';
 import type { FhirClient, FhirResponse } from '../../fhir-client/fhir-client.js';
 import { FhirServerError, outcomeDiagnostics, retryAfterMs } from '../../fhir-client/fhir-error.js';
 import { concurrencyLimit } from '../../fhir-client/limit.js';
-import { ndjsonLines, shownFileUrl } from '../../fhir-client/ndjson-stream.js';
+import { ndjsonLines, shownFileUrl, type NdjsonLine } from '../../fhir-client/ndjson-stream.js';
 import { sleepUnlessAborted } from '../../retry/backoff.js';
 import type { ApplyBatch, Source } from '../source.js';
 import type { Checkpoints } from './checkpoint.js';
@@ -188,32 +188,38 @@ export class BulkExport implements Source {
   }
 
   /**
-   * One file, streamed: lines become events in batches of `batchSize`; the next batch is read while one
-   * is applied, and each commit records the file's lines done, so a restart skips them.
+   * One file, streamed: lines are gathered in batches of `batchSize` and the next batch is read while one
+   * is applied; each commit records the file's lines done, so a restart skips them. A batch waiting its
+   * turn holds only its lines' text: they are parsed into events when the batch before has committed, so
+   * at most one batch per file is held parsed (the parsed resources, not the text, are what fill the heap
+   * and what each scavenge has to copy while batches wait on the database).
    */
   private async file(f: ManifestFile & { deleted: boolean }, job: JobState, apply: ApplyBatch, signal: AbortSignal): Promise<void> {
     const { client, checkpoints, batchSize } = this.options;
     const transactionMicros = instantMicros(job.manifest!.transactionTime);
-    let batch: ChangeEvent[] = [];
+    let lines: NdjsonLine[] = [];
     let pending: Promise<void> = Promise.resolve();
     const flush = async (upTo: number) => {
-      const events = batch;
-      batch = [];
+      const taken = lines;
+      lines = [];
       await pending;
+      const events: ChangeEvent[] = [];
+      for (const { line, text } of taken) {
+        for (const e of eventsFromText(text, { kind: 'file', file: shownFileUrl(f.url, job.manifest!.requiresAccessToken), line }, arrivalNow())) events.push(f.deleted ? datedDelete(e, transactionMicros) : e);
+      }
       pending = apply(events, signal).then(() => checkpoints.setMember(this.jobName, 'files', f.url, upTo));
       // Not awaited here: the next batch is read meanwhile. A rejection is awaited below or at the next flush.
       pending.catch(() => {});
     };
     let lastLine = job.files?.[f.url] ?? 0;
-    const lines = ndjsonLines(client, f.url, { withAuth: job.manifest!.requiresAccessToken, skipLines: lastLine, signal });
-    for await (const { line, text } of lines) {
-      lastLine = line;
-      if (text.trim() === '') continue;
-      const events = eventsFromText(text, { kind: 'file', file: shownFileUrl(f.url, job.manifest!.requiresAccessToken), line }, arrivalNow());
-      for (const e of events) batch.push(f.deleted ? datedDelete(e, transactionMicros) : e);
-      if (batch.length >= batchSize) await flush(line);
+    for await (const l of ndjsonLines(client, f.url, { withAuth: job.manifest!.requiresAccessToken, skipLines: lastLine, signal })) {
+      lastLine = l.line;
+      if (l.text.trim() === '') continue;
+      lines.push(l);
+      // One line is one resource in an export (a Bundle would count as one line here, and be one batch's worth less).
+      if (lines.length >= batchSize) await flush(l.line);
     }
-    if (batch.length) await flush(lastLine);
+    if (lines.length) await flush(lastLine);
     await pending;
     await checkpoints.setMember(this.jobName, 'done', f.url, true);
   }
