@@ -10,6 +10,7 @@ import { BIN, cli } from './support/cli.js';
 import { freshDatabase } from './support/database.js';
 import { SYNTHEA } from './support/shared.js';
 import { eventually } from './support/wait.js';
+import { tracked } from './support/tracked.js';
 
 const EXAMPLES = join(import.meta.dirname, '..', 'transformers');
 const COVERED = ['Patient', 'Encounter', 'Condition', 'Observation'];
@@ -139,7 +140,7 @@ describe('fhir-rte backfill killed mid-way', () => {
     server.beforeFile = async () => {
       if (++served > 3) await held;
     };
-    const child = spawn(process.execPath, [BIN, ...args(server)], { env: { ...process.env, DATABASE_URL: url }, stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = tracked(spawn(process.execPath, [BIN, ...args(server)], { env: { ...process.env, DATABASE_URL: url }, stdio: ['ignore', 'ignore', 'pipe'] }));
     const doneFiles = async () => {
       const { rows } = await db.query(`SELECT value FROM fhir_rte.checkpoint WHERE name LIKE 'backfill-export:%'`).catch(() => ({ rows: [] as { value: { done?: object } }[] }));
       return Object.keys(rows[0]?.value.done ?? {});
@@ -231,7 +232,7 @@ describe('fhir-rte backfill from a search and from files', () => {
 
   it('--every repeats the backfill, each run loading the changes since the one before, until stopped', async () => {
     const args = ['backfill', '--source', `${server.baseUrl}/Patient`, '--since', 'auto', '--every', '2s', '--json', '--transformers', EXAMPLES];
-    const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, DATABASE_URL: url }, stdio: ['ignore', 'pipe', 'ignore'] });
+    const child = tracked(spawn(process.execPath, [BIN, ...args], { env: { ...process.env, DATABASE_URL: url }, stdio: ['ignore', 'pipe', 'ignore'] }));
     let stdout = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));

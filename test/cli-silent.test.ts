@@ -10,6 +10,7 @@ import { BIN, cli } from './support/cli.js';
 import { freshDatabase } from './support/database.js';
 import { freePort } from './support/free-port.js';
 import { transformerDir } from './support/sink.js';
+import { tracked } from './support/tracked.js';
 
 /** Nothing fails silently, and stdout carries only the command's output (issue 8, parts 4 and 5). */
 
@@ -307,10 +308,10 @@ describe('clean output', () => {
   it('start stops within the documented 25 s of SIGINT while the Kafka broker is unreachable', async () => {
     const brokerPort = await freePort(); // nothing listens there
     const dir = transformerDir({ 'p.yaml': genderRules });
-    const child = spawn(process.execPath, [BIN, 'start', '--transformers', dir], {
+    const child = tracked(spawn(process.execPath, [BIN, 'start', '--transformers', dir], {
       env: { ...process.env, DATABASE_URL: url, KAFKA_BROKERS: `127.0.0.1:${brokerPort}`, FHIR_RTE_LOG_LEVEL: 'info', FHIR_RTE_HTTP_PORT: '0' },
       stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    }));
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));

@@ -15,6 +15,7 @@ import { createHttpServer } from '../src/http/server.js';
 import { registerConsole } from '../src/http/console-page.js';
 import { registerDeadLetterApi } from '../src/http/dead-letter-api.js';
 import { eventsFromText } from '../src/events/from-fhir.js';
+import { tracked } from './support/tracked.js';
 
 /**
  * The failed-message console in a real headless Chromium, against `fhir-rte start` run as an operator runs
@@ -70,7 +71,7 @@ async function start(env: Record<string, string>): Promise<Running> {
   writeFileSync(join(dir, 'transformers', 'patient.yaml'), BROKEN);
   const childEnv: NodeJS.ProcessEnv = { ...process.env, DATABASE_URL: url, FHIR_RTE_HTTP_PORT: String(port), FHIR_RTE_TRANSFORMERS: join(dir, 'transformers'), ...env };
   for (const k of ['KAFKA_BROKERS', 'FHIR_RTE_RESTHOOK_SECRET', 'FHIR_RTE_FHIR_SERVER_URL', ...(env.FHIR_RTE_ADMIN_TOKEN ? [] : ['FHIR_RTE_ADMIN_TOKEN'])]) delete childEnv[k];
-  const child = spawn(process.execPath, [BIN, 'start'], { cwd: dir, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = tracked(spawn(process.execPath, [BIN, 'start'], { cwd: dir, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] }));
   const run: Running = { base: `http://127.0.0.1:${port}`, url, dir, child, output: '', exited: new Promise((r) => child.once('exit', (code) => r(code))) };
   child.stdout!.on('data', (b: Buffer) => (run.output += b));
   child.stderr!.on('data', (b: Buffer) => (run.output += b));

@@ -10,6 +10,7 @@ import { freePort } from './support/free-port.js';
 import { lastOf, StandInHapi } from './support/hapi-sender.js';
 import { startHapiStandIn, type HapiStandIn } from './support/hapi-server.js';
 import { eventually } from './support/wait.js';
+import { tracked } from './support/tracked.js';
 
 const TRANSFORMERS = join(import.meta.dirname, '..', 'transformers');
 
@@ -20,7 +21,7 @@ async function startCli(extraEnv: Record<string, string>) {
   const env: NodeJS.ProcessEnv = { ...process.env, DATABASE_URL: url, FHIR_RTE_HTTP_PORT: String(port), FHIR_RTE_TRANSFORMERS: TRANSFORMERS, ...extraEnv };
   delete env.KAFKA_BROKERS;
   if (!extraEnv.FHIR_RTE_RESTHOOK_SECRET) delete env.FHIR_RTE_RESTHOOK_SECRET;
-  const child = spawn(process.execPath, [BIN, 'start'], { cwd: mkdtempSync(join(tmpdir(), 'fhir-rte-cli-')), env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = tracked(spawn(process.execPath, [BIN, 'start'], { cwd: mkdtempSync(join(tmpdir(), 'fhir-rte-cli-')), env, stdio: ['ignore', 'pipe', 'pipe'] }));
   const run = { url, port, child, output: '', exited: new Promise<number | null>((r) => child.once('exit', (code) => r(code))) };
   child.stdout.on('data', (b: Buffer) => (run.output += b));
   child.stderr.on('data', (b: Buffer) => (run.output += b));

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BIN } from './cli.js';
+import { tracked } from './tracked.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -64,7 +65,7 @@ export class ChannelProcess {
     delete env.KAFKA_BROKERS;
     // The built CLI, as users run it (npm test builds first): running the sources through a TypeScript
     // loader once hid a module that only failed under Node's own ESM loader.
-    this.child = spawn(process.execPath, [BIN, 'start', '-c', configFile, ...args], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = tracked(spawn(process.execPath, [BIN, 'start', '-c', configFile, ...args], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] }));
     const keep = (b: Buffer) => {
       this.output += b.toString();
       if (this.output.length > 200_000) this.output = this.output.slice(-100_000);

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BIN } from './cli.js';
 import { eventually } from './wait.js';
+import { tracked } from './tracked.js';
 
 /** A `fhir-rte start` process (the built CLI) in an empty working directory, its output kept for assertions. */
 export interface StartedProcess {
@@ -25,7 +26,7 @@ export async function startProcess(config: Record<string, unknown>, env: Record<
   for (const name of ['DATABASE_URL', 'KAFKA_BROKERS', 'FHIR_RTE_RESTHOOK_SECRET', 'FHIR_RTE_ADMIN_TOKEN', 'FHIR_RTE_HTTP_PORT', 'FHIR_RTE_LOG_FORMAT']) {
     if (env[name] === undefined) delete childEnv[name];
   }
-  const child = spawn(process.execPath, [BIN, 'start'], { cwd, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = tracked(spawn(process.execPath, [BIN, 'start'], { cwd, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] }));
   let output = '';
   const keep = (b: Buffer) => (output += b.toString());
   child.stdout!.on('data', keep);
