@@ -24,7 +24,7 @@ import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
-import { loadavg, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
@@ -61,8 +61,7 @@ interface Receiver {
 }
 
 export async function run(): Promise<void> {
-  const [one, five, fifteen] = loadavg().map((l) => l.toFixed(2));
-  console.log(`resthook: load average at start ${one}, ${five}, ${fifteen}; ${CLIENTS} clients, ${DELIVERIES} deliveries per receiver per round, ${ROUNDS} rounds`);
+  console.log(`resthook: ${CLIENTS} clients, ${DELIVERIES} deliveries per receiver per round, ${ROUNDS} rounds`);
   const db = await database();
   const receivers: Receiver[] = [];
   const clients: Pool[] = [];

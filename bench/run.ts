@@ -4,6 +4,7 @@
  * `NAME: fhir-rte <value> <unit>; <peer or limit> <value> <unit>; ratio <r>`.
  */
 import { readdirSync } from 'node:fs';
+import { availableParallelism, loadavg } from 'node:os';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -18,6 +19,9 @@ if (unknown.length) {
   process.exit(2);
 }
 for (const name of wanted.length ? wanted : all) {
+  // A busy machine shows in the benchmark's own output: figures taken beside other work are not comparable.
+  const [one, five, fifteen] = loadavg().map((l) => l.toFixed(2));
+  console.log(`${name}: load average at start ${one}, ${five}, ${fifteen} (${availableParallelism()} cores)`);
   const mod = (await import(`./${name}.js`)) as { run: () => Promise<void> };
   await mod.run();
 }
