@@ -1,3 +1,4 @@
+import { hash } from 'node:crypto';
 import type pg from 'pg';
 import { qualified, quoteIdent } from '../../config/identifier.js';
 import { ROW_ROLES, type RowRole } from '../../transform/system-columns.js';
@@ -26,9 +27,25 @@ export class StatementError extends Error {
   }
 }
 
+/**
+ * Named (prepared) statements: each connection parses and plans a statement text once, then only binds
+ * and executes it. The texts are few (a handful per table of the configuration), and Postgres re-analyses
+ * a prepared statement by itself when a table it names is dropped, recreated or altered.
+ */
+const statementNames = new Map<string, string>();
+
+function statementName(text: string): string {
+  let name = statementNames.get(text);
+  if (name === undefined) {
+    name = `fhir_rte_${hash('sha1', text, 'hex').slice(0, 24)}`;
+    statementNames.set(text, name);
+  }
+  return name;
+}
+
 async function run(client: pg.ClientBase, table: string, text: string, values: unknown[]): Promise<pg.QueryResult> {
   try {
-    return await client.query(text, values);
+    return await client.query({ name: statementName(text), text, values });
   } catch (err) {
     throw new StatementError(table, err);
   }
