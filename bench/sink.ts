@@ -122,7 +122,7 @@ async function applyAll(pool: pg.Pool, transformers: Transformer[], specs: Table
   return seconds;
 }
 
-function generate(n: number): ChangeEvent[] {
+export function generate(n: number): ChangeEvent[] {
   const rnd = random(7);
   const events: ChangeEvent[] = [];
   const patients = Math.round(n / 5);

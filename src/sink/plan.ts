@@ -1,5 +1,5 @@
 import type { ErrorClass } from '../deadletter/error-class.js';
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { stringifyFhirJson } from '../events/fhir-json.js';
 import { resourceKey, type ChangeEvent, type DeleteEvent, type UpsertEvent } from '../events/change-event.js';
 import { TransformError, type Row, type Transformer } from '../transform/transformer.js';
@@ -239,11 +239,12 @@ interface Content {
  * The resource document as stored (the text as delivered when the delivery carried it alone, else its
  * JSON) and its SHA-256. Hashing the stored text rather than a canonical form costs no re-serialization
  * and never equates documents that differ in meaning (a decimal written 1.5 or 1.50); the same resource
- * serialized differently by two sources merely applies once more.
+ * serialized differently by two sources merely applies once more. One-shot `crypto.hash`: the same digest
+ * at half the CPU of a Hash object.
  */
 function contentOf(event: UpsertEvent): Content {
   const document = event.raw ?? stringifyFhirJson(event.resource);
-  return { document, digest: createHash('sha256').update(document).digest('hex') };
+  return { document, digest: hash('sha256', document, 'hex') };
 }
 
 function transform(event: UpsertEvent, content: Content, transformers: Transformer[], poison: Poison[]): AppliedVersion | undefined {

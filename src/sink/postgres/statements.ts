@@ -1,3 +1,4 @@
+import { hash } from 'node:crypto';
 import type pg from 'pg';
 import { qualified, quoteIdent } from '../../config/identifier.js';
 import { ROW_ROLES, type RowRole } from '../../transform/system-columns.js';
@@ -26,9 +27,25 @@ export class StatementError extends Error {
   }
 }
 
+/**
+ * Named (prepared) statements: each connection parses and plans a statement text once, then only binds
+ * and executes it. The texts are few (a handful per table of the configuration), and Postgres re-analyses
+ * a prepared statement by itself when a table it names is dropped, recreated or altered.
+ */
+const statementNames = new Map<string, string>();
+
+function statementName(text: string): string {
+  let name = statementNames.get(text);
+  if (name === undefined) {
+    name = `fhir_rte_${hash('sha1', text, 'hex').slice(0, 24)}`;
+    statementNames.set(text, name);
+  }
+  return name;
+}
+
 async function run(client: pg.ClientBase, table: string, text: string, values: unknown[]): Promise<pg.QueryResult> {
   try {
-    return await client.query(text, values);
+    return await client.query({ name: statementName(text), text, values });
   } catch (err) {
     throw new StatementError(table, err);
   }
@@ -152,9 +169,14 @@ export async function lockStates(client: pg.ClientBase, resources: Array<{ resou
   );
 }
 
-/** The one order in which writers lock state rows (by `Type/id`, as JavaScript compares strings, not a collation). */
+/**
+ * The one order in which writers lock state rows (by `Type/id`, as JavaScript compares strings, not a collation).
+ * Each key is built once, not twice per comparison (that was 2% of the sink's CPU for 1,000-event batches).
+ */
 function inLockOrder<T extends { resourceType: string; id: string }>(resources: T[]): T[] {
-  return [...resources].sort((a, b) => (a.resourceType + '/' + a.id < b.resourceType + '/' + b.id ? -1 : 1));
+  const keyed = resources.map((r) => ({ r, key: r.resourceType + '/' + r.id }));
+  keyed.sort((a, b) => (a.key < b.key ? -1 : 1));
+  return keyed.map((k) => k.r);
 }
 
 /**
