@@ -18,14 +18,15 @@ import { PostgresSink } from '../src/sink/postgres/postgres-sink.js';
 import { createMissing, planSchema } from '../src/sink/postgres/schema.js';
 import { loadTransformers } from '../src/transform/load-transformers.js';
 import type { ChangeEvent } from '../src/events/change-event.js';
-import { database, generate } from './sink.js';
+import { generate } from './sink.js';
+import { benchDatabase } from './_database.js';
 
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 20_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const BATCH = 1000;
 const logger = pino({ level: 'silent' });
 
-const { url, stop } = await database();
+const { url, stop } = await benchDatabase('sink_profile');
 const pool = createPool(url, 4, logger);
 try {
   const transformers = loadTransformers(join(import.meta.dirname, '..', '..', 'transformers'));

@@ -28,7 +28,8 @@ import { createPool } from '../src/sink/postgres/pool.js';
 import { createMissing, planSchema } from '../src/sink/postgres/schema.js';
 import { loadTransformers } from '../src/transform/load-transformers.js';
 import { report } from './report.js';
-import { bareInsert, database, rowsOf } from './sink.js';
+import { bareInsert, rowsOf } from './sink.js';
+import { benchDatabase } from './_database.js';
 
 const RESOURCES = Number(process.env.BENCH_EVENTS ?? 200_000);
 const PER_FILE = 10_000;
@@ -39,7 +40,7 @@ const logger = pino({ level: 'silent' });
 
 export async function run(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'fhir-rte-bench-backfill-'));
-  const { url, stop } = await database();
+  const { url, stop } = await benchDatabase('backfill');
   const server = await exportServer(await writeExport(dir));
   try {
     console.log(`backfill: ${RESOURCES} resources in ${Math.ceil(RESOURCES / PER_FILE)} NDJSON files (${(totalBytes(server.files) / 1e6).toFixed(0)} MB)`);

@@ -14,19 +14,16 @@
  * the broker comes from Maven-resolved jars and Postgres is embedded. BENCH_EVENTS overrides the count.
  */
 import { fork, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Kafka, logLevel, Partitioners, type Message } from 'kafkajs';
-import pg from 'pg';
-import { pino } from 'pino';
 import { random, syntheticObservation } from '../src/cli/demo/synthetic-data.js';
-import { startEmbedded } from '../src/sink/postgres/embedded.js';
-import { freePort } from '../test/support/free-port.js';
 import { startKafkaBroker } from '../test/support/kafka-broker.js';
 import type { ChannelReport } from './_kafka-channel.js';
 import { report } from './report.js';
+import { benchDatabase } from './_database.js';
 
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 200_000);
 const PARTITIONS = 6;
@@ -38,7 +35,7 @@ const LATENCY_SECONDS = 30;
 export async function run(): Promise<void> {
   const broker = process.env.KAFKA_BROKERS ? undefined : await startKafkaBroker();
   const brokers = process.env.KAFKA_BROKERS?.split(',') ?? broker!.brokers;
-  const db = await database();
+  const db = await benchDatabase('kafka');
   const kafka = new Kafka({ clientId: 'fhir-rte-bench', brokers, logLevel: logLevel.NOTHING });
   const tag = randomBytes(3).toString('hex');
   const children: ChildProcess[] = [];
@@ -234,28 +231,3 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil(p * sorted.length) - 1)] ?? NaN;
 }
 
-/** DATABASE_URL's server with a database of the bench's own (dropped after), or an embedded Postgres. */
-async function database(): Promise<{ url: string; stop: () => Promise<void> }> {
-  if (process.env.DATABASE_URL) {
-    const name = `fhir_rte_bench_kafka_${randomBytes(4).toString('hex')}`;
-    const admin = new pg.Client({ connectionString: process.env.DATABASE_URL });
-    await admin.connect();
-    await admin.query(`CREATE DATABASE ${name}`);
-    await admin.end();
-    const url = new URL(process.env.DATABASE_URL);
-    url.pathname = `/${name}`;
-    return {
-      url: url.toString(),
-      stop: async () => {
-        const c = new pg.Client({ connectionString: process.env.DATABASE_URL });
-        await c.connect();
-        await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-        await c.end();
-      },
-    };
-  }
-  const dir = mkdtempSync(join(tmpdir(), 'fhir-rte-bench-'));
-  chmodSync(dir, 0o755);
-  const db = await startEmbedded(dir, await freePort(), pino({ level: 'silent' }));
-  return { url: db.url, stop: async () => (await db.stop(), rmSync(dir, { recursive: true, force: true })) };
-}

@@ -21,19 +21,17 @@
  * BENCH_DELIVERIES (per receiver per round), BENCH_ROUNDS, BENCH_CLIENTS, BENCH_LATENCY_SECONDS override.
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
-import { pino } from 'pino';
 import { Pool } from 'undici';
 import { random, syntheticObservation } from '../src/cli/demo/synthetic-data.js';
-import { startEmbedded } from '../src/sink/postgres/embedded.js';
 import { freePort } from '../test/support/free-port.js';
 import { report } from './report.js';
+import { benchDatabase } from './_database.js';
 
 const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 32);
 const DELIVERIES = Number(process.env.BENCH_DELIVERIES ?? 15_000);
@@ -62,7 +60,7 @@ interface Receiver {
 
 export async function run(): Promise<void> {
   console.log(`resthook: ${CLIENTS} clients, ${DELIVERIES} deliveries per receiver per round, ${ROUNDS} rounds`);
-  const db = await database();
+  const db = await benchDatabase('resthook');
   const receivers: Receiver[] = [];
   const clients: Pool[] = [];
   try {
@@ -360,28 +358,3 @@ function medianOf(values: number[]): number {
   return sorted[Math.floor(sorted.length / 2)]!;
 }
 
-/** DATABASE_URL's server with a database of the bench's own (dropped after), or an embedded Postgres. */
-async function database(): Promise<{ url: string; stop: () => Promise<void> }> {
-  if (process.env.DATABASE_URL) {
-    const name = `fhir_rte_bench_resthook_${randomBytes(4).toString('hex')}`;
-    const admin = new pg.Client({ connectionString: process.env.DATABASE_URL });
-    await admin.connect();
-    await admin.query(`CREATE DATABASE ${name}`);
-    await admin.end();
-    const url = new URL(process.env.DATABASE_URL);
-    url.pathname = `/${name}`;
-    return {
-      url: url.toString(),
-      stop: async () => {
-        const c = new pg.Client({ connectionString: process.env.DATABASE_URL });
-        await c.connect();
-        await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-        await c.end();
-      },
-    };
-  }
-  const dir = mkdtempSync(join(tmpdir(), 'fhir-rte-bench-'));
-  chmodSync(dir, 0o755);
-  const db = await startEmbedded(dir, await freePort(), pino({ level: 'silent' }));
-  return { url: db.url, stop: async () => (await db.stop(), rmSync(dir, { recursive: true, force: true })) };
-}

@@ -8,14 +8,11 @@
  * per batch. Both use batches of 1,000 events, one transaction each.
  */
 import { join } from 'node:path';
-import { mkdtempSync, chmodSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { pino } from 'pino';
 import type pg from 'pg';
 import type { ChangeEvent, FhirResource } from '../src/events/change-event.js';
 import { random, syntheticObservation, syntheticPatient } from '../src/cli/demo/synthetic-data.js';
 import { eventsFromText } from '../src/events/from-fhir.js';
-import { startEmbedded } from '../src/sink/postgres/embedded.js';
 import { migrate } from '../src/sink/postgres/migrate.js';
 import { createPool } from '../src/sink/postgres/pool.js';
 import { PostgresSink } from '../src/sink/postgres/postgres-sink.js';
@@ -25,6 +22,7 @@ import { loadTransformers } from '../src/transform/load-transformers.js';
 import type { TableSpec, Transformer } from '../src/transform/transformer.js';
 import { Metrics } from '../src/http/metrics.js';
 import { report } from './report.js';
+import { benchDatabase } from './_database.js';
 
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 100_000);
 const BATCH = 1000;
@@ -36,7 +34,7 @@ const logger = pino({ level: 'silent' });
 const WITH_METRICS = process.env.BENCH_METRICS === '1';
 
 export async function run(): Promise<void> {
-  const { url, stop } = await database();
+  const { url, stop } = await benchDatabase('sink');
   const pool = createPool(url, 4, logger);
   try {
     const transformers = loadTransformers(join(import.meta.dirname, '..', '..', 'transformers'));
@@ -181,13 +179,6 @@ async function sameRows(pool: pg.Pool, specs: TableSpec[]): Promise<void> {
   }
 }
 
-export async function database(): Promise<{ url: string; stop: () => Promise<void> }> {
-  if (process.env.DATABASE_URL) return { url: process.env.DATABASE_URL, stop: async () => {} };
-  const dir = mkdtempSync(join(tmpdir(), 'fhir-rte-bench-'));
-  chmodSync(dir, 0o755);
-  const db = await startEmbedded(dir, 0, logger);
-  return { url: db.url, stop: async () => (await db.stop(), rmSync(dir, { recursive: true, force: true })) };
-}
 
 async function timed(work: () => Promise<void>): Promise<number> {
   const start = process.hrtime.bigint();
