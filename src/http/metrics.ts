@@ -26,6 +26,8 @@ export interface Telemetry {
   relayed(source: SourceLabel, apply: ApplyBatch): ApplyBatch;
   delivery(statusCode: number): void;
   kafkaLag(topic: string, partition: number, lag: number): void;
+  /** This member's partitions after a rebalance: the lag of partitions it no longer holds is dropped. */
+  kafkaAssigned(assignment: Record<string, number[]>): void;
 }
 
 /** For code paths that run without the HTTP server (tests, `load`). */
@@ -34,6 +36,7 @@ export const noTelemetry: Telemetry = {
   relayed: (_source, apply) => apply,
   delivery: () => {},
   kafkaLag: () => {},
+  kafkaAssigned: () => {},
 };
 
 /** State read at scrape time rather than pushed: it changes without events (a stall grows, a pool idles). */
@@ -63,6 +66,8 @@ export class Metrics implements Telemetry {
   private readonly applySeconds: Histogram<'source'>;
   private readonly lagSeconds: BatchHistogram;
   private readonly kafkaLagGauge: Gauge<'topic' | 'partition'>;
+  /** The partitions whose lag the gauge holds, by topic. */
+  private readonly lagPartitions = new Map<string, Set<number>>();
   private readonly deliveries: Counter<'code'>;
 
   constructor(probes: Probes) {
@@ -133,6 +138,19 @@ export class Metrics implements Telemetry {
 
   kafkaLag(topic: string, partition: number, lag: number): void {
     this.kafkaLagGauge.set({ topic, partition: String(partition) }, Math.max(0, lag));
+    (this.lagPartitions.get(topic) ?? this.lagPartitions.set(topic, new Set()).get(topic)!).add(partition);
+  }
+
+  /** A partition another member now consumes is that member's to report: its last lag here would go stale. */
+  kafkaAssigned(assignment: Record<string, number[]>): void {
+    for (const [topic, partitions] of this.lagPartitions) {
+      const kept = new Set(assignment[topic] ?? []);
+      for (const partition of partitions) {
+        if (kept.has(partition)) continue;
+        this.kafkaLagGauge.remove({ topic, partition: String(partition) });
+        partitions.delete(partition);
+      }
+    }
   }
 
   /** Serves `/metrics` in Prometheus' text format. */

@@ -203,7 +203,7 @@ function kafkaSource(runtime: Runtime, log: Logger, metrics: Telemetry): Source 
     totals.commits += 1;
     metrics.kafkaLag(chunk.topic, chunk.partition, Number(BigInt(chunk.highWatermark) - BigInt(chunk.nextOffset)));
   };
-  const kafka = new KafkaSource(runtime.config.kafka!, { maxEvents: runtime.config.batch.maxEvents, log, onCommitted });
+  const kafka = new KafkaSource(runtime.config.kafka!, { maxEvents: runtime.config.batch.maxEvents, log, onCommitted, onAssigned: (assignment) => metrics.kafkaAssigned(assignment) });
   return {
     get connected() {
       return kafka.connected;
