@@ -28,13 +28,6 @@ describe.skipIf(!brokersText)(`Kafka metrics${why ? ` (skipped: ${why})` : ''}`,
     await createTopic(kafka, topic, 3);
     const patient = (id: string, version: number) => ({ key: `Patient/${id}`, value: JSON.stringify({ resourceType: 'Patient', id, meta: { versionId: String(version) }, gender: 'male' }) });
     const ids = Array.from({ length: 20 }, (_, i) => `p${i}`);
-    await produce(kafka, topic, [
-      ...ids.map((id) => patient(id, 1)), // 20 applied
-      ...ids.slice(0, 10).map((id) => patient(id, 1)), // 10 stale: the same version again
-      ...ids.slice(0, 5).map((id) => patient(id, 2)), // 5 applied
-      ...[1, 2, 3].map(() => ({ key: 'Patient/bad', value: '{not json' })), // 3 dead-lettered
-      ...[1, 2].map((i) => ({ key: `Device/d${i}`, value: JSON.stringify({ resourceType: 'Device', id: `d${i}`, meta: { versionId: '1' } }) })), // 2 skipped
-    ]);
 
     p = new ChannelProcess(writeChannelConfig({ databaseUrl, transformersDir: workloadTransformers(), brokers, topic, groupId }));
     let base = '';
@@ -43,6 +36,19 @@ describe.skipIf(!brokersText)(`Kafka metrics${why ? ` (skipped: ${why})` : ''}`,
       base = m?.[1] ?? '';
       return !!m;
     }, `the HTTP server of fhir-rte start; output:\n${p.output}`);
+    // Produced once the member is in its group: records fetched before a first rebalance would be fetched
+    // again after it and counted twice (received is what arrived, replays included).
+    await eventually(async () => {
+      const ready = await fetch(`${base}/readyz`).then((r) => r.json() as Promise<{ checks: Record<string, { ok: boolean }> }>);
+      return ready.checks['source:kafka']?.ok === true;
+    }, 'the Kafka source in its consumer group');
+    await produce(kafka, topic, [
+      ...ids.map((id) => patient(id, 1)), // 20 applied
+      ...ids.slice(0, 10).map((id) => patient(id, 1)), // 10 stale: the same version again
+      ...ids.slice(0, 5).map((id) => patient(id, 2)), // 5 applied
+      ...[1, 2, 3].map(() => ({ key: 'Patient/bad', value: '{not json' })), // 3 dead-lettered
+      ...[1, 2].map((i) => ({ key: `Device/d${i}`, value: JSON.stringify({ resourceType: 'Device', id: `d${i}`, meta: { versionId: '1' } }) })), // 2 skipped
+    ]);
     const ends = await endOffsets(kafka, topic);
     await eventually(async () => {
       const committed = await committedOffsets(kafka, groupId, topic);
