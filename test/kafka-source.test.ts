@@ -72,11 +72,18 @@ describe.skipIf(!brokers)(`Kafka source${why ? ` (skipped: ${why})` : ''}`, () =
     stop.abort();
     await running;
 
-    expect(events).toHaveLength(messages.length);
-    expect(events.filter((e) => e.op === 'unreadable')).toHaveLength(6);
+    // Delivery is at least once: a consumer kafkajs restarts (a broker request timing out on a busy machine)
+    // starts again from the last commit. So every record arrives, in offset order and with no gap; a record
+    // comes again only when its partition starts over from an earlier offset.
+    const at = (e: (typeof events)[number]) => (e.origin.kind === 'kafka' ? `${e.origin.partition}@${e.origin.offset}` : '');
+    expect(new Set(events.map(at)).size).toBe(messages.length);
+    expect(new Set(events.filter((e) => e.op === 'unreadable').map(at)).size).toBe(6);
     for (const [partition, offsets] of seen) {
-      // Each partition's records arrive once, in offset order, with no gap.
-      expect(offsets, `partition ${partition}`).toEqual(offsets.map((_, i) => BigInt(i)));
+      let next = 0n;
+      for (const offset of offsets) {
+        expect(offset <= next, `partition ${partition}: offset ${offset} came before ${next} (a gap)`).toBe(true);
+        next = offset + 1n;
+      }
     }
   });
 
