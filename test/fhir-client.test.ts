@@ -11,7 +11,7 @@ import { historyPages } from '../src/fhir-client/history.js';
 import type { RequestLimits } from '../src/fhir-client/limit.js';
 import { deleteResolver } from '../src/fhir-client/resolve-delete.js';
 import { freePort } from './support/free-port.js';
-import { startHapiStandIn, type HapiStandIn } from './support/hapi-server.js';
+import { holdReads, startHapiStandIn, type HapiStandIn } from './support/hapi-server.js';
 import { patient } from './support/events.js';
 import { silent } from './support/sink.js';
 
@@ -204,22 +204,14 @@ describe('delete resolution', () => {
   });
 
   it('a burst of deletes never has more than fhirServer.maxConcurrency reads in flight at the server', async () => {
-    let inFlight = 0;
-    let most = 0;
-    let release!: () => void;
-    const held = new Promise<void>((resolve) => (release = resolve));
-    hapi.beforeRead = async () => {
-      most = Math.max(most, ++inFlight);
-      await held;
-      inFlight--;
-    };
+    const reads = holdReads(hapi);
     const resolve = deleteResolver(client({ limits: { maxConcurrency: 2, maxRequestsPerSecond: 1000 } }), { logger: silent });
     const all = Promise.all(Array.from({ length: 12 }, (_, i) => resolve(deleteOf('Patient', `c${i}`))));
     await expect.poll(() => hapi.requests.length, { timeout: 10_000 }).toBe(2);
-    release();
+    reads.release();
     await all;
     expect(hapi.requests).toHaveLength(12);
-    expect(most).toBe(2);
+    expect(reads.most()).toBe(2);
   });
 });
 

@@ -8,7 +8,7 @@ import { EventNumbers } from '../src/sources/resthook/event-numbers.js';
 import { GapRepair } from '../src/sources/resthook/gap-repair.js';
 import type { ApplyBatch } from '../src/sources/source.js';
 import { freshDatabase } from './support/database.js';
-import { startHapiStandIn, type HapiStandIn } from './support/hapi-server.js';
+import { holdReads, startHapiStandIn, type HapiStandIn } from './support/hapi-server.js';
 import { startReceiver, type TestReceiver } from './support/receiver.js';
 import { openTestSink, silent, type TestSink } from './support/sink.js';
 import { StandInTopicServer, type Content, type Flavour } from './support/topic-sender.js';
@@ -268,29 +268,21 @@ it('a burst of DELETE deliveries and id-only notifications never has more than f
   const ids = Array.from({ length: 8 }, (_, i) => `burst-${i}`);
   for (const id of ids) hapi.create(person(id, 'Burst'));
   for (const id of ids.slice(0, 4)) hapi.remove('Patient', id);
-  let inFlight = 0;
-  let most = 0;
-  let release!: () => void;
-  const held = new Promise<void>((resolve) => (release = resolve));
-  hapi.beforeRead = async () => {
-    most = Math.max(most, ++inFlight);
-    await held;
-    inFlight--;
-  };
+  const reads = holdReads(hapi);
   try {
     const auth = { authorization: `Bearer ${SECRET}` };
     const deletes = ids.slice(0, 4).map((id) => fetch(`${receiver.endpoint}/Patient/${id}`, { method: 'DELETE', headers: auth }));
     const server = topicServer('r5', 'id-only');
     const notifications = ids.slice(4).map((id) => server.notify([{ resourceType: 'Patient', id }]));
-    await eventually(() => inFlight === 4, 'the first reads to reach the server');
-    release();
+    await eventually(() => reads.inFlight() === 4, 'the first reads to reach the server');
+    reads.release();
     expect((await Promise.all(deletes)).map((r) => r.status)).toEqual([200, 200, 200, 200]);
     expect(await Promise.all(notifications)).toEqual([200, 200, 200, 200]);
   } finally {
     hapi.beforeRead = undefined;
-    release();
+    reads.release();
   }
-  expect(most).toBe(4);
+  expect(reads.most()).toBe(4);
   const states = await t.rows<{ resource_id: string; version_id: string; deleted: boolean }>(
     `SELECT resource_id, version_id, deleted FROM fhir_rte.resource_state WHERE resource_type = 'Patient' AND resource_id LIKE 'burst-%' ORDER BY resource_id`,
   );

@@ -371,3 +371,20 @@ function send(res: ServerResponse, status: number, body: unknown, headers: Recor
   res.writeHead(status, { 'content-type': FHIR_JSON, 'x-powered-by': 'HAPI FHIR 8.8.0 REST Server (FHIR Server; FHIR 4.0.1/R4)', ...headers });
   res.end(text);
 }
+
+/**
+ * Holds every read at the stand-in until `release()`, counting those in flight and the most ever at once:
+ * what a test of a request limit compares with its bound. Reads after the release are still counted.
+ */
+export function holdReads(standIn: HapiStandIn): { inFlight(): number; most(): number; release(): void } {
+  let inFlight = 0;
+  let most = 0;
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => (release = resolve));
+  standIn.beforeRead = async () => {
+    most = Math.max(most, ++inFlight);
+    await held;
+    inFlight--;
+  };
+  return { inFlight: () => inFlight, most: () => most, release };
+}
