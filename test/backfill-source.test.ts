@@ -1,12 +1,11 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { classifySource, duration } from '../src/cli/commands/backfill.js';
-import { authenticator } from '../src/fhir-client/auth.js';
 import { FhirClient } from '../src/fhir-client/fhir-client.js';
 import { ndjsonLines } from '../src/fhir-client/ndjson-stream.js';
 import { kickOffPath } from '../src/sources/backfill/bulk-export.js';
+import { testFhirClient } from './support/fhir-client.js';
 
 describe('backfill --source', () => {
   it('tells an export at each level, a search and files apart', () => {
@@ -47,7 +46,7 @@ describe('streaming an output file', () => {
     server = createServer((req, res) => handler(++n, req.headers.accept, res));
     await new Promise<void>((resolve) => server!.listen(0, '127.0.0.1', resolve));
     const baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/fhir`;
-    return new FhirClient({ baseUrl, auth: authenticator({ type: 'none' }), timeoutMs: 5000, maxAttempts: 3, retry: { initialMs: 10, maxMs: 50 }, retryAfterMaxMs: 50, logger: pino({ level: 'silent' }) });
+    return testFhirClient(baseUrl, { retry: { initialMs: 10, maxMs: 50 }, retryAfterMaxMs: 50 });
   }
 
   const LINES = Array.from({ length: 50 }, (_, i) => JSON.stringify({ resourceType: 'Patient', id: `p${i}` }));

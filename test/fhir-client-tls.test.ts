@@ -8,12 +8,12 @@ import type { TLSSocket } from 'node:tls';
 import { generateKeyPairSync } from 'node:crypto';
 import { loadConfig } from '../src/config/config.js';
 import { fhirClient } from '../src/sources/resthook/fhir-server-reads.js';
-import { authenticator } from '../src/fhir-client/auth.js';
 import { FhirClient } from '../src/fhir-client/fhir-client.js';
 import { FhirServerError } from '../src/fhir-client/fhir-error.js';
 import { tlsDispatcher, type FhirTlsConfig } from '../src/fhir-client/tls.js';
 import { makeCertificates, type TestCertificates } from './support/kafka-tls.js';
 import { silent } from './support/sink.js';
+import { testFhirClient } from './support/fhir-client.js';
 
 /**
  * An HTTPS FHIR server with a certificate from a private CA (made with openssl, as the Kafka TLS tests do),
@@ -67,16 +67,7 @@ afterAll(async () => {
 });
 
 function client(baseUrl: string, tls?: FhirTlsConfig): FhirClient {
-  return new FhirClient({
-    baseUrl,
-    auth: authenticator({ type: 'none' }),
-    timeoutMs: 5000,
-    maxAttempts: 3,
-    retry: { initialMs: 20, maxMs: 50 },
-    retryAfterMaxMs: 100,
-    logger: silent,
-    ...(tls ? { dispatcher: tlsDispatcher(tls) } : {}),
-  });
+  return testFhirClient(baseUrl, { retry: { initialMs: 20, maxMs: 50 }, retryAfterMaxMs: 100, ...(tls ? { dispatcher: tlsDispatcher(tls) } : {}) });
 }
 
 async function failure(p: Promise<unknown>): Promise<FhirServerError> {

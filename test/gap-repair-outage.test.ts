@@ -1,12 +1,11 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { resolve } from 'node:path';
-import { authenticator } from '../src/fhir-client/auth.js';
-import { FhirClient } from '../src/fhir-client/fhir-client.js';
 import { GapRepair } from '../src/sources/resthook/gap-repair.js';
 import { startTestPostgres, type TestPostgres } from './support/embedded-postgres.js';
 import { patient } from './support/events.js';
 import { startHapiStandIn, type HapiStandIn } from './support/hapi-server.js';
 import { openTestSink, silent, type TestSink } from './support/sink.js';
+import { testFhirClient } from './support/fhir-client.js';
 
 let server: TestPostgres;
 let t: TestSink;
@@ -24,7 +23,7 @@ afterAll(async () => {
 });
 
 it('Postgres stopped mid-walk: the page waits for it, the walk given up leaves the watermark; the next walk completes', async () => {
-  const client = new FhirClient({ baseUrl: hapi.baseUrl, auth: authenticator({ type: 'none' }), timeoutMs: 5000, maxAttempts: 3, retry: { initialMs: 20, maxMs: 100 }, retryAfterMaxMs: 1000, logger: silent });
+  const client = testFhirClient(hapi.baseUrl);
   const repair = new GapRepair({ client, pool: t.pool, types: [], pageSize: 3, repairEveryMs: 3_600_000, marginMs: 0, firstRepair: 'full', logger: silent });
   const apply = (batch: Parameters<typeof t.sink.apply>[0], signal?: AbortSignal) => t.sink.apply(batch, signal);
   hapi.create(patient('pg0', 1));

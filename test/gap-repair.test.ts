@@ -2,8 +2,6 @@ import { afterAll, afterEach, beforeAll, beforeEach, expect, it } from 'vitest';
 import { resolve } from 'node:path';
 import type pg from 'pg';
 import { pino } from 'pino';
-import { authenticator } from '../src/fhir-client/auth.js';
-import { FhirClient } from '../src/fhir-client/fhir-client.js';
 import { Health } from '../src/http/health.js';
 import { createPool } from '../src/sink/postgres/pool.js';
 import { SinkFailure } from '../src/sink/sink.js';
@@ -13,6 +11,7 @@ import { freshDatabase } from './support/database.js';
 import { patient } from './support/events.js';
 import { startHapiStandIn, type HapiStandIn } from './support/hapi-server.js';
 import { openTestSink, silent, type TestSink } from './support/sink.js';
+import { testFhirClient } from './support/fhir-client.js';
 
 let url: string;
 let t: TestSink;
@@ -35,7 +34,7 @@ afterEach(async () => {
 const apply: ApplyBatch = (batch, signal) => t.sink.apply(batch, signal);
 
 function repairer(options: Partial<GapRepairOptions> = {}): GapRepair {
-  const client = new FhirClient({ baseUrl: hapi.baseUrl, auth: authenticator({ type: 'none' }), timeoutMs: 5000, maxAttempts: 3, retry: { initialMs: 20, maxMs: 100 }, retryAfterMaxMs: 1000, logger: silent });
+  const client = testFhirClient(hapi.baseUrl);
   return new GapRepair({ client, pool: t.pool, types: [], pageSize: 3, repairEveryMs: 3_600_000, marginMs: 0, firstRepair: 'full', logger: silent, ...options });
 }
 

@@ -6,8 +6,6 @@ import type { Kafka } from 'kafkajs';
 import pg from 'pg';
 import type { KafkaConfig } from '../src/config/config.js';
 import type { FhirResource } from '../src/events/change-event.js';
-import { authenticator } from '../src/fhir-client/auth.js';
-import { FhirClient } from '../src/fhir-client/fhir-client.js';
 import { deleteResolver } from '../src/fhir-client/resolve-delete.js';
 import { KafkaSource } from '../src/sources/kafka/kafka-source.js';
 import { retryDeadLetters } from '../src/deadletter/replay.js';
@@ -26,6 +24,7 @@ import { createTopic, eventually, testKafka, uniqueName } from './support/kafka-
 import { startReceiver, type TestReceiver } from './support/receiver.js';
 import { sample, scrape } from './support/start-process.js';
 import { openTestSink, silent, type TestSink } from './support/sink.js';
+import { testFhirClient } from './support/fhir-client.js';
 
 /**
  * `resthook.relayTo: kafka`: the receiver answers a delivery 2xx once Kafka has its record (keyed Type/id,
@@ -84,7 +83,7 @@ function kafkaConfig(brokers: string[], topic: string): KafkaConfig {
 
 /** The reads that order a DELETE by the server (410 with Location, wire doc §5), as `fhir-rte start` builds them. */
 function resolverOf(server: HapiStandIn) {
-  const client = new FhirClient({ baseUrl: server.baseUrl, auth: authenticator({ type: 'none' }), timeoutMs: 5000, maxAttempts: 3, retry: { initialMs: 20, maxMs: 100 }, retryAfterMaxMs: 1000, logger: silent });
+  const client = testFhirClient(server.baseUrl);
   return deleteResolver(client, { logger: silent });
 }
 
@@ -228,7 +227,7 @@ describe.skipIf(!brokersText)(`REST-hook relay to Kafka${why ? ` (skipped: ${why
     const server = await startHapiStandIn();
     cleanups.push(() => server.close());
     server.create({ ...large, meta: undefined } as FhirResource);
-    const client = new FhirClient({ baseUrl: server.baseUrl, auth: authenticator({ type: 'none' }), timeoutMs: 5000, maxAttempts: 3, retry: { initialMs: 20, maxMs: 100 }, retryAfterMaxMs: 1000, logger: silent });
+    const client = testFhirClient(server.baseUrl);
     const repair = new GapRepair({ client, pool: t.pool, types: [], pageSize: 10, repairEveryMs: 3_600_000, marginMs: 0, firstRepair: 'full', logger: silent });
     const walk = await repair.repairOnce(relay.apply);
     expect(walk).toMatchObject({ walked: true, outcome: { received: 1, deadLettered: 1 } });

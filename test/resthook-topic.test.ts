@@ -1,7 +1,5 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
-import { authenticator } from '../src/fhir-client/auth.js';
-import { FhirClient } from '../src/fhir-client/fhir-client.js';
 import { currentReader } from '../src/fhir-client/read-current.js';
 import { deleteResolver } from '../src/fhir-client/resolve-delete.js';
 import { EventNumbers } from '../src/sources/resthook/event-numbers.js';
@@ -13,6 +11,7 @@ import { startReceiver, type TestReceiver } from './support/receiver.js';
 import { openTestSink, silent, type TestSink } from './support/sink.js';
 import { StandInTopicServer, type Content, type Flavour } from './support/topic-sender.js';
 import { eventually } from './support/wait.js';
+import { testFhirClient } from './support/fhir-client.js';
 
 const TRANSFORMERS = join(import.meta.dirname, '..', 'transformers');
 const SECRET = 'topic-secret-for-tests';
@@ -30,15 +29,7 @@ const apply: ApplyBatch = (batch, signal) => t.sink.apply(batch, signal);
 beforeAll(async () => {
   t = await openTestSink(await freshDatabase('topic'), TRANSFORMERS);
   hapi = await startHapiStandIn();
-  const client = new FhirClient({
-    baseUrl: hapi.baseUrl,
-    auth: authenticator({ type: 'none' }),
-    timeoutMs: 5000,
-    maxAttempts: 2,
-    retry: { initialMs: 20, maxMs: 50 },
-    retryAfterMaxMs: 100,
-    logger: silent,
-  });
+  const client = testFhirClient(hapi.baseUrl, { maxAttempts: 2, retry: { initialMs: 20, maxMs: 50 }, retryAfterMaxMs: 100 });
   // The server starts empty, so the walk at start finds nothing; later walks come only from catch-up requests.
   repair = new GapRepair({ client, pool: t.pool, types: [], pageSize: 5, repairEveryMs: 3_600_000, marginMs: 1000, firstRepair: 'full', logger: silent });
   repairing = repair.run(apply, stopRepair.signal);
