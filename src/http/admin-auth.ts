@@ -1,5 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { sameSecret } from '../sources/resthook/secret.js';
+import { bearerProblem } from './bearer.js';
+
+const WORDING = { token: '<admin token>', setIn: 'FHIR_RTE_ADMIN_TOKEN', wrong: 'wrong admin token' };
 
 /** How to turn the admin API and console on, said wherever they are off. */
 export const ADMIN_OFF =
@@ -15,16 +17,8 @@ export function adminAuth(token: string | undefined) {
   // An async hook that answers returns the reply: fastify then runs nothing after it (no handler).
   return async (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> => {
     if (token === undefined) return reply.code(404).send({ error: ADMIN_OFF });
-    const problem = bearerProblem(request.headers.authorization, token);
+    const problem = bearerProblem(request.headers.authorization, token, WORDING);
     if (problem) return reply.code(401).header('WWW-Authenticate', 'Bearer realm="fhir-rte admin"').send({ error: problem });
     return undefined;
   };
-}
-
-function bearerProblem(authorization: string | undefined, token: string): string | undefined {
-  if (!authorization) return 'missing Authorization header: expected "Bearer <admin token>" (FHIR_RTE_ADMIN_TOKEN)';
-  const m = /^Bearer\s+(.+)$/i.exec(authorization);
-  if (!m) return 'the Authorization header is not "Bearer <admin token>"';
-  if (!sameSecret(m[1]!.trim(), token)) return 'wrong admin token';
-  return undefined;
 }
