@@ -11,17 +11,33 @@ import { Metrics } from '../src/http/metrics.js';
 
 export interface ChannelReport {
   type: 'assigned' | 'committed' | 'stopped';
+  /** With 'committed': the commits since the last report, each with the fields below. */
+  chunks?: ChannelReport[];
   partitions?: number;
   records?: number;
   events?: number;
   at?: number;
   latencies?: number[];
+  /** The chunk's share of each record's latency (ms): waiting after the hand-over, the transaction, the offset commit. */
+  stages?: { waited: number; applied: number; committed: number };
+  /** With 'stopped': the process's peak resident set (KiB) and CPU time since it joined the group (ms, user + system). */
+  maxRssKb?: number;
+  cpuMs?: number;
 }
 
 const configFile = process.argv[2];
 if (!configFile || !process.send) throw new Error('usage: fork(_kafka-channel.js, [fhir-rte.yaml])');
 const send = (r: ChannelReport) => process.send!(r);
+// Commits are reported ten times a second, not one message each: at a few records a transaction the IPC
+// writes cost the consumer as much CPU as its transactions (each report carries its own commit time).
+let pending: ChannelReport[] = [];
+const flush = () => {
+  if (pending.length) send({ type: 'committed', chunks: pending });
+  pending = [];
+};
+const reporter = setInterval(flush, 100);
 
+let cpuAtJoin: NodeJS.CpuUsage | undefined;
 const runtime = await openRuntime({ config: configFile });
 // BENCH_METRICS=1: counted as `fhir-rte start` counts, for the comparison with metrics and without.
 const metrics =
@@ -32,17 +48,32 @@ try {
   const source = new KafkaSource(runtime.config.kafka!, {
     maxEvents: runtime.config.batch.maxEvents,
     log: runtime.logger.child({ source: 'kafka' }),
-    onAssigned: (assignment) => send({ type: 'assigned', partitions: Object.values(assignment).flat().length }),
+    onAssigned: (assignment) => {
+      // CPU counts from the group join: start-up (modules, migrations, schema checks) is not per event.
+      cpuAtJoin ??= process.cpuUsage();
+      send({ type: 'assigned', partitions: Object.values(assignment).flat().length });
+    },
     onCommitted: (chunk) => {
       metrics?.kafkaLag(chunk.topic, chunk.partition, Number(BigInt(chunk.highWatermark) - BigInt(chunk.nextOffset)));
       const at = Date.now();
-      send({ type: 'committed', records: chunk.records, events: chunk.events, at, latencies: chunk.timestamps.map((t) => at - t) });
+      const { handedAt, applyingAt, appliedAt } = chunk.stages;
+      pending.push({
+        type: 'committed',
+        records: chunk.records,
+        events: chunk.events,
+        at,
+        latencies: chunk.timestamps.map((t) => at - t),
+        stages: { waited: applyingAt - handedAt, applied: appliedAt - applyingAt, committed: at - appliedAt },
+      });
     },
   });
   const apply = (batch: ChangeEvent[], signal?: AbortSignal) => runtime.sink.apply(batch, signal);
   await source.run(metrics ? metrics.measured('kafka', apply) : apply, runtime.signal);
 } finally {
   await runtime.close();
-  send({ type: 'stopped' });
+  clearInterval(reporter);
+  flush();
+  const cpu = process.cpuUsage(cpuAtJoin);
+  send({ type: 'stopped', maxRssKb: process.resourceUsage().maxRSS, cpuMs: (cpu.user + cpu.system) / 1000 });
 }
 process.disconnect?.();
