@@ -36,3 +36,35 @@ export async function commitWithRetry(commit: () => Promise<void>, retry: Commit
     }
   }
 }
+
+/** Offsets as kafkajs commits them: `commitOffsetsIfNecessary(offsets)` of an eachBatch payload. */
+export interface TopicOffsets {
+  topics: { topic: string; partitions: { partition: number; offset: string }[] }[];
+}
+
+/**
+ * Offsets committed in the same turn of the event loop go to Kafka in one OffsetCommit request. The chunks
+ * that shared a transaction (chunk-gather.ts) finish together, and a request apiece cost a socket write
+ * and a broker round trip each (six a fetch at a steady rate). Every caller learns the request's outcome,
+ * and retries it on its own (commitWithRetry).
+ */
+export class OffsetCommits {
+  private open?: { offsets: TopicOffsets; commit: (offsets: TopicOffsets) => Promise<void>; done: Promise<void> };
+
+  /** `commit` is any member's commitOffsetsIfNecessary: they all commit for the one consumer group member. */
+  commit(commit: (offsets: TopicOffsets) => Promise<void>, topic: string, partition: number, offset: string): Promise<void> {
+    if (!this.open) {
+      const open = { offsets: { topics: [] } as TopicOffsets, commit, done: Promise.resolve() };
+      open.done = new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
+        if (this.open === open) this.open = undefined;
+        return open.commit(open.offsets);
+      });
+      this.open = open;
+    }
+    const { offsets } = this.open;
+    const same = offsets.topics.find((t) => t.topic === topic);
+    if (same) same.partitions.push({ partition, offset });
+    else offsets.topics.push({ topic, partitions: [{ partition, offset }] });
+    return this.open.done;
+  }
+}

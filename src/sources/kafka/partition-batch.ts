@@ -5,8 +5,9 @@ import type { ApplyBatch } from '../source.js';
 import { whileHeartbeating } from './heartbeat.js';
 import type { Log } from './log.js';
 import { eventsFromRecord, recordArrival } from './message-events.js';
-import { commitWithRetry } from './commit.js';
+import { commitWithRetry, OffsetCommits } from './commit.js';
 import { StalledError, type StallPauses } from './stall-pause.js';
+import { ChunkGather } from './chunk-gather.js';
 
 /** What one committed transaction covered; for metrics and the benchmark's latency. */
 export interface CommittedChunk {
@@ -20,12 +21,24 @@ export interface CommittedChunk {
   highWatermark: string;
   /** Producer timestamps (ms) of the records. */
   timestamps: number[];
+  /**
+   * When (ms) kafkajs handed over the fetched batch, when this chunk's transaction began and when it
+   * committed: with the offset commit's time they split a record's latency into fetch, wait, apply and commit.
+   */
+  stages: { handedAt: number; applyingAt: number; appliedAt: number };
+  /**
+   * The outcome of the transaction, with the first chunk it held; the other chunks of a shared transaction
+   * carry an empty one, so that summing chunks counts every event once.
+   */
   outcome: BatchOutcome;
 }
 
 export interface PartitionBatchOptions {
   apply: ApplyBatch;
-  /** Events per transaction; a fetched batch larger than this is applied in several transactions. */
+  /**
+   * Events per transaction; a fetched batch larger than this is applied in several transactions, and the
+   * chunks of several partitions handed over together share a transaction up to this size (chunk-gather.ts).
+   */
   maxEvents: number;
   /**
    * Aborted when a shutdown's grace period runs out, or when a SinkFailure ends the session: the
@@ -52,13 +65,20 @@ export interface PartitionBatchOptions {
  * committed is its last offset resolved and committed to Kafka. A crash at any point therefore replays at
  * most the chunk in flight, and the sink's version guard makes the replay change nothing. A chunk the sink
  * refuses with a SinkFailure is never committed: the handler reports it (`onSinkFailure`) and stops.
+ *
+ * Chunks of several partitions handed over together share one transaction (see chunk-gather.ts), except
+ * that of a partition whose last transaction stalled: it applies alone, under its own growing limit.
  */
 export function partitionBatchHandler(options: PartitionBatchOptions): (payload: EachBatchPayload) => Promise<void> {
   const { apply, maxEvents, abandon, log, onCommitted, onSinkFailure, stalls } = options;
   const heartbeatEveryMs = options.heartbeatEveryMs ?? 1_000;
   const stallMs = options.stallMs ?? 15_000;
+  const gather = new ChunkGather(apply, maxEvents);
+  const gathered: ApplyBatch = (events, signal) => gather.submit(events, signal!);
+  const offsetCommits = new OffsetCommits();
 
   return async (payload) => {
+    const handedAt = Date.now();
     const { batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, isRunning, isStale } = payload;
     const { topic, partition, messages } = batch;
     let start = 0;
@@ -67,10 +87,12 @@ export function partitionBatchHandler(options: PartitionBatchOptions): (payload:
       if (!isRunning() || isStale() || abandon.aborted) return;
       const chunk = nextChunk(topic, partition, messages, start, stalls.maxEvents(topic, partition, maxEvents));
       const limitMs = stalls.limitMs(topic, partition, stallMs);
+      const applyChunk = stalls.stalled(topic, partition) ? apply : gathered;
       let outcome: BatchOutcome = emptyOutcome();
+      const applyingAt = Date.now();
       if (chunk.events.length) {
         try {
-          outcome = await whileHeartbeating(heartbeat, heartbeatEveryMs, abandon, (signal) => applyWithin(limitMs, apply, chunk.events, signal));
+          outcome = await whileHeartbeating(heartbeat, heartbeatEveryMs, abandon, (signal) => applyWithin(limitMs, applyChunk, chunk.events, signal));
         } catch (err) {
           // Shutdown's grace period ran out, or another partition's chunk met a SinkFailure: the chunk
           // stays uncommitted for the group's next owner.
@@ -94,6 +116,7 @@ export function partitionBatchHandler(options: PartitionBatchOptions): (payload:
         }
         stalls.committed(topic, partition);
       }
+      const appliedAt = Date.now();
       start += chunk.records.length;
 
       // The last record of the fetched batch may be followed by control records (transactional producers);
@@ -102,7 +125,7 @@ export function partitionBatchHandler(options: PartitionBatchOptions): (payload:
       const last = chunk.records[chunk.records.length - 1]!.offset;
       resolveOffset(last);
       const nextOffset = (BigInt(endsBatch ? batch.lastOffset() : last) + 1n).toString();
-      await commitWithRetry(() => commitOffsetsIfNecessary({ topics: [{ topic, partitions: [{ partition, offset: nextOffset }] }] }), {
+      await commitWithRetry(() => offsetCommits.commit(commitOffsetsIfNecessary, topic, partition, nextOffset), {
         log,
         where: { topic, partition, offset: nextOffset },
         keepTrying: () => isRunning() && !isStale(),
@@ -116,6 +139,7 @@ export function partitionBatchHandler(options: PartitionBatchOptions): (payload:
         records: chunk.records.length,
         events: chunk.events.length,
         timestamps: chunk.records.map((r) => Number(r.timestamp)),
+        stages: { handedAt, applyingAt, appliedAt },
         outcome,
       });
     }

@@ -50,6 +50,11 @@ export class StallPauses {
     this.streaks.delete(`${topic}|${partition}`);
   }
 
+  /** True while the partition's last transaction stalled and none has committed since. */
+  stalled(topic: string, partition: number): boolean {
+    return this.streaks.has(`${topic}|${partition}`);
+  }
+
   /** The stall limit for the partition's next transaction: doubled for every stall in a row, at most 16 times. */
   limitMs(topic: string, partition: number, baseMs: number): number {
     return baseMs * 2 ** Math.min(4, this.streaks.get(`${topic}|${partition}`) ?? 0);
