@@ -10,8 +10,12 @@
  *   (default 15), from each record's producer timestamp to its delivery to the application.
  *
  * The end-to-end figures (the client inside fhir-rte's source) are bench/kafka.ts's, for kafkajs.
- * A client that is not installed is reported with the reason. BENCH_KAFKA_CLIENTS_FROM names a directory
- * whose node_modules holds the clients when they are not installed with the project.
+ * @platformatic/kafka is a devDependency. @confluentinc/kafka-javascript is not: its install fetches a
+ * prebuilt binary from GitHub or builds librdkafka, downloading its dependencies, and would fail `npm
+ * install` where those are out of reach (`CKJS_LINKING=dynamic npm install --no-save
+ * @confluentinc/kafka-javascript` builds it against the system's OpenSSL and zlib). A client that does not
+ * load is reported with the reason. BENCH_KAFKA_CLIENTS_FROM names a directory whose node_modules holds
+ * clients not installed with the project.
  */
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
