@@ -18,7 +18,8 @@
  * Observation at its last version (version, code, effective time, component rows).
  *
  * DATABASE_URL is used when set (a fresh database is made on that server); otherwise Postgres is embedded.
- * BENCH_DELIVERIES (per receiver per round), BENCH_ROUNDS, BENCH_CLIENTS, BENCH_LATENCY_SECONDS override.
+ * BENCH_DELIVERIES (per receiver per round), BENCH_ROUNDS, BENCH_CLIENTS, BENCH_LATENCY_SECONDS override;
+ * BENCH_RESTHOOK tries receiver settings, BENCH_PG_SET database settings, BENCH_CPU_PROF profiles fhir-rte.
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -65,6 +66,7 @@ export async function run(): Promise<void> {
   const clients: Pool[] = [];
   try {
     const postgres = await postmasterOf(db.url);
+    await databaseSettings(db.url, process.env.BENCH_PG_SET);
     const rte = await startFhirRte(db.url);
     const bare = await startPeer('bare', db.url);
     const hand = await startPeer('per-request', db.url);
@@ -87,12 +89,12 @@ export async function run(): Promise<void> {
       const puts = generate(`r${round}`, Math.ceil(DELIVERIES / VERSIONS), VERSIONS);
       written.push(...puts);
       for (const r of [bare, hand, rte]) {
-        const commits = await commitCount(db.url);
+        const groups = r === rte ? await groupCommits(rte.origin) : undefined;
         const cpu = await cpuNow(r, postgres);
         const seconds = await closedLoop(pools.get(r)!, puts);
         rates.get(r)!.push(puts.length / seconds);
         const used = cpuSince(cpu, await cpuNow(r, postgres), puts.length);
-        const transactions = r === bare ? '' : `, ${(await commitCount(db.url)) - commits} transactions`;
+        const transactions = groups ? `, ${groupsSince(groups, await groupCommits(rte.origin))}` : r === hand ? ', one transaction per delivery' : '';
         console.log(`  (round ${round + 1}, ${r.name}: ${Math.round(puts.length / seconds)}/s${transactions}; CPU ms per 1000 deliveries: ${used})`);
         await checkpoint(db.url);
       }
@@ -284,14 +286,48 @@ async function postmasterOf(url: string): Promise<number | undefined> {
   }
 }
 
-/** Transactions the database has committed so far (pg_stat_database, flushed for this count). */
-async function commitCount(url: string): Promise<number> {
+interface Groups {
+  count: number;
+  events: number;
+  applySeconds: number;
+}
+
+/**
+ * The group commits fhir-rte has applied so far, each one transaction (its /metrics: the batch-size and
+ * apply-duration histograms of the resthook source). Not pg_stat_database's xact_commit: a backend
+ * reports its counts at most once a second and a busy one later, so a round's difference was off by
+ * whole seconds of commits (it once showed more deliveries per transaction than there are senders).
+ */
+async function groupCommits(origin: string): Promise<Groups> {
+  const text = await (await fetch(`${origin}/metrics`)).text();
+  const sum = (metric: string) =>
+    text
+      .split('\n')
+      .filter((l) => l.startsWith(`${metric}{`) && l.includes('source="resthook"'))
+      .reduce((n, l) => n + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+  return { count: sum('fhir_rte_batch_events_count'), events: sum('fhir_rte_batch_events_sum'), applySeconds: sum('fhir_rte_apply_duration_seconds_sum') };
+}
+
+function groupsSince(a: Groups, b: Groups): string {
+  const n = b.count - a.count;
+  return `${n} transactions (${((b.events - a.events) / n).toFixed(1)} deliveries and ${(((b.applySeconds - a.applySeconds) * 1000) / n).toFixed(1)} ms each)`;
+}
+
+/**
+ * BENCH_PG_SET='name=value;...': settings of the bench's database for every session (ALTER DATABASE ... SET),
+ * to try a server-side change, e.g. plan_cache_mode=force_custom_plan.
+ */
+async function databaseSettings(url: string, settings: string | undefined): Promise<void> {
+  if (!settings) return;
   const c = new pg.Client({ connectionString: url });
   await c.connect();
   try {
-    await c.query('SELECT pg_stat_force_next_flush()');
-    const { rows } = await c.query<{ n: string }>('SELECT xact_commit AS n FROM pg_stat_database WHERE datname = current_database()');
-    return Number(rows[0]!.n);
+    for (const setting of settings.split(';').filter(Boolean)) {
+      const [, name, value] = /^\s*([a-z_][a-z0-9_.]*)\s*=\s*(.*?)\s*$/i.exec(setting) ?? [];
+      if (!name || value === undefined) throw new Error(`BENCH_PG_SET: expected name=value, got ${JSON.stringify(setting)}`);
+      await c.query(`ALTER DATABASE ${c.escapeIdentifier(new URL(url).pathname.slice(1))} SET ${name} = ${c.escapeLiteral(value)}`);
+      console.log(`  database setting ${name} = ${value}`);
+    }
   } finally {
     await c.end();
   }
