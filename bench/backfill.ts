@@ -34,7 +34,8 @@ import { benchDatabase } from './_database.js';
 const RESOURCES = Number(process.env.BENCH_EVENTS ?? 200_000);
 const PER_FILE = 10_000;
 const BATCH = 1000;
-const PARALLEL_FILES = process.env.BENCH_PARALLEL_FILES ?? '2';
+/** `--parallel-files` when BENCH_PARALLEL_FILES is set; otherwise the CLI's default. */
+const PARALLEL_FILES = process.env.BENCH_PARALLEL_FILES;
 const logger = pino({ level: 'silent' });
 
 export async function run(): Promise<void> {
@@ -46,7 +47,7 @@ export async function run(): Promise<void> {
     const rte = await fhirRte(url, server.baseUrl);
     const limit = await limitRun(url, server.files);
     const rate = (s: number) => RESOURCES / s;
-    console.log(`  fhir-rte backfill (own process, --parallel-files ${PARALLEL_FILES}): ${rte.seconds.toFixed(2)} s, ${Math.round(rate(rte.seconds))} resources/s, peak RSS ${(rte.peakRssKb / 1024).toFixed(0)} MB, CPU ${((rte.cpuSeconds * 1e6) / RESOURCES).toFixed(0)} µs/resource (Postgres backends ${((rte.postgresCpuSeconds * 1e6) / RESOURCES).toFixed(0)} µs/resource)`);
+    console.log(`  fhir-rte backfill (own process, --parallel-files ${PARALLEL_FILES ?? 'default'}): ${rte.seconds.toFixed(2)} s, ${Math.round(rate(rte.seconds))} resources/s, peak RSS ${(rte.peakRssKb / 1024).toFixed(0)} MB, CPU ${((rte.cpuSeconds * 1e6) / RESOURCES).toFixed(0)} µs/resource (Postgres backends ${((rte.postgresCpuSeconds * 1e6) / RESOURCES).toFixed(0)} µs/resource)`);
     console.log(`  bare unnest insert of the same rows (inserts alone timed): ${limit.toFixed(2)} s, ${Math.round(rate(limit))} resources/s`);
     report('backfill', ['fhir-rte', rate(rte.seconds), 'resources/s'], ['bare INSERT..unnest', rate(limit), 'resources/s']);
   } finally {
@@ -134,7 +135,7 @@ async function exportServer(files: { type: string; path: string }[]): Promise<Ex
 
 /** Runs the CLI as a user would; checks it applied every resource. */
 async function fhirRte(url: string, baseUrl: string): Promise<CliRun> {
-  const run = await runFhirRte(['backfill', '--source', baseUrl, '--json', '--max-poll-interval', '100ms', '--parallel-files', PARALLEL_FILES, '--transformers', join(ROOT, 'transformers')], url);
+  const run = await runFhirRte(['backfill', '--source', baseUrl, '--json', '--max-poll-interval', '100ms', ...(PARALLEL_FILES ? ['--parallel-files', PARALLEL_FILES] : []), '--transformers', join(ROOT, 'transformers')], url);
   if (run.counts.applied !== RESOURCES) throw new Error(`fhir-rte backfill applied ${JSON.stringify(run.counts)} of ${RESOURCES}`);
   return run;
 }

@@ -50,7 +50,9 @@ export function register(program: Command): void {
     .option('--type-filter <query>', '$export _typeFilter (repeatable), e.g. Observation?status=final', (v: string, all: string[]) => [...all, v], [])
     .option('--elements <list>', '$export _elements, comma-separated')
     .option('--count <n>', 'search _count (page size)')
-    .option('--parallel-files <n>', '$export output files downloaded at once', '2')
+    // 3: each file has one batch in the sink at a time, and with 2 the process waited on Postgres a quarter
+    // of the time (BENCHMARKS.md, backfill); 3 batches in flight are what `load` applies at once.
+    .option('--parallel-files <n>', '$export output files downloaded at once', '3')
     .option('--max-poll-interval <duration>', 'longest wait between two polls of the export status, whatever Retry-After says', '30s')
     .option('--json', 'print the final counts as one JSON line on stdout (one line per run with --every)')
     .action(async (opts: BackfillOptions, cmd: Command) => {
