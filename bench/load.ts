@@ -4,15 +4,16 @@
  *
  * The export: the Synthea population (bench/_synthea.ts; the shared fixture when present) repeated with its
  * UUIDs renumbered per copy, with its generated Observations, until it holds BENCH_EVENTS resources (default
- * 200,000) of 14 types, one `<Type>.000.ndjson` per type. fhir-rte runs as a user runs it, its own process
- * (`bin/fhir-rte.js load <dir> --json`, the example transformers: Patient, Encounter, Condition and
- * Observation are flattened, the other types kept in the resource state); its clock runs from its start
- * (migrations included) to its exit, and its peak RSS and CPU, and the CPU of the Postgres backends serving
- * it, are read from /proc. The limit: psql's `COPY ... FROM STDIN` of the same files into a bare
- * `(doc jsonb)` table (CSV with quote and delimiter bytes that JSON text never holds, so each line is one
- * value as written); psql's run is timed. node-postgres has no COPY without pg-copy-streams, which is not a
- * dependency, and psql is what a user's `\copy` runs. Checked before the figures: fhir-rte received, and
- * applied or kept, every resource; both tables hold one row per line.
+ * 200,000) of several types (14 with the shared fixture), one `<Type>.000.ndjson` per type. fhir-rte runs
+ * as a user runs it, its own process (`bin/fhir-rte.js load <dir> --json`, the example transformers:
+ * Patient, Encounter, Condition and Observation are flattened, the other types kept in the resource
+ * state); its clock runs from its start (migrations included) to its exit, and its peak RSS and CPU,
+ * and the CPU of the Postgres backends serving it, are read from /proc. The limit: psql's `COPY ... FROM
+ * STDIN` of the same files into a bare `(doc jsonb)` table (CSV with quote and delimiter bytes that JSON
+ * text never holds, so each line is one value as written); psql's run is timed. node-postgres has no COPY
+ * without pg-copy-streams, which is not a dependency, and psql is what a user's `\copy` runs. Checked
+ * before the figures: fhir-rte received, and applied or kept, every resource; both tables hold one row
+ * per line.
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
