@@ -36,5 +36,5 @@ STOPSIGNAL SIGTERM
 # The REST-hook receiver (http.port).
 EXPOSE 8090
 # The node flags of bin/fhir-rte.js's shebang (the shebang is not read when node runs the file).
-ENTRYPOINT ["node", "--max-semi-space-size=16", "--heap-growing-percent=100", "bin/fhir-rte.js"]
+ENTRYPOINT ["node", "--max-semi-space-size=16", "--heap-growing-percent=150", "bin/fhir-rte.js"]
 CMD ["start"]
