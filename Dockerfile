@@ -35,6 +35,6 @@ USER node
 STOPSIGNAL SIGTERM
 # The REST-hook receiver (http.port).
 EXPOSE 8090
-# The 64 MiB young generation of bin/fhir-rte.js's shebang (the shebang is not read when node runs the file).
-ENTRYPOINT ["node", "--max-semi-space-size=64", "--heap-growing-percent=100", "bin/fhir-rte.js"]
+# The node flags of bin/fhir-rte.js's shebang (the shebang is not read when node runs the file).
+ENTRYPOINT ["node", "--max-semi-space-size=16", "--heap-growing-percent=150", "bin/fhir-rte.js"]
 CMD ["start"]

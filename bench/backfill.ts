@@ -11,8 +11,7 @@
  * The limit: the same rows (computed beforehand, no FHIRPath, no guard) inserted into a twin schema by one
  * bare `INSERT ... SELECT FROM unnest(...)` per table per batch of 1,000; only the inserts are timed.
  */
-import { spawn } from 'node:child_process';
-import { createReadStream, createWriteStream, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createReadStream, createWriteStream, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { once } from 'node:events';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -29,13 +28,14 @@ import { createMissing, planSchema } from '../src/sink/postgres/schema.js';
 import { loadTransformers } from '../src/transform/load-transformers.js';
 import { report } from './report.js';
 import { bareInsert, rowsOf } from './sink.js';
+import { ROOT, runFhirRte, type CliRun } from './_cli.js';
 import { benchDatabase } from './_database.js';
 
 const RESOURCES = Number(process.env.BENCH_EVENTS ?? 200_000);
 const PER_FILE = 10_000;
 const BATCH = 1000;
-const PARALLEL_FILES = process.env.BENCH_PARALLEL_FILES ?? '2';
-const ROOT = join(import.meta.dirname, '..', '..');
+/** `--parallel-files` when BENCH_PARALLEL_FILES is set; otherwise the CLI's default. */
+const PARALLEL_FILES = process.env.BENCH_PARALLEL_FILES;
 const logger = pino({ level: 'silent' });
 
 export async function run(): Promise<void> {
@@ -47,7 +47,7 @@ export async function run(): Promise<void> {
     const rte = await fhirRte(url, server.baseUrl);
     const limit = await limitRun(url, server.files);
     const rate = (s: number) => RESOURCES / s;
-    console.log(`  fhir-rte backfill (own process, --parallel-files ${PARALLEL_FILES}): ${rte.seconds.toFixed(2)} s, ${Math.round(rate(rte.seconds))} resources/s, peak RSS ${(rte.peakRssKb / 1024).toFixed(0)} MB`);
+    console.log(`  fhir-rte backfill (own process, --parallel-files ${PARALLEL_FILES ?? 'default'}): ${rte.seconds.toFixed(2)} s, ${Math.round(rate(rte.seconds))} resources/s, peak RSS ${(rte.peakRssKb / 1024).toFixed(0)} MB, CPU ${((rte.cpuSeconds * 1e6) / RESOURCES).toFixed(0)} µs/resource (Postgres backends ${((rte.postgresCpuSeconds * 1e6) / RESOURCES).toFixed(0)} µs/resource)`);
     console.log(`  bare unnest insert of the same rows (inserts alone timed): ${limit.toFixed(2)} s, ${Math.round(rate(limit))} resources/s`);
     report('backfill', ['fhir-rte', rate(rte.seconds), 'resources/s'], ['bare INSERT..unnest', rate(limit), 'resources/s']);
   } finally {
@@ -133,33 +133,11 @@ async function exportServer(files: { type: string; path: string }[]): Promise<Ex
   return { baseUrl: base, files, close: () => new Promise((resolve) => server.close(() => resolve())) };
 }
 
-/** Runs the CLI as a user would; returns its wall time and peak RSS. */
-async function fhirRte(url: string, baseUrl: string): Promise<{ seconds: number; peakRssKb: number }> {
-  const args = [join(ROOT, 'bin', 'fhir-rte.js'), 'backfill', '--source', baseUrl, '--json', '--max-poll-interval', '100ms', '--parallel-files', PARALLEL_FILES, '--transformers', join(ROOT, 'transformers')];
-  const started = process.hrtime.bigint();
-  // The node flags of bin/fhir-rte.js's shebang, as a user's `fhir-rte` gets them; BENCH_NODE_FLAGS after them (the last wins).
-  const flags = [...shebangFlags(args[0]!), ...(process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean)];
-  console.log(`  fhir-rte node flags: ${flags.join(' ') || '(none)'}`);
-  const child = spawn(process.execPath, [...flags, ...args], { env: { ...process.env, DATABASE_URL: url, FHIR_RTE_LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'inherit'] });
-  let stdout = '';
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  let peakRssKb = 0;
-  const sample = setInterval(() => {
-    try {
-      const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
-      if (hwm) peakRssKb = Math.max(peakRssKb, Number(hwm[1]));
-    } catch {
-      // exited between two samples
-    }
-  }, 100);
-  const [code] = (await once(child, 'exit')) as [number];
-  clearInterval(sample);
-  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  // The counts line, found among anything a profiling flag (--trace-gc) printed to stdout.
-  const counts = JSON.parse([...stdout.split('\n')].reverse().find((l) => l.startsWith('{"received"')) ?? '{}') as { received?: number; applied?: number };
-  if (process.env.BENCH_CHILD_STDOUT) writeFileSync(process.env.BENCH_CHILD_STDOUT, stdout);
-  if (code !== 0 || counts.applied !== RESOURCES) throw new Error(`fhir-rte backfill exited ${code} with ${stdout.trim()}`);
-  return { seconds, peakRssKb };
+/** Runs the CLI as a user would; checks it applied every resource. */
+async function fhirRte(url: string, baseUrl: string): Promise<CliRun> {
+  const run = await runFhirRte(['backfill', '--source', baseUrl, '--json', '--max-poll-interval', '100ms', ...(PARALLEL_FILES ? ['--parallel-files', PARALLEL_FILES] : []), '--transformers', join(ROOT, 'transformers')], url);
+  if (run.counts.applied !== RESOURCES) throw new Error(`fhir-rte backfill applied ${JSON.stringify(run.counts)} of ${RESOURCES}`);
+  return run;
 }
 
 /** The same rows into a twin schema, batch by batch as read from the files; the inserts alone are timed. */
@@ -196,11 +174,6 @@ async function sameRowCounts(pool: pg.Pool, tables: string[]): Promise<void> {
     const { rows } = await pool.query(`SELECT (SELECT count(*) FROM public."${t}")::int AS rte, (SELECT count(*) FROM bench_limit."${t}")::int AS lim`);
     if (rows[0].rte !== rows[0].lim) throw new Error(`table ${t}: fhir-rte wrote ${rows[0].rte} rows, the limit ${rows[0].lim}`);
   }
-}
-
-function shebangFlags(bin: string): string[] {
-  const first = readFileSync(bin, 'utf8').split('\n')[0] ?? '';
-  return /^#!.*\bnode\b(.*)$/.exec(first)?.[1]?.split(' ').filter(Boolean) ?? [];
 }
 
 function totalBytes(files: { path: string }[]): number {

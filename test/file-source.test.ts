@@ -65,3 +65,19 @@ it('reads .ndjson.gz and Bundle files; every input is applied, stale or dead-let
     { source: `file ${join(dir, 'b.json')}:1 entry 3`, error_class: 'UnsupportedOperation', error_message: 'Bundle entry: request.method PATCH is not a create, update or delete' },
   ]);
 });
+
+it('ends a batch at its text budget as well as its count, and every line still arrives once, in order', async () => {
+  const big = mkdtempSync(join(tmpdir(), 'fhir-rte-files-'));
+  // Long lines, as Synthea's DocumentReferences with their attachments: what a batch holds grows with its text.
+  const lines = Array.from({ length: 30 }, (_, i) => JSON.stringify({ ...patient(`big-${i}`, 1), text: { status: 'generated', div: 'x'.repeat(1000) } }));
+  writeFileSync(join(big, 'big.ndjson'), `${lines.join('\n')}\n`);
+  const batches: string[][] = [];
+  await new FileSource([big], 100, 3, 5000).run(async (batch) => {
+    batches.push(batch.map((e) => (e.op === 'upsert' ? e.id : '?')));
+    return emptyOutcome();
+  }, new AbortController().signal);
+  expect(batches.flat()).toEqual(lines.map((_, i) => `big-${i}`));
+  // Each batch ends at the line that brings its text to 5,000 characters, long before its count of 100.
+  const perLine = Math.ceil(5000 / lines[0]!.length);
+  expect(batches.map((b) => b.length)).toEqual([...Array(Math.floor(30 / perLine)).fill(perLine), ...(30 % perLine ? [30 % perLine] : [])]);
+});

@@ -50,7 +50,9 @@ export function register(program: Command): void {
     .option('--type-filter <query>', '$export _typeFilter (repeatable), e.g. Observation?status=final', (v: string, all: string[]) => [...all, v], [])
     .option('--elements <list>', '$export _elements, comma-separated')
     .option('--count <n>', 'search _count (page size)')
-    .option('--parallel-files <n>', '$export output files downloaded at once', '2')
+    // 3: each file has one batch in the sink at a time, and with 2 the process waited on Postgres a quarter
+    // of the time (BENCHMARKS.md, backfill); 3 batches in flight are what `load` applies at once.
+    .option('--parallel-files <n>', '$export output files downloaded at once', '3')
     .option('--max-poll-interval <duration>', 'longest wait between two polls of the export status, whatever Retry-After says', '30s')
     .option('--json', 'print the final counts as one JSON line on stdout (one line per run with --every)')
     .action(async (opts: BackfillOptions, cmd: Command) => {
@@ -160,7 +162,7 @@ async function backfillOnce(runtime: Runtime, plan: Plan, opts: BackfillOptions)
 
 async function backfillFrom(runtime: Runtime, plan: Plan, apply: ApplyBatch, progress: TypeProgress): Promise<void> {
   if (plan.source.kind !== 'files') return fromServer(runtime, plan, plan.source, apply, progress);
-  const files = new FileSource(plan.source.paths);
+  const files = new FileSource(plan.source.paths, runtime.config.batch.maxEvents);
   files.files();
   await files.run(apply, runtime.signal);
 }

@@ -21,9 +21,10 @@ export function register(program: Command): void {
 }
 
 export async function loadFiles(paths: string[], globals: GlobalOptions, humanSummary: boolean): Promise<BatchOutcome> {
-  const source = new FileSource(paths);
-  source.files();
+  // A path that does not exist fails before any database opens.
+  new FileSource(paths).files();
   const runtime = await openRuntime(globals);
+  const source = new FileSource(paths, runtime.config.batch.maxEvents);
   const totals = emptyOutcome();
   const progress = new Progress(process.stderr);
   try {

@@ -9,6 +9,7 @@ import { ndjsonLines, shownFileUrl, type NdjsonLine } from '../../fhir-client/nd
 import { sleepUnlessAborted } from '../../retry/backoff.js';
 import type { ApplyBatch, Source } from '../source.js';
 import type { Checkpoints } from './checkpoint.js';
+import { BATCH_CHARS } from './file-source.js';
 import type { BackfillReport } from './report.js';
 
 /** The kick-off's parameters, passed through as the Bulk Data Access IG names them. */
@@ -212,12 +213,17 @@ export class BulkExport implements Source {
       pending.catch(() => {});
     };
     let lastLine = job.files?.[f.url] ?? 0;
+    let chars = 0;
     for await (const l of ndjsonLines(client, f.url, { withAuth: job.manifest!.requiresAccessToken, skipLines: lastLine, signal })) {
       lastLine = l.line;
       if (l.text.trim() === '') continue;
       lines.push(l);
+      chars += l.text.length;
       // One line is one resource in an export (a Bundle would count as one line here, and be one batch's worth less).
-      if (lines.length >= batchSize) await flush(l.line);
+      if (lines.length >= batchSize || chars >= BATCH_CHARS) {
+        chars = 0;
+        await flush(l.line);
+      }
     }
     if (lines.length) await flush(lastLine);
     await pending;

@@ -11,6 +11,13 @@ import type { ApplyBatch, Source } from '../source.js';
 const LOADABLE = /\.(ndjson|ndjson\.gz|jsonl|json)$/i;
 
 /**
+ * A batch also ends at this much input text. What a batch holds in memory (the parsed resources, their
+ * text, the sink's parameters) grows with its text, not its count: 1,000 Synthea DocumentReferences
+ * (3 KB each) hold four times what 1,000 Observations do, and alone set the peak RSS of a whole load.
+ */
+export const BATCH_CHARS = 1 << 20;
+
+/**
  * Backfill from files: NDJSON (one resource per line), `.ndjson.gz`, and `.json` files holding a resource,
  * a Bundle or an array of resources. Directories are read recursively in name order. Every line (and entry)
  * keeps its file and line number as origin, so a dead letter points at the exact input, and the time it was
@@ -23,6 +30,7 @@ export class FileSource implements Source {
     private readonly batchSize = 1000,
     /** Batches applied at once; the sink keeps each resource's changes in order across them. */
     private readonly inFlight = 3,
+    private readonly batchChars = BATCH_CHARS,
   ) {}
 
   /** The files a run will read; throws for a path that does not exist. */
@@ -34,6 +42,7 @@ export class FileSource implements Source {
     const pending = new Set<Promise<unknown>>();
     let failure: unknown;
     let batch: ChangeEvent[] = [];
+    let chars = 0;
     const flush = async () => {
       while (pending.size >= this.inFlight) await Promise.race(pending);
       if (failure) throw failure;
@@ -46,12 +55,14 @@ export class FileSource implements Source {
       );
       pending.add(p);
       batch = [];
+      chars = 0;
     };
     for (const file of this.files()) {
-      for await (const events of read(file)) {
+      for await (const { events, length } of read(file)) {
         if (signal.aborted) break;
         for (const e of events) batch.push(e); // not push(...events): a Bundle may hold more entries than a call takes arguments
-        if (batch.length >= this.batchSize) await flush();
+        chars += length;
+        if (batch.length >= this.batchSize || chars >= this.batchChars) await flush();
       }
     }
     if (batch.length && !signal.aborted) await flush();
@@ -71,16 +82,18 @@ function expand(path: string): string[] {
     .filter((f) => statSync(f).isFile());
 }
 
-async function* read(file: string): AsyncGenerator<ChangeEvent[]> {
+/** A file's events, as they are read, each with the length of the text they came from. */
+async function* read(file: string): AsyncGenerator<{ events: ChangeEvent[]; length: number }> {
   if (/\.json$/i.test(file)) {
     let text: string;
     try {
       text = await readFile(file, 'utf8');
     } catch (err) {
-      yield [unreadable('', { kind: 'file', file, line: 1 }, arrivalNow(), 'UnreadableFile', `cannot read ${file}: ${(err as Error).message}`)];
+      yield { events: [unreadable('', { kind: 'file', file, line: 1 }, arrivalNow(), 'UnreadableFile', `cannot read ${file}: ${(err as Error).message}`)], length: 0 };
       return;
     }
-    yield* jsonFileEvents(withoutBom(text), file);
+    // Held whole while it is read anyway: its batches end by count.
+    for (const events of jsonFileEvents(withoutBom(text), file)) yield { events, length: 0 };
     return;
   }
   const raw = createReadStream(file);
@@ -90,12 +103,12 @@ async function* read(file: string): AsyncGenerator<ChangeEvent[]> {
     for await (const text of createInterface({ input, crlfDelay: Infinity })) {
       line++;
       if (text.trim() === '') continue;
-      yield eventsFromText(line === 1 ? withoutBom(text) : text, { kind: 'file', file, line }, arrivalNow());
+      yield { events: eventsFromText(line === 1 ? withoutBom(text) : text, { kind: 'file', file, line }, arrivalNow()), length: text.length };
     }
   } catch (err) {
     // A corrupt or truncated file: what was read counts, the rest is one dead letter that says why.
     const message = `cannot read ${file} after line ${line}: ${(err as Error).message}`;
-    yield [unreadable('', { kind: 'file', file, line: line + 1 }, arrivalNow(), 'UnreadableFile', message)];
+    yield { events: [unreadable('', { kind: 'file', file, line: line + 1 }, arrivalNow(), 'UnreadableFile', message)], length: 0 };
   }
 }
 
