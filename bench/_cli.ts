@@ -23,7 +23,7 @@ export interface CliRun {
  */
 export async function runFhirRte(args: string[], databaseUrl: string): Promise<CliRun> {
   const bin = join(ROOT, 'bin', 'fhir-rte.js');
-  const flags = [...shebangFlags(bin), ...(process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean)];
+  const flags = [...entryFlags(), ...(process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean)];
   console.log(`  fhir-rte node flags: ${flags.join(' ') || '(none)'}`);
   const postgres = new PostgresCpu(databaseUrl);
   const started = process.hrtime.bigint();
@@ -100,7 +100,8 @@ class PostgresCpu {
   }
 }
 
-function shebangFlags(bin: string): string[] {
-  const first = readFileSync(bin, 'utf8').split('\n')[0] ?? '';
+/** The Node flags a user's `fhir-rte` runs with: those of bin/fhir-rte.js's shebang (the npm scripts, Dockerfile and README repeat them). */
+export function entryFlags(): string[] {
+  const first = readFileSync(join(ROOT, 'bin', 'fhir-rte.js'), 'utf8').split('\n')[0] ?? '';
   return /^#!.*\bnode\b(.*)$/.exec(first)?.[1]?.split(' ').filter(Boolean) ?? [];
 }

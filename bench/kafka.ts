@@ -25,6 +25,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { entryFlags } from './_cli.js';
 import { randomBytes } from 'node:crypto';
 import { Kafka, logLevel, Partitioners, type Message } from 'kafkajs';
 import { random, syntheticObservation } from '../src/cli/demo/synthetic-data.js';
@@ -42,7 +43,7 @@ const LATENCY_SECONDS = Number(process.env.BENCH_KAFKA_LATENCY_SECONDS ?? 30);
 const BACKLOG = Number(process.env.BENCH_KAFKA_BACKLOG ?? 260_000);
 const PHASES = new Set((process.env.BENCH_KAFKA_PHASES ?? 'throughput,bare,latency,backlog').split(','));
 /** `fhir-rte start`'s Node flags (bin/fhir-rte.js). */
-const NODE_FLAGS = (process.env.BENCH_KAFKA_NODE_FLAGS ?? '--max-semi-space-size=64 --heap-growing-percent=100').split(' ').filter(Boolean);
+const NODE_FLAGS = process.env.BENCH_KAFKA_NODE_FLAGS?.split(' ').filter(Boolean) ?? entryFlags();
 
 export async function run(): Promise<void> {
   const broker = process.env.KAFKA_BROKERS ? undefined : await startKafkaBroker();

@@ -26,6 +26,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { entryFlags, ROOT } from './_cli.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { Pool } from 'undici';
@@ -40,7 +41,7 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const VERSIONS = 3;
 const RATE = 500;
 const LATENCY_SECONDS = Number(process.env.BENCH_LATENCY_SECONDS ?? 20);
-const ROOT = join(import.meta.dirname, '..', '..');
+
 
 /** One delivery as HAPI sends it, with what the tables must hold if it is the resource's last version. */
 interface Put {
@@ -352,7 +353,7 @@ async function startFhirRte(databaseUrl: string): Promise<Receiver> {
   for (const k of ['DATABASE_URL', 'KAFKA_BROKERS', 'FHIR_RTE_HTTP_PORT', 'FHIR_RTE_RESTHOOK_SECRET', 'FHIR_RTE_FHIR_SERVER_URL']) delete env[k];
   // BENCH_CPU_PROF=<dir>: a V8 CPU profile of the receiver, written there when it stops.
   const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
-  const child = spawn(process.execPath, ['--max-semi-space-size=64', '--heap-growing-percent=100', ...prof, join(ROOT, 'bin', 'fhir-rte.js'), 'start', '-c', config], { env, stdio: ['ignore', 'inherit', 'inherit'] });
+  const child = spawn(process.execPath, [...entryFlags(), ...prof, join(ROOT, 'bin', 'fhir-rte.js'), 'start', '-c', config], { env, stdio: ['ignore', 'inherit', 'inherit'] });
   child.once('exit', () => rmSync(dir, { recursive: true, force: true }));
   const origin = `http://127.0.0.1:${port}`;
   for (const until = Date.now() + 120_000; ; ) {
