@@ -12,11 +12,11 @@ import { unlessAborted } from '../../retry/abortable.js';
 import { inTransaction } from './transaction.js';
 import type { Troubleshoot } from '../troubleshoot.js';
 import {
+  copyRows,
   deleteRows,
   flagDeleted,
   historyOfDeletes,
   insertAbsentHistory,
-  insertRows,
   lockStates,
   readStates,
   StatementError,
@@ -193,9 +193,9 @@ export class PostgresSink implements Sink {
     await writeStates(client, states);
     for (const [spec, tombstones] of w.historyOfDeletes) await historyOfDeletes(client, schema, spec, tombstones);
     for (const [spec, keys] of [...w.clear].reverse()) await deleteRows(client, schema, spec, keys);
-    for (const [spec, rows] of w.insert) await insertRows(client, schema, spec, rows);
+    for (const [spec, rows] of w.insert) await copyRows(client, schema, spec, rows);
     for (const [spec, tombstones] of w.flag) await flagDeleted(client, schema, spec, tombstones);
-    for (const [spec, rows] of w.history) await insertRows(client, schema, spec, rows, true);
+    for (const [spec, rows] of w.history) await copyRows(client, schema, spec, rows, true);
     // After this batch's own history, so the anti-join also sees the versions it applied.
     for (const [spec, rows] of w.late) await insertAbsentHistory(client, schema, spec, rows);
   }
