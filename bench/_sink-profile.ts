@@ -2,7 +2,8 @@
  * The sink alone, for profiles and before/after comparisons: the sink benchmark's events applied through
  * PostgresSink (three batches in flight, as `fhir-rte load`), no limit run, so `node --cpu-prof` sees only
  * the sink. Prints wall time, fhir-rte's own CPU and the Postgres server's CPU (its processes in
- * pg_stat_activity, from /proc: Linux only) per round.
+ * pg_stat_activity, from /proc: Linux only) per round, and how long the event loop was held up (a batch flattened
+ * in one go keeps the other batches in flight from sending their next statement).
  *
  *   node --max-semi-space-size=64 --cpu-prof dist/bench/_sink-profile.js
  *
@@ -15,6 +16,7 @@
 import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import pg from 'pg';
 import { pino } from 'pino';
 import { migrate } from '../src/sink/postgres/migrate.js';
@@ -53,6 +55,8 @@ try {
     if (STATEMENTS && round === ROUNDS - 1) await pool.query('SELECT pg_stat_statements_reset()');
     const sampler = WAITS ? sampleWaits(url) : undefined;
     const server = await serverCpu(pool);
+    const blocked = monitorEventLoopDelay({ resolution: 1 });
+    blocked.enable();
     const cpu = process.cpuUsage();
     const start = process.hrtime.bigint();
     let next = 0;
@@ -61,9 +65,10 @@ try {
     }));
     const seconds = Number(process.hrtime.bigint() - start) / 1e9;
     const used = process.cpuUsage(cpu);
+    blocked.disable();
     const serverUsed = (await serverCpu(pool)) - server;
     const perEvent = (micros: number) => ((micros / events.length)).toFixed(1);
-    console.log(`round ${round}: ${seconds.toFixed(2)} s wall, ${perEvent(used.user + used.system)} µs fhir-rte CPU/event, ${perEvent(serverUsed)} µs Postgres CPU/event, ${Math.round(events.length / seconds)} events/s`);
+    console.log(`round ${round}: ${seconds.toFixed(2)} s wall, ${perEvent(used.user + used.system)} µs fhir-rte CPU/event, ${perEvent(serverUsed)} µs Postgres CPU/event, ${Math.round(events.length / seconds)} events/s, event loop delay p50 ${ms(blocked.percentile(50))} p99 ${ms(blocked.percentile(99))} max ${ms(blocked.max)} ms`);
     if (sampler) console.log(`  server sessions of the pool, sampled: ${await sampler.stop()}`);
   }
   if (STATEMENTS) await printStatements(pool, events.length);
@@ -85,6 +90,10 @@ async function serverCpu(pool: pg.Pool): Promise<number> {
     }
   }
   return (ticks * 1e6) / 100; // USER_HZ
+}
+
+function ms(nanos: number): string {
+  return (nanos / 1e6).toFixed(1);
 }
 
 /** An embedded server of its own, restarted with pg_stat_statements loaded (it needs shared_preload_libraries). */
