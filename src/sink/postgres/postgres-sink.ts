@@ -91,7 +91,8 @@ export class PostgresSink implements Sink {
    */
   async apply(batch: ChangeEvent[], signal?: AbortSignal): Promise<BatchOutcome> {
     this.options.troubleshoot?.received(batch);
-    const keys = new Set(batch.flatMap((e) => (e.op === 'unreadable' ? [] : [resourceKey(e)])));
+    const keys = new Set<string>();
+    for (const e of batch) if (e.op !== 'unreadable') keys.add(resourceKey(e));
     const earlier = [...this.inFlight].filter((f) => overlaps(f.keys, keys)).map((f) => f.done);
     const turn = unlessAborted(Promise.allSettled(earlier), signal);
     const entry = { keys, done: turn.then(() => this.applyChunks(batch, signal)) };
