@@ -515,7 +515,7 @@ describe('ordering and concurrency', () => {
     await t.sink.apply([upsert(patient('cas', 2))]); // the other writer
     const client = await t.pool.connect();
     try {
-      const stale = { resourceType: 'Patient', id: 'cas', versionId: '9', lastUpdated: null, afterVersion: false, arrival: null, deleted: false, digest: null, resourceJson: null, revision: Number(read!.revision) + 1 };
+      const stale = { resourceType: 'Patient', id: 'cas', versionId: '9', lastUpdatedMicros: null, afterVersion: false, arrivalMicros: null, deleted: false, digest: null, resourceJson: null, revision: Number(read!.revision) + 1 };
       await expect(writeStates(client, [stale])).rejects.toBeInstanceOf(ConcurrentChange);
     } finally {
       client.release();

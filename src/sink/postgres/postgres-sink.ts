@@ -283,14 +283,13 @@ function tombstoneOf(key: string, v: AppliedVersion): Tombstone {
 
 function stateOf(r: ResourcePlan, storeResources: boolean): StateWrite {
   const live = lastUpsert(r);
-  const iso = (micros: bigint | null) => (micros === null ? null : microsToIso(micros));
   return {
     resourceType: r.resourceType,
     id: r.id,
     versionId: r.state.versionId,
-    lastUpdated: iso(r.state.lastUpdatedMicros),
+    lastUpdatedMicros: r.state.lastUpdatedMicros,
     afterVersion: r.state.afterVersion,
-    arrival: iso(r.state.arrivalMicros),
+    arrivalMicros: r.state.arrivalMicros,
     deleted: r.state.deleted,
     // The last live document; none applied in this batch keeps the stored one (a tombstone's too).
     digest: live ? live.digest! : null,

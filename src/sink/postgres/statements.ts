@@ -90,13 +90,23 @@ function micros(column: string): string {
   return `(extract(epoch FROM ${column}) * 1000000)::bigint::text`;
 }
 
+/**
+ * Microseconds since the epoch (bigint) as a timestamptz, exactly: a double holds every whole number
+ * of microseconds up to 2^53 (the year 2255), and interval multiplication rounds to whole microseconds.
+ * Cheaper than an ISO text built in JavaScript for every state (3% of the sink's CPU).
+ */
+function fromMicros(column: string): string {
+  return `timestamptz 'epoch' + ${column} * interval '1 microsecond'`;
+}
+
 export interface StateWrite {
   resourceType: string;
   id: string;
   versionId: string | null;
-  lastUpdated: string | null;
+  /** Microseconds since the epoch, as the watermark holds them (Postgres turns them into its timestamptz, exactly). */
+  lastUpdatedMicros: bigint | null;
   afterVersion: boolean;
-  arrival: string | null;
+  arrivalMicros: bigint | null;
   deleted: boolean;
   /**
    * SHA-256 (hex) of the document of the last upsert applied, with `resourceJson` (null when documents
@@ -127,8 +137,8 @@ export async function writeStates(client: pg.ClientBase, states: StateWrite[]): 
     client,
     'fhir_rte.resource_state',
     `INSERT INTO fhir_rte.resource_state AS s (resource_type, resource_id, version_id, last_updated, after_version, arrival, deleted, content_digest, resource, revision, applied_at)
-     SELECT x.t, x.i, x.v, x.lu, x.av, x.ar, x.d, decode(x.h, 'hex'), nullif(x.doc, '')::json, x.rev, now()
-       FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::boolean[], $6::timestamptz[], $7::boolean[], $8::text[], $9::bigint[],
+     SELECT x.t, x.i, x.v, ${fromMicros('x.lu')}, x.av, ${fromMicros('x.ar')}, x.d, decode(x.h, 'hex'), nullif(x.doc, '')::json, x.rev, now()
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::boolean[], $6::bigint[], $7::boolean[], $8::text[], $9::bigint[],
                    string_to_array($10::text, E'\\x1e')) WITH ORDINALITY AS x(t, i, v, lu, av, ar, d, h, rev, doc, n)
       ORDER BY x.n
      ON CONFLICT (resource_type, resource_id) DO UPDATE
@@ -142,9 +152,9 @@ export async function writeStates(client: pg.ClientBase, states: StateWrite[]): 
       sorted.map((s) => s.resourceType),
       sorted.map((s) => s.id),
       sorted.map((s) => s.versionId),
-      sorted.map((s) => s.lastUpdated),
+      sorted.map((s) => s.lastUpdatedMicros),
       sorted.map((s) => s.afterVersion),
-      sorted.map((s) => s.arrival),
+      sorted.map((s) => s.arrivalMicros),
       sorted.map((s) => s.deleted),
       sorted.map((s) => s.digest),
       sorted.map((s) => s.revision),
