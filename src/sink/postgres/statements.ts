@@ -243,7 +243,11 @@ const SYSTEM_VALUE: Record<RowRole, (r: VersionedRow) => unknown> = {
   deletedAt: (r) => r.deletedAt,
 };
 
-/** Inserts rows into a table, or (history) into its `_history` twin, whose own key and time are defaults. */
+/**
+ * Inserts rows into a table, or (history) into its `_history` twin, whose own key and time are defaults,
+ * by one `INSERT ... SELECT FROM unnest(...)`. The sink and rebuild write by COPY (copyRows); this is the
+ * set-based insert the benchmarks measure them against.
+ */
 export async function insertRows(client: pg.ClientBase, schema: string, spec: TableSpec, rows: VersionedRow[], history = false): Promise<void> {
   if (!rows.length) return;
   const table = history ? historyTable(spec.name) : spec.name;
@@ -252,11 +256,11 @@ export async function insertRows(client: pg.ClientBase, schema: string, spec: Ta
 }
 
 /**
- * Inserts rows as `insertRows` does, by COPY: Postgres reads the rows as text lines and inserts them in
- * bulk (one WAL record per page rather than per row), and building one text costs less here than an
- * array parameter per column. Each value goes through its column type's own input, as an unnest element
- * does, so a value a column refuses fails with the same SQLSTATE; the error names the table (and, in its
- * context, the line and column).
+ * Inserts rows into a table, or (history) into its `_history` twin, by COPY: Postgres reads the rows as
+ * text lines and inserts them in bulk (one WAL record per page rather than per row), and building one
+ * text costs less here than an array parameter per column. Each value goes through its column type's own
+ * input, as an unnest element does, so a value a column refuses fails with the same SQLSTATE; the error
+ * names the table (and, in its context, the line and column).
  */
 export async function copyRows(client: pg.ClientBase, schema: string, spec: TableSpec, rows: VersionedRow[], history = false): Promise<void> {
   if (!rows.length) return;
