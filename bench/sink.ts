@@ -5,7 +5,8 @@
  * components) go through the PostgresSink with the example transformers (guard, FHIRPath, row replace,
  * history, resource state). In the same run, the limit inserts exactly the same table rows (computed
  * beforehand, no FHIRPath) into a twin schema by one bare `INSERT ... SELECT FROM unnest(...)` per table
- * per batch. Both use batches of 1,000 events, one transaction each.
+ * per batch; and the true ingest limit, the same rows by one bare COPY per table per batch, into a third.
+ * All use batches of 1,000 events, one transaction each. The last line compares with the unnest inserts.
  */
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -17,7 +18,7 @@ import { migrate } from '../src/sink/postgres/migrate.js';
 import { createPool } from '../src/sink/postgres/pool.js';
 import { PostgresSink } from '../src/sink/postgres/postgres-sink.js';
 import { createMissing, planSchema } from '../src/sink/postgres/schema.js';
-import { insertRows, type VersionedRow } from '../src/sink/postgres/statements.js';
+import { copyRows, insertRows, type VersionedRow } from '../src/sink/postgres/statements.js';
 import { loadTransformers } from '../src/transform/load-transformers.js';
 import type { TableSpec, Transformer } from '../src/transform/transformer.js';
 import { Metrics } from '../src/http/metrics.js';
@@ -46,22 +47,28 @@ export async function run(): Promise<void> {
 
     // Rounds alternate the limit and fhir-rte so that a busy neighbour on the machine weighs on both.
     const limits: number[] = [];
+    const copies: number[] = [];
     const rtes: number[] = [];
     const measured: number[] = [];
     for (let round = 0; round < ROUNDS; round++) {
       limits.push(await limitRun(pool, specs, batches.map((b) => rowsOf(b, transformers, specs))));
+      copies.push(await limitRun(pool, specs, batches.map((b) => rowsOf(b, transformers, specs)), 'bench_copy', copyRows));
       rtes.push(await applyAll(pool, transformers, specs, batches, IN_FLIGHT));
       if (WITH_METRICS) measured.push(await applyAll(pool, transformers, specs, batches, IN_FLIGHT, true));
     }
-    await sameRows(pool, specs);
+    await sameRows(pool, specs, 'bench_limit');
+    await sameRows(pool, specs, 'bench_copy');
     const sequential = await applyAll(pool, transformers, specs, batches, 1);
 
     const rate = (seconds: number) => events.length / seconds;
     const limit = median(limits);
+    const copy = median(copies);
     const rte = median(rtes);
     console.log(`  bare unnest insert of the same rows (one connection, one batch at a time): ${fmt(limits)} s; median ${Math.round(rate(limit))} events/s`);
+    console.log(`  bare COPY of the same rows, the ingest limit (one connection, one batch at a time): ${fmt(copies)} s; median ${Math.round(rate(copy))} events/s`);
     console.log(`  fhir-rte sink, ${IN_FLIGHT} batches in flight (as fhir-rte load runs): ${fmt(rtes)} s; median ${Math.round(rate(rte))} events/s`);
     console.log(`  fhir-rte sink, one batch at a time: ${sequential.toFixed(2)} s, ${Math.round(rate(sequential))} events/s, ratio ${(limit / sequential).toFixed(2)}`);
+    console.log(`  fhir-rte against COPY (3 in flight): ratio ${(copy / rte).toFixed(2)}`);
     if (WITH_METRICS) {
       const m = median(measured);
       console.log(`  fhir-rte sink with metrics, ${IN_FLIGHT} in flight: ${fmt(measured)} s; median ${Math.round(rate(m))} events/s (${((rate(m) / rate(rte) - 1) * 100).toFixed(1)}% against without)`);
@@ -73,13 +80,18 @@ export async function run(): Promise<void> {
   }
 }
 
-/** The limit: the precomputed rows, one bare insert per table per batch. The rows are garbage afterwards. */
-async function limitRun(pool: pg.Pool, specs: TableSpec[], rows: Array<Array<[TableSpec, VersionedRow[], boolean]>>): Promise<number> {
-  await pool.query('DROP SCHEMA IF EXISTS bench_limit CASCADE');
-  await createMissing(pool, 'bench_limit', await planSchema(pool, 'bench_limit', specs));
+type Insert = typeof insertRows;
+
+/**
+ * A limit: the precomputed rows, one bare insert (unnest) or COPY per table per batch, into a schema of
+ * its own. The rows are garbage afterwards.
+ */
+async function limitRun(pool: pg.Pool, specs: TableSpec[], rows: Array<Array<[TableSpec, VersionedRow[], boolean]>>, schema = 'bench_limit', insert: Insert = insertRows): Promise<number> {
+  await pool.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+  await createMissing(pool, schema, await planSchema(pool, schema, specs));
   await pool.query('CHECKPOINT');
   return timed(async () => {
-    for (const tables of rows) await bareInsert(pool, tables);
+    for (const tables of rows) await bareInsert(pool, tables, schema, insert);
   });
 }
 
@@ -155,27 +167,27 @@ export function rowsOf(batch: ChangeEvent[], transformers: Transformer[], specs:
   return [...out].flatMap(([spec, rows]) => (spec.history ? [[spec, rows, false], [spec, rows, true]] : [[spec, rows, false]]) as Array<[TableSpec, VersionedRow[], boolean]>);
 }
 
-export async function bareInsert(pool: pg.Pool, tables: Array<[TableSpec, VersionedRow[], boolean]>): Promise<void> {
+export async function bareInsert(pool: pg.Pool, tables: Array<[TableSpec, VersionedRow[], boolean]>, schema = 'bench_limit', insert: Insert = insertRows): Promise<void> {
   const client = await pool.connect();
   try {
     await client.query('BEGIN');
-    for (const [spec, rows, history] of tables) await insertRows(client, 'bench_limit', spec, rows, history);
+    for (const [spec, rows, history] of tables) await insert(client, schema, spec, rows, history);
     await client.query('COMMIT');
   } finally {
     client.release();
   }
 }
 
-/** Both runs must have written the same rows, or the comparison means nothing. */
-async function sameRows(pool: pg.Pool, specs: TableSpec[]): Promise<void> {
+/** fhir-rte and a limit must have written the same rows, or the comparison means nothing. */
+async function sameRows(pool: pg.Pool, specs: TableSpec[], limit: string): Promise<void> {
   for (const spec of specs) {
     const sys = spec.system;
     const cols = [sys.id, sys.sourceResourceId, sys.version, sys.parentReference, ...spec.columns.map((c) => c.name)].map((c) => `"${c}"`).join(', ');
     const { rows } = await pool.query(
-      `SELECT (SELECT count(*) FROM (SELECT ${cols} FROM bench_rte."${spec.name}" EXCEPT SELECT ${cols} FROM bench_limit."${spec.name}") d)::int AS diff,
-              (SELECT count(*) FROM bench_rte."${spec.name}")::int AS n, (SELECT count(*) FROM bench_limit."${spec.name}")::int AS m`,
+      `SELECT (SELECT count(*) FROM (SELECT ${cols} FROM bench_rte."${spec.name}" EXCEPT SELECT ${cols} FROM ${limit}."${spec.name}") d)::int AS diff,
+              (SELECT count(*) FROM bench_rte."${spec.name}")::int AS n, (SELECT count(*) FROM ${limit}."${spec.name}")::int AS m`,
     );
-    if (rows[0].diff !== 0 || rows[0].n !== rows[0].m) throw new Error(`table ${spec.name}: fhir-rte and the limit wrote different rows (${JSON.stringify(rows[0])})`);
+    if (rows[0].diff !== 0 || rows[0].n !== rows[0].m) throw new Error(`table ${spec.name}: fhir-rte and ${limit} wrote different rows (${JSON.stringify(rows[0])})`);
   }
 }
 

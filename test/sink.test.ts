@@ -384,6 +384,14 @@ describe('poison records', () => {
     expect(state).toEqual({ n: 0 });
   });
 
+  it('stores text with tabs, line breaks, backslashes and an empty string exactly as given, and no value as null', async () => {
+    const notes = ['a\tb', 'line\nbreak\r\nend', 'back\\slash \\N \\t', '\\', ''];
+    const batch = notes.map((note, i) => upsert(patient(`text-${i}`, 1, { extension: [{ url: 'note', valueString: note }] })));
+    await t.sink.apply([...batch, upsert(patient('text-none', 1))]);
+    const rows = await t.rows<{ source_resource_id: string; note: string | null }>(`SELECT source_resource_id, note FROM patient WHERE source_resource_id LIKE 'Patient/text-%' ORDER BY 1`);
+    expect(rows).toEqual([...notes.map((note, i) => ({ source_resource_id: `Patient/text-${i}`, note })), { source_resource_id: 'Patient/text-none', note: null }]);
+  });
+
   it('a resource with a NUL character (which Postgres text and jsonb refuse) is dead-lettered alone', async () => {
     const nul = patient('nul', 1, { extension: [{ url: 'note', valueString: 'bad \u0000 byte' }] });
     expect(totalsOf(await t.sink.apply([upsert(patient('nul-ok', 1)), upsert(nul)]))).toEqual({ received: 2, applied: 1, stale: 0, skipped: 0, deadLettered: 1 });
@@ -507,7 +515,7 @@ describe('ordering and concurrency', () => {
     await t.sink.apply([upsert(patient('cas', 2))]); // the other writer
     const client = await t.pool.connect();
     try {
-      const stale = { resourceType: 'Patient', id: 'cas', versionId: '9', lastUpdated: null, afterVersion: false, arrival: null, deleted: false, digest: null, resourceJson: null, revision: Number(read!.revision) + 1 };
+      const stale = { resourceType: 'Patient', id: 'cas', versionId: '9', lastUpdatedMicros: null, afterVersion: false, arrivalMicros: null, deleted: false, digest: null, resourceJson: null, revision: Number(read!.revision) + 1 };
       await expect(writeStates(client, [stale])).rejects.toBeInstanceOf(ConcurrentChange);
     } finally {
       client.release();

@@ -144,8 +144,13 @@ export function planBatch(batch: ChangeEvent[], states: Map<string, ResourceStat
     const transformers = transformersOf(event.resourceType);
     const applied = unchanged ? undefined : event.op === 'upsert' ? transform(event, content!, transformers, plan.poison) : deletion(event);
     if (!unchanged && !applied) continue;
+    const mark = raise(state, position, event.order.arrivalMicros);
+    // Written out rather than spread: spreading the watermark was a tenth of the planner's CPU.
     const next: ResourceState = {
-      ...raise(state, position, event.order.arrivalMicros),
+      versionId: mark.versionId,
+      lastUpdatedMicros: mark.lastUpdatedMicros,
+      afterVersion: mark.afterVersion,
+      arrivalMicros: mark.arrivalMicros,
       deleted: event.op === 'delete',
       // A tombstone keeps the last live document (and its digest), so rebuild can still derive the deleted rows.
       digest: content?.digest ?? state?.digest ?? null,

@@ -12,11 +12,11 @@ import { unlessAborted } from '../../retry/abortable.js';
 import { inTransaction } from './transaction.js';
 import type { Troubleshoot } from '../troubleshoot.js';
 import {
+  copyRows,
   deleteRows,
   flagDeleted,
   historyOfDeletes,
   insertAbsentHistory,
-  insertRows,
   lockStates,
   readStates,
   StatementError,
@@ -91,7 +91,8 @@ export class PostgresSink implements Sink {
    */
   async apply(batch: ChangeEvent[], signal?: AbortSignal): Promise<BatchOutcome> {
     this.options.troubleshoot?.received(batch);
-    const keys = new Set(batch.flatMap((e) => (e.op === 'unreadable' ? [] : [resourceKey(e)])));
+    const keys = new Set<string>();
+    for (const e of batch) if (e.op !== 'unreadable') keys.add(resourceKey(e));
     const earlier = [...this.inFlight].filter((f) => overlaps(f.keys, keys)).map((f) => f.done);
     const turn = unlessAborted(Promise.allSettled(earlier), signal);
     const entry = { keys, done: turn.then(() => this.applyChunks(batch, signal)) };
@@ -193,9 +194,9 @@ export class PostgresSink implements Sink {
     await writeStates(client, states);
     for (const [spec, tombstones] of w.historyOfDeletes) await historyOfDeletes(client, schema, spec, tombstones);
     for (const [spec, keys] of [...w.clear].reverse()) await deleteRows(client, schema, spec, keys);
-    for (const [spec, rows] of w.insert) await insertRows(client, schema, spec, rows);
+    for (const [spec, rows] of w.insert) await copyRows(client, schema, spec, rows);
     for (const [spec, tombstones] of w.flag) await flagDeleted(client, schema, spec, tombstones);
-    for (const [spec, rows] of w.history) await insertRows(client, schema, spec, rows, true);
+    for (const [spec, rows] of w.history) await copyRows(client, schema, spec, rows, true);
     // After this batch's own history, so the anti-join also sees the versions it applied.
     for (const [spec, rows] of w.late) await insertAbsentHistory(client, schema, spec, rows);
   }
@@ -282,14 +283,13 @@ function tombstoneOf(key: string, v: AppliedVersion): Tombstone {
 
 function stateOf(r: ResourcePlan, storeResources: boolean): StateWrite {
   const live = lastUpsert(r);
-  const iso = (micros: bigint | null) => (micros === null ? null : microsToIso(micros));
   return {
     resourceType: r.resourceType,
     id: r.id,
     versionId: r.state.versionId,
-    lastUpdated: iso(r.state.lastUpdatedMicros),
+    lastUpdatedMicros: r.state.lastUpdatedMicros,
     afterVersion: r.state.afterVersion,
-    arrival: iso(r.state.arrivalMicros),
+    arrivalMicros: r.state.arrivalMicros,
     deleted: r.state.deleted,
     // The last live document; none applied in this batch keeps the stored one (a tombstone's too).
     digest: live ? live.digest! : null,

@@ -11,7 +11,7 @@ import { retryTransient, type RetryPolicy } from './retry.js';
 import { describeDrift, planSchema } from './schema.js';
 import { tableDdl } from './table-ddl.js';
 import { inTransaction } from './transaction.js';
-import { claimStates, deleteRows, insertRows, type VersionedRow } from './statements.js';
+import { claimStates, copyRows, deleteRows, type VersionedRow } from './statements.js';
 
 export interface RebuildOptions {
   schema: string;
@@ -53,7 +53,7 @@ export async function rebuild(pool: pg.Pool, options: RebuildOptions): Promise<R
   return walk(pool, options, async (client, page) => {
     await claimStates(client, page.rebuilt);
     for (const [spec, rows] of page.rows) await deleteRows(client, options.schema, spec, [...new Set(rows.keys)]);
-    for (const [spec, rows] of page.rows) await insertRows(client, options.schema, spec, rows.rows);
+    for (const [spec, rows] of page.rows) await copyRows(client, options.schema, spec, rows.rows);
     await recordDeadLetters(client, page.failed.map(poisonOf));
   });
 }
@@ -244,7 +244,7 @@ async function prepareStaging(pool: pg.Pool, specs: TableSpec[]): Promise<void> 
 
 /** Writes a page's rows into the staging tables and notes which resources they are of, at which revision. */
 async function stage(client: pg.ClientBase, options: RebuildOptions, page: Page): Promise<void> {
-  for (const [spec, rows] of page.rows) await insertRows(client, STAGING, spec, rows.rows);
+  for (const [spec, rows] of page.rows) await copyRows(client, STAGING, spec, rows.rows);
   const notes = [...page.rebuilt.map((s) => [s, false] as const), ...page.failed.map((f) => [f.state, true] as const), ...page.unflattened.map((s) => [s, true] as const)];
   if (!notes.length) return;
   await client.query(
