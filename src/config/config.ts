@@ -259,7 +259,10 @@ function resthookConfig(raw: Partial<ResthookConfig> | undefined, env: NodeJS.Pr
     ackTimeoutMs: raw?.ackTimeoutMs ?? 10_000,
     maxBodyBytes: raw?.maxBodyBytes ?? (raw?.relayTo === 'kafka' ? RELAY_MAX_BODY_BYTES : 16 * 1024 * 1024),
     groupWindowMs: raw?.groupWindowMs ?? 3,
-    maxEvents: raw?.maxEvents ?? 1000,
+    // A group of 16 already shares its commit well; closing it at once (not after the window) lets the next
+    // gather while it commits, so Node and Postgres work side by side (bench resthook, 32 senders, quiet
+    // machine: 2,844 deliveries/s with groups of 32 behind a 3 ms window, 4,270/s closing at 16).
+    maxEvents: raw?.maxEvents ?? 16,
     // Every connection may carry a group; only when all are busy does the next group gather past its window.
     groupsInFlight: raw?.groupsInFlight ?? poolSize,
     retryAfterSeconds: raw?.retryAfterSeconds ?? 5,
