@@ -42,7 +42,6 @@ const VERSIONS = 3;
 const RATE = 500;
 const LATENCY_SECONDS = Number(process.env.BENCH_LATENCY_SECONDS ?? 20);
 
-
 /** One delivery as HAPI sends it, with what the tables must hold if it is the resource's last version. */
 interface Put {
   id: string;
