@@ -10,13 +10,15 @@
  *   (default 15), from each record's producer timestamp to its delivery to the application.
  *
  * The end-to-end figures (the client inside fhir-rte's source) are bench/kafka.ts's, for kafkajs.
- * @platformatic/kafka is a devDependency. @confluentinc/kafka-javascript is not: its install fetches a
- * prebuilt binary from GitHub or builds librdkafka, downloading its dependencies, and would fail `npm
- * install` where those are out of reach (`CKJS_LINKING=dynamic npm install --no-save
- * @confluentinc/kafka-javascript` builds it against the system's OpenSSL and zlib). A client that does not
- * load is reported with the reason. BENCH_KAFKA_CLIENTS_FROM names a directory whose node_modules holds
- * clients not installed with the project.
+ * Neither candidate is a dependency of the project: @platformatic/kafka and its dependencies declare Node
+ * >= 22 (fhir-rte supports 20), so `npm install` would warn on every Node 20 machine; this benchmark installs
+ * it on first use into .bench-clients/ (or BENCH_KAFKA_CLIENTS_FROM). @confluentinc/kafka-javascript is
+ * not installed by it: its install fetches a prebuilt binary from GitHub or builds librdkafka, downloading
+ * its dependencies, and fails where those are out of reach (`CKJS_LINKING=dynamic npm install --prefix
+ * .bench-clients @confluentinc/kafka-javascript` builds it against the system's OpenSSL and zlib). A client
+ * that does not load is reported with the reason.
  */
+import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -25,6 +27,7 @@ import { Kafka, logLevel } from 'kafkajs';
 import { startKafkaBroker } from '../test/support/kafka-broker.js';
 import { createTopics, observations, percentile, produceAll, produceSteadily } from './kafka.js';
 import { report } from './report.js';
+import { ROOT } from './_cli.js';
 
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 100_000);
 const PARTITIONS = 6;
@@ -144,18 +147,26 @@ function kafkajsClient(): BareClient {
   };
 }
 
-/** A package from the project's dependencies, or from BENCH_KAFKA_CLIENTS_FROM; an Error saying why not. */
-async function load(name: string): Promise<any> {
-  const from = process.env.BENCH_KAFKA_CLIENTS_FROM;
+/** Where the candidates live, apart from the project's own node_modules. */
+const CLIENTS_DIR = process.env.BENCH_KAFKA_CLIENTS_FROM ?? join(ROOT, '.bench-clients');
+
+/** A candidate client from CLIENTS_DIR, installed there first when `install` names it; an Error saying why not. */
+async function load(name: string, install?: string): Promise<any> {
+  const from = async () => import(pathToFileURL(createRequire(join(CLIENTS_DIR, 'package.json')).resolve(name)).href);
   try {
-    return await import(from ? pathToFileURL(createRequire(join(from, 'package.json')).resolve(name)).href : name);
+    return await from().catch((err: unknown) => {
+      if (!install) throw err;
+      console.log(`  installing ${install} into ${CLIENTS_DIR}`);
+      execFileSync('npm', ['install', '--prefix', CLIENTS_DIR, '--no-audit', '--no-fund', install], { stdio: ['ignore', 'ignore', 'inherit'] });
+      return from();
+    });
   } catch (err) {
     throw new Error(`${name}: not measured, it does not load here: ${(err as Error).message.split('\n')[0]}`);
   }
 }
 
 async function platformaticClient(): Promise<BareClient> {
-  const { Consumer, MessagesStreamModes } = await load('@platformatic/kafka');
+  const { Consumer, MessagesStreamModes } = await load('@platformatic/kafka', '@platformatic/kafka@1.35.0');
   return {
     name: '@platformatic/kafka',
     async consume(brokers, topic, groupId, seen) {
