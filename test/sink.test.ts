@@ -243,6 +243,28 @@ describe('child tables and history', () => {
     const names = await t.rows(`SELECT version FROM patient_name_history WHERE source_resource_id = 'Patient/hist' ORDER BY history_id`);
     expect(names.map((r) => r.version)).toEqual(['1', '2', '3', '4']);
   });
+
+  it('a child table with no columns of its own holds a row for each element, with its history', async () => {
+    const rules = `
+retainAllHistory: true
+transformers:
+  - resourceType: Patient
+    tableName: patient
+    columns: []
+    childTables:
+      - { fhirPath: Patient.name, tableName: patient_name }
+`;
+    const bare = await openTestSink(await freshDatabase('bare'), transformerDir({ 'patient.yaml': rules }));
+    try {
+      const two = patient('bare', 1, { name: [{ family: 'Alpha' }, { family: 'Beta' }] });
+      expect(totalsOf(await bare.sink.apply([upsert(two)]))).toMatchObject({ applied: 1, deadLettered: 0 });
+      expect(await bare.rows(`SELECT count(*)::int AS n FROM patient_name WHERE source_resource_id = 'Patient/bare'`)).toEqual([{ n: 2 }]);
+      expect(await bare.rows(`SELECT version FROM patient_history`)).toEqual([{ version: '1' }]);
+      expect(await bare.rows(`SELECT count(*)::int AS n FROM patient_name_history`)).toEqual([{ n: 2 }]);
+    } finally {
+      await bare.close();
+    }
+  });
 });
 
 describe('late versions and history', () => {

@@ -269,9 +269,10 @@ export async function copyRows(client: pg.ClientBase, schema: string, spec: Tabl
   const width = spec.columns.length;
   let text = '';
   for (const r of rows) {
-    for (const [role] of ROW_ROLES) text += copyField(SYSTEM_VALUE[role](r)) + '\t';
+    // Tabs go between fields only: a table may have no columns beyond the system ones.
+    for (let i = 0; i < ROW_ROLES.length; i++) text += (i ? '\t' : '') + copyField(SYSTEM_VALUE[ROW_ROLES[i]![0]](r));
     const values = r.row.values;
-    for (let i = 0; i < width; i++) text += copyField(values[i]) + (i === width - 1 ? '' : '\t');
+    for (let i = 0; i < width; i++) text += '\t' + copyField(values[i]);
     text += '\n';
   }
   await copyIn(client, table, `COPY ${qualified(schema, table)} (${list}) FROM STDIN`, text);
