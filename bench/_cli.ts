@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
+import { ticksOf } from './_proc.js';
 
 export const ROOT = join(import.meta.dirname, '..', '..');
 
@@ -36,7 +37,7 @@ export async function runFhirRte(args: string[], databaseUrl: string): Promise<C
     try {
       const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
       if (hwm) peakRssKb = Math.max(peakRssKb, Number(hwm[1]));
-      cpuTicks = ticksOf(child.pid!);
+      cpuTicks = ticksOf(child.pid!) ?? cpuTicks;
     } catch {
       // exited between two samples
     }
@@ -53,11 +54,6 @@ export async function runFhirRte(args: string[], databaseUrl: string): Promise<C
   return { seconds, peakRssKb, cpuSeconds: cpuTicks / 100, postgresCpuSeconds: postgres.seconds(), counts };
 }
 
-/** CPU ticks (USER_HZ) of a process: utime + stime, fields 14 and 15 of /proc/<pid>/stat. */
-export function ticksOf(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return Number(fields[11]) + Number(fields[12]);
-}
 
 /** The CPU of the Postgres backends connected to one database, each backend's last sample kept (they end with their client). */
 class PostgresCpu {
@@ -78,11 +74,8 @@ class PostgresCpu {
       await this.ready;
       const { rows } = await this.client.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()');
       for (const { pid } of rows) {
-        try {
-          this.ticks.set(pid, ticksOf(pid));
-        } catch {
-          // ended meanwhile
-        }
+        const ticks = ticksOf(pid);
+        if (ticks !== undefined) this.ticks.set(pid, ticks); // else it ended meanwhile: its last sample stays
       }
     } catch {
       // not ready or closing: the next sample counts

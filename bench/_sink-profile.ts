@@ -13,7 +13,7 @@
  * BENCH_WAITS=1: while the rounds run, the pool's server sessions are sampled every 5 ms from another
  * connection (running, waiting on what, or idle because fhir-rte has not sent the next statement).
  */
-import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
@@ -21,12 +21,10 @@ import pg from 'pg';
 import { pino } from 'pino';
 import { migrate } from '../src/sink/postgres/migrate.js';
 import { createPool } from '../src/sink/postgres/pool.js';
-import { PostgresSink } from '../src/sink/postgres/postgres-sink.js';
-import { createMissing, planSchema } from '../src/sink/postgres/schema.js';
 import { loadTransformers } from '../src/transform/load-transformers.js';
-import type { ChangeEvent } from '../src/events/change-event.js';
-import { generate } from './sink.js';
+import { chunk, freshSink, generate } from './sink.js';
 import { benchDatabase } from './_database.js';
+import { ticksOf } from './_proc.js';
 import { startEmbedded } from '../src/sink/postgres/embedded.js';
 
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 20_000);
@@ -44,14 +42,9 @@ try {
   const specs = transformers.flatMap((t) => t.tables);
   await migrate(url);
   const events = generate(EVENTS);
-  const batches: ChangeEvent[][] = [];
-  for (let i = 0; i < events.length; i += BATCH) batches.push(events.slice(i, i + BATCH));
+  const batches = chunk(events, BATCH);
   for (let round = 0; round < ROUNDS; round++) {
-    await pool.query('DROP SCHEMA IF EXISTS bench_rte CASCADE');
-    await createMissing(pool, 'bench_rte', await planSchema(pool, 'bench_rte', specs));
-    await pool.query('TRUNCATE fhir_rte.resource_state');
-    await pool.query('CHECKPOINT');
-    const sink = new PostgresSink(pool, { schema: 'bench_rte', transformers, deleteMode: 'logical', storeResources: true, maxEvents: BATCH, retry: { initialMs: 100, maxMs: 5000 }, logger });
+    const sink = await freshSink(pool, transformers, specs);
     if (STATEMENTS && round === ROUNDS - 1) await pool.query('SELECT pg_stat_statements_reset()');
     const sampler = WAITS ? sampleWaits(url) : undefined;
     const server = await serverCpu(pool);
@@ -80,15 +73,7 @@ try {
 /** CPU time (µs) of the server's processes so far; the pool's connections live through a round, so their backends count. */
 async function serverCpu(pool: pg.Pool): Promise<number> {
   const { rows } = await pool.query('SELECT pid FROM pg_stat_activity');
-  let ticks = 0;
-  for (const { pid } of rows) {
-    try {
-      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-      ticks += Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15 of stat)
-    } catch {
-      // a process that ended meanwhile
-    }
-  }
+  const ticks = rows.reduce((sum, { pid }) => sum + (ticksOf(pid) ?? 0), 0); // a process that ended meanwhile counts nothing
   return (ticks * 1e6) / 100; // USER_HZ
 }
 

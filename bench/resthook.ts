@@ -23,7 +23,6 @@
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { entryFlags, ROOT } from './_cli.js';
@@ -34,6 +33,7 @@ import { random, syntheticObservation } from '../src/cli/demo/synthetic-data.js'
 import { freePort } from '../test/support/free-port.js';
 import { report } from './report.js';
 import { benchDatabase } from './_database.js';
+import { parentOf, ticksOf, treeTicks } from './_proc.js';
 
 const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 32);
 const DELIVERIES = Number(process.env.BENCH_DELIVERIES ?? 15_000);
@@ -90,10 +90,10 @@ export async function run(): Promise<void> {
       written.push(...puts);
       for (const r of [bare, hand, rte]) {
         const groups = r === rte ? await groupCommits(rte.origin) : undefined;
-        const cpu = await cpuNow(r, postgres);
+        const cpu = cpuNow(r, postgres);
         const seconds = await closedLoop(pools.get(r)!, puts);
         rates.get(r)!.push(puts.length / seconds);
-        const used = cpuSince(cpu, await cpuNow(r, postgres), puts.length);
+        const used = cpuSince(cpu, cpuNow(r, postgres), puts.length);
         const transactions = groups ? `, ${groupsSince(groups, await groupCommits(rte.origin))}` : r === hand ? ', one transaction per delivery' : '';
         console.log(`  (round ${round + 1}, ${r.name}: ${Math.round(puts.length / seconds)}/s${transactions}; CPU ms per 1000 deliveries: ${used})`);
         await checkpoint(db.url);
@@ -241,36 +241,14 @@ interface Cpu {
 }
 
 /** CPU seconds used so far by the receiver's process, the Postgres server's processes (when embedded here) and this one. */
-async function cpuNow(r: Receiver, postmaster: number | undefined): Promise<Cpu> {
+function cpuNow(r: Receiver, postmaster: number | undefined): Cpu {
   const own = process.cpuUsage();
-  return { receiver: await processCpu(r.child.pid!), postgres: postmaster ? await treeCpu(postmaster) : NaN, clients: (own.user + own.system) / 1e6 };
+  return { receiver: (ticksOf(r.child.pid!) ?? NaN) / 100, postgres: postmaster ? treeTicks(postmaster) / 100 : NaN, clients: (own.user + own.system) / 1e6 };
 }
 
 function cpuSince(a: Cpu, b: Cpu, deliveries: number): string {
   const per = (x: number) => ((x * 1e6) / deliveries).toFixed(0);
   return `receiver ${per(b.receiver - a.receiver)}, Postgres ${per(b.postgres - a.postgres)}, clients ${per(b.clients - a.clients)}`;
-}
-
-/** utime + stime of one process, seconds (/proc/<pid>/stat fields 14 and 15). */
-async function processCpu(pid: number): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-}
-
-/** The postmaster and its children (the backends, the WAL writer, the checkpointer), exited ones included. */
-async function treeCpu(postmaster: number): Promise<number> {
-  const own = await readFile(`/proc/${postmaster}/stat`, 'utf8');
-  const mine = own.slice(own.lastIndexOf(')') + 2).split(' ');
-  // utime, stime, and cutime, cstime: the CPU of the children it has reaped (backends that ended).
-  let total = (Number(mine[11]) + Number(mine[12]) + Number(mine[13]) + Number(mine[14])) / 100;
-  for (const pid of await readdir('/proc')) {
-    if (!/^\d+$/.test(pid)) continue;
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    if (Number(fields[1]) === postmaster) total += (Number(fields[11]) + Number(fields[12])) / 100;
-  }
-  return total;
 }
 
 /** The Postgres server's main process, when it runs on this machine (its backend's parent). */
@@ -279,8 +257,7 @@ async function postmasterOf(url: string): Promise<number | undefined> {
   await c.connect();
   try {
     const { rows } = await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
-    const stat = await readFile(`/proc/${rows[0]!.pid}/stat`, 'utf8').catch(() => undefined);
-    return stat ? Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) : undefined;
+    return parentOf(rows[0]!.pid);
   } finally {
     await c.end();
   }

@@ -95,22 +95,19 @@ async function limitRun(pool: pg.Pool, specs: TableSpec[], rows: Array<Array<[Ta
   });
 }
 
-/** Applies every batch through a fresh PostgresSink, `inFlight` batches at once; returns seconds. */
-async function applyAll(pool: pg.Pool, transformers: Transformer[], specs: TableSpec[], batches: ChangeEvent[][], inFlight: number, withMetrics = false): Promise<number> {
-  const cpu = process.cpuUsage();
+/** fhir-rte's sink as `fhir-rte load` runs it, on empty tables and states (its schema made again), after a checkpoint. */
+export async function freshSink(pool: pg.Pool, transformers: Transformer[], specs: TableSpec[]): Promise<PostgresSink> {
   await pool.query('DROP SCHEMA IF EXISTS bench_rte CASCADE');
   await createMissing(pool, 'bench_rte', await planSchema(pool, 'bench_rte', specs));
   await pool.query('TRUNCATE fhir_rte.resource_state');
   await pool.query('CHECKPOINT');
-  const sink = new PostgresSink(pool, {
-    schema: 'bench_rte',
-    transformers,
-    deleteMode: 'logical',
-    storeResources: true,
-    maxEvents: BATCH,
-    retry: { initialMs: 100, maxMs: 5000 },
-    logger,
-  });
+  return new PostgresSink(pool, { schema: 'bench_rte', transformers, deleteMode: 'logical', storeResources: true, maxEvents: BATCH, retry: { initialMs: 100, maxMs: 5000 }, logger });
+}
+
+/** Applies every batch through a fresh PostgresSink, `inFlight` batches at once; returns seconds. */
+async function applyAll(pool: pg.Pool, transformers: Transformer[], specs: TableSpec[], batches: ChangeEvent[][], inFlight: number, withMetrics = false): Promise<number> {
+  const cpu = process.cpuUsage();
+  const sink = await freshSink(pool, transformers, specs);
   const metrics = withMetrics ? new Metrics({ pool, retrying: () => sink.batchesRetrying, stalledSince: () => sink.stall?.since }) : undefined;
   const apply = metrics ? metrics.measured('file', (b) => sink.apply(b)) : (b: ChangeEvent[]) => sink.apply(b);
   let applied = 0;
@@ -207,7 +204,7 @@ function fmt(values: number[]): string {
   return values.map((v) => v.toFixed(2)).join(', ');
 }
 
-function chunk<T>(list: T[], size: number): T[][] {
+export function chunk<T>(list: T[], size: number): T[][] {
   const out: T[][] = [];
   for (let i = 0; i < list.length; i += size) out.push(list.slice(i, i + size));
   return out;
