@@ -1,6 +1,6 @@
 import { Readable } from 'node:stream';
-import { createInterface } from 'node:readline';
 import { Backoff, sleepUnlessAborted } from '../retry/backoff.js';
+import { lineChunks } from '../events/ndjson-lines.js';
 import type { FhirClient } from './fhir-client.js';
 import { faultOfStatus, FhirServerError, retryAfterMs, statusError } from './fhir-error.js';
 
@@ -74,7 +74,7 @@ export function shownFileUrl(url: string, withAuth: boolean): string {
 async function* linesOnce(client: FhirClient, { target, shown: url }: { target: string; shown: string }, options: NdjsonOptions, skip: number): AsyncGenerator<NdjsonLine> {
   const { timeoutMs } = client.options;
   const stall = new AbortController();
-  // One timer for the whole download, pushed back by every line: a slow but moving file is not cut.
+  // One timer for the whole download, pushed back by every chunk: a slow but moving file is not cut.
   const timer = setTimeout(() => stall.abort(), timeoutMs);
   const signal = options.signal ? AbortSignal.any([options.signal, stall.signal]) : stall.signal;
   try {
@@ -94,10 +94,9 @@ async function* linesOnce(client: FhirClient, { target, shown: url }: { target: 
       return;
     }
     let line = 0;
-    for await (const text of createInterface({ input: Readable.fromWeb(res.body as never), crlfDelay: Infinity })) {
+    for await (const texts of lineChunks(Readable.fromWeb(res.body as never))) {
       timer.refresh();
-      line++;
-      if (line > skip) yield { line, text };
+      for (const text of texts) if (++line > skip) yield { line, text };
     }
   } catch (err) {
     options.signal?.throwIfAborted();

@@ -1,10 +1,10 @@
 import type { Command } from 'commander';
 import { UsageError } from '../exit-codes.js';
 import { createReadStream } from 'node:fs';
-import { createInterface } from 'node:readline';
 import { readStructuredFile } from '../../config/read-file.js';
 import type { FhirResource } from '../../events/change-event.js';
 import { parseFhirJson, stringifyFhirJson } from '../../events/fhir-json.js';
+import { lines } from '../../events/ndjson-lines.js';
 import { compileView, type CompiledView } from '../../transform/viewdef/compile-view.js';
 
 /**
@@ -37,10 +37,9 @@ function writer(view: CompiledView, format: string): Write {
 }
 
 async function flattenFile(view: CompiledView, file: string, write: Write): Promise<void> {
-  const input = file === '-' ? process.stdin : createReadStream(file, 'utf8');
-  const lines = createInterface({ input, crlfDelay: Infinity });
+  const input = file === '-' ? process.stdin : createReadStream(file);
   let line = 0;
-  for await (const text of lines) {
+  for await (const text of lines(input)) {
     line++;
     if (!text.trim()) continue;
     let json: unknown;
