@@ -10,8 +10,9 @@ import { ConcurrentChange } from './fault.js';
 import { historyTable, tableColumns } from './table-ddl.js';
 
 /**
- * The set-based SQL of one batch: every statement handles all resources of the batch at once through
- * array parameters (`unnest`, `= ANY`), never a round-trip per row. All identifiers were validated at
+ * The set-based SQL of one batch: every statement handles all resources of the batch at once, its rows
+ * by COPY and its keys and states through column parameters split in SQL (`unnest`, `= ANY`), never a
+ * round-trip per row. All identifiers were validated at
  * load and are quoted here; all values are bound parameters.
  */
 
@@ -54,6 +55,35 @@ async function run(client: pg.ClientBase, table: string, text: string, values: u
 }
 
 /**
+ * A column of values (resource types, ids, versions, digests, numbers, the resource documents) as one
+ * text parameter, which the statement splits again with `unpacked()`. node-postgres sends an array
+ * parameter as a literal it builds in JavaScript, quoting and escaping every element: for the state
+ * statements that was a seventh of all that `fhir-rte load` allocated (and for the ~1 KB documents as a
+ * jsonb[] it cost more than the whole insert). No such value holds the separator U+001E or is the null
+ * marker U+001F (ids and versions are FHIR ids, JSON escapes control characters inside its strings and
+ * allows none outside them); checked all the same, since a separator would shift every value after it
+ * into the wrong row. The error names the column, never the value (a document is patient data).
+ */
+function packed(column: string, values: ReadonlyArray<string | number | bigint | boolean | null>): string {
+  let text = '';
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (typeof v === 'string' && (v.includes(SEPARATOR) || v === NULL_FIELD)) throw new Error(`${column} number ${i + 1} of the batch holds U+001E or is U+001F, which no ${column} can hold`);
+    const field = v === null ? NULL_FIELD : typeof v === 'boolean' ? (v ? 't' : 'f') : String(v);
+    text += i ? SEPARATOR + field : field;
+  }
+  return text;
+}
+
+const SEPARATOR = '\x1e';
+const NULL_FIELD = '\x1f';
+
+/** The SQL that splits parameter `$n`, made by packed(), into an array of `type`. */
+function unpacked(n: number, type = 'text'): string {
+  return `string_to_array($${n}::text, E'\\x1e', E'\\x1f')::${type}[]`;
+}
+
+/**
  * The states (watermarks) of the batch's resources. LATERAL with LIMIT keeps this an index lookup per key
  * even when the planner has no statistics yet (a table filled by this very load), where a hash join would
  * scan the whole state table for every batch.
@@ -63,12 +93,12 @@ export async function readStates(client: pg.ClientBase, types: string[], ids: st
     client,
     'fhir_rte.resource_state',
     `SELECT k.t AS resource_type, k.i AS resource_id, s.*
-       FROM unnest($1::text[], $2::text[]) AS k(t, i)
+       FROM unnest(${unpacked(1)}, ${unpacked(2)}) AS k(t, i)
        CROSS JOIN LATERAL (
          SELECT version_id, after_version, ${micros('last_updated')} AS last_updated_micros, ${micros('arrival')} AS arrival_micros,
                 deleted, encode(content_digest, 'hex') AS digest, revision
            FROM fhir_rte.resource_state WHERE resource_type = k.t AND resource_id = k.i LIMIT 1) AS s`,
-    [types, ids],
+    [packed('resource type', types), packed('resource id', ids)],
   );
   const states = new Map<string, ResourceState>();
   for (const r of rows) {
@@ -128,18 +158,15 @@ export interface StateWrite {
 export async function writeStates(client: pg.ClientBase, states: StateWrite[]): Promise<void> {
   if (!states.length) return;
   const sorted = inLockOrder(states);
-  // The resource documents travel as one text, separated by U+001E, and Postgres reads each as json once.
-  // Not a jsonb[] (node-postgres escapes every quote of an array literal in JavaScript, which cost more
-  // than the whole insert for ~1 KB resources), nor one JSON array (Postgres parsed that twice: as json,
-  // then into its elements). A JSON text never holds a raw U+001E: control characters inside its strings
-  // are escaped, and outside them only whitespace may stand. An empty part is no document.
+  // Each column travels packed, the resource documents too: Postgres reads each document as json once
+  // (one JSON array of them was parsed twice, as json and then into its elements).
   const result = await run(
     client,
     'fhir_rte.resource_state',
     `INSERT INTO fhir_rte.resource_state AS s (resource_type, resource_id, version_id, last_updated, after_version, arrival, deleted, content_digest, resource, revision, applied_at)
-     SELECT x.t, x.i, x.v, ${fromMicros('x.lu')}, x.av, ${fromMicros('x.ar')}, x.d, decode(x.h, 'hex'), nullif(x.doc, '')::json, x.rev, now()
-       FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::boolean[], $6::bigint[], $7::boolean[], $8::text[], $9::bigint[],
-                   string_to_array($10::text, E'\\x1e')) WITH ORDINALITY AS x(t, i, v, lu, av, ar, d, h, rev, doc, n)
+     SELECT x.t, x.i, x.v, ${fromMicros('x.lu')}, x.av, ${fromMicros('x.ar')}, x.d, decode(x.h, 'hex'), x.doc::json, x.rev, now()
+       FROM unnest(${unpacked(1)}, ${unpacked(2)}, ${unpacked(3)}, ${unpacked(4, 'bigint')}, ${unpacked(5, 'boolean')}, ${unpacked(6, 'bigint')},
+                   ${unpacked(7, 'boolean')}, ${unpacked(8)}, ${unpacked(9, 'bigint')}, ${unpacked(10)}) WITH ORDINALITY AS x(t, i, v, lu, av, ar, d, h, rev, doc, n)
       ORDER BY x.n
      ON CONFLICT (resource_type, resource_id) DO UPDATE
        SET version_id = EXCLUDED.version_id, last_updated = EXCLUDED.last_updated, after_version = EXCLUDED.after_version,
@@ -149,31 +176,21 @@ export async function writeStates(client: pg.ClientBase, states: StateWrite[]): 
            revision = EXCLUDED.revision, applied_at = EXCLUDED.applied_at
        WHERE s.revision = EXCLUDED.revision - 1`,
     [
-      sorted.map((s) => s.resourceType),
-      sorted.map((s) => s.id),
-      sorted.map((s) => s.versionId),
-      sorted.map((s) => s.lastUpdatedMicros),
-      sorted.map((s) => s.afterVersion),
-      sorted.map((s) => s.arrivalMicros),
-      sorted.map((s) => s.deleted),
-      sorted.map((s) => s.digest),
-      sorted.map((s) => s.revision),
-      sorted.map(documentPart).join(DOCUMENT_SEPARATOR),
+      packed('resource type', sorted.map((s) => s.resourceType)),
+      packed('resource id', sorted.map((s) => s.id)),
+      packed('version id', sorted.map((s) => s.versionId)),
+      packed('lastUpdated', sorted.map((s) => s.lastUpdatedMicros)),
+      packed('after-version flag', sorted.map((s) => s.afterVersion)),
+      packed('arrival', sorted.map((s) => s.arrivalMicros)),
+      packed('deleted flag', sorted.map((s) => s.deleted)),
+      packed('digest', sorted.map((s) => s.digest)),
+      packed('revision', sorted.map((s) => s.revision)),
+      packed('resource document', sorted.map((s) => s.resourceJson)),
     ],
   );
   if (result.rowCount !== sorted.length) {
     throw new ConcurrentChange(`${sorted.length - (result.rowCount ?? 0)} resource(s) of this batch were changed by another writer meanwhile`);
   }
-}
-
-const DOCUMENT_SEPARATOR = '\x1e';
-
-/** A state's document as its part of the documents' text (see writeStates); '' for none. */
-function documentPart(state: StateWrite): string {
-  const json = state.resourceJson ?? '';
-  // Cannot happen for a document that parsed as JSON; checked because a stray separator would shift every document after it.
-  if (json.includes(DOCUMENT_SEPARATOR)) throw new Error(`the document of ${state.resourceType}/${state.id} holds a raw U+001E, which JSON does not allow`);
-  return json;
 }
 
 /**
@@ -186,10 +203,10 @@ export async function lockStates(client: pg.ClientBase, resources: Array<{ resou
   await run(
     client,
     'fhir_rte.resource_state',
-    `SELECT 1 FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(t, i, n)
+    `SELECT 1 FROM unnest(${unpacked(1)}, ${unpacked(2)}) WITH ORDINALITY AS k(t, i, n)
        JOIN fhir_rte.resource_state AS s ON s.resource_type = k.t AND s.resource_id = k.i
       ORDER BY k.n FOR UPDATE OF s`,
-    [sorted.map((r) => r.resourceType), sorted.map((r) => r.id)],
+    [packed('resource type', sorted.map((r) => r.resourceType)), packed('resource id', sorted.map((r) => r.id))],
   );
 }
 
@@ -213,9 +230,9 @@ export async function claimStates(client: pg.ClientBase, claims: Array<{ resourc
     client,
     'fhir_rte.resource_state',
     `UPDATE fhir_rte.resource_state AS s SET revision = s.revision + 1
-       FROM unnest($1::text[], $2::text[], $3::bigint[]) AS x(t, i, rev)
+       FROM unnest(${unpacked(1)}, ${unpacked(2)}, ${unpacked(3, 'bigint')}) AS x(t, i, rev)
       WHERE s.resource_type = x.t AND s.resource_id = x.i AND s.revision = x.rev`,
-    [claims.map((c) => c.resourceType), claims.map((c) => c.id), claims.map((c) => c.revision)],
+    [packed('resource type', claims.map((c) => c.resourceType)), packed('resource id', claims.map((c) => c.id)), packed('revision', claims.map((c) => c.revision))],
   );
   if (result.rowCount !== claims.length) throw new ConcurrentChange(`${claims.length - (result.rowCount ?? 0)} resource(s) were changed by another writer meanwhile`);
 }
@@ -223,7 +240,7 @@ export async function claimStates(client: pg.ClientBase, claims: Array<{ resourc
 export async function deleteRows(client: pg.ClientBase, schema: string, spec: TableSpec, keys: string[]): Promise<void> {
   if (!keys.length) return;
   const key = quoteIdent(spec.system.sourceResourceId);
-  await run(client, spec.name, `DELETE FROM ${qualified(schema, spec.name)} WHERE ${key} = ANY($1::text[])`, [keys]);
+  await run(client, spec.name, `DELETE FROM ${qualified(schema, spec.name)} WHERE ${key} = ANY(${unpacked(1)})`, [packed('resource key', keys)]);
 }
 
 /** A row with the system values of the resource version it belongs to. */
@@ -347,7 +364,7 @@ export async function flagDeleted(client: pg.ClientBase, schema: string, spec: T
     client,
     spec.name,
     `UPDATE ${qualified(schema, spec.name)} AS t SET ${quoteIdent(sys.deletedAt)} = d.at, ${quoteIdent(sys.version)} = d.v
-       FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS d(k, v, at) WHERE t.${quoteIdent(sys.sourceResourceId)} = d.k`,
+       FROM unnest(${unpacked(1)}, ${unpacked(2)}, ${unpacked(3, 'timestamptz')}) AS d(k, v, at) WHERE t.${quoteIdent(sys.sourceResourceId)} = d.k`,
     tombstoneArrays(tombstones),
   );
 }
@@ -365,12 +382,12 @@ export async function historyOfDeletes(client: pg.ClientBase, schema: string, sp
     historyTable(spec.name),
     `INSERT INTO ${qualified(schema, historyTable(spec.name))} (${columns.join(', ')})
      SELECT ${source.join(', ')} FROM ${qualified(schema, spec.name)} AS t
-       JOIN unnest($1::text[], $2::text[], $3::timestamptz[]) AS d(k, v, at) ON t.${quoteIdent(sys.sourceResourceId)} = d.k
+       JOIN unnest(${unpacked(1)}, ${unpacked(2)}, ${unpacked(3, 'timestamptz')}) AS d(k, v, at) ON t.${quoteIdent(sys.sourceResourceId)} = d.k
       ORDER BY t.${quoteIdent(sys.id)}`,
     tombstoneArrays(tombstones),
   );
 }
 
 function tombstoneArrays(tombstones: Tombstone[]): unknown[] {
-  return [tombstones.map((t) => t.key), tombstones.map((t) => t.version), tombstones.map((t) => t.deletedAt)];
+  return [packed('resource key', tombstones.map((t) => t.key)), packed('version id', tombstones.map((t) => t.version)), packed('deletion time', tombstones.map((t) => t.deletedAt))];
 }
