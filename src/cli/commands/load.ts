@@ -24,7 +24,8 @@ export async function loadFiles(paths: string[], globals: GlobalOptions, humanSu
   // A path that does not exist fails before any database opens.
   new FileSource(paths).files();
   const runtime = await openRuntime(globals);
-  const source = new FileSource(paths, runtime.config.batch.maxEvents);
+  // A batch for every connection: one that waits for its commit leaves the others' connections busy.
+  const source = new FileSource(paths, runtime.config.batch.maxEvents, runtime.config.database.poolSize);
   const totals = emptyOutcome();
   const progress = new Progress(process.stderr);
   try {
