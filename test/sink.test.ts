@@ -171,6 +171,27 @@ describe('order as one value', () => {
     expect(await patientRows('same')).toMatchObject([{ gender: 'female' }]);
   });
 
+  it('stores the SHA-256 of the document as delivered, whether fhir-rte or Postgres computes it, with or without storing documents', async () => {
+    // A resource's only change in a batch, without a state before, leaves its digest to Postgres; a second
+    // change of it in the same batch, or a later batch, compares digests computed here. Both must agree.
+    const { createHash } = await import('node:crypto');
+    const text = '{"resourceType":"Patient","id":"dig","gender":"female","name":[{"family":"Zoë"}]}';
+    const delivered = () => eventsFromText(text, { kind: 'file', file: 'digest.ndjson', line: 1 });
+    const expected = createHash('sha256').update(text, 'utf8').digest('hex');
+    const digest = async (pool: TestSink) => (await pool.rows<{ d: string }>(`SELECT encode(content_digest, 'hex') AS d FROM fhir_rte.resource_state WHERE resource_id = 'dig'`))[0]?.d;
+    const unstored = await openTestSink(await freshDatabase('sink-digest'), rulesDir(), { storeResources: false });
+    try {
+      for (const sink of [t, unstored]) {
+        expect(await sink.sink.apply(delivered())).toMatchObject({ applied: 1 });
+        expect(await digest(sink)).toBe(expected);
+        expect(await sink.sink.apply([...delivered(), ...delivered()])).toMatchObject({ applied: 0, stale: 2 });
+      }
+      expect((await unstored.rows(`SELECT resource FROM fhir_rte.resource_state WHERE resource_id = 'dig'`))[0]).toEqual({ resource: null });
+    } finally {
+      await unstored.close();
+    }
+  });
+
   it('an event without version or time that arrived before the last applied change is stale', async () => {
     const early = upsert({ resourceType: 'Patient', id: 'arrival', gender: 'male' });
     expect(await t.sink.apply([upsert({ resourceType: 'Patient', id: 'arrival', gender: 'female' })])).toMatchObject({ applied: 1 });

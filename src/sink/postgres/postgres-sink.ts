@@ -4,7 +4,7 @@ import { markRetried, recordDeadLetters } from '../../deadletter/dead-letter.js'
 import { describeOrigin, resourceKey, type ChangeEvent } from '../../events/change-event.js';
 import type { TableSpec, Transformer } from '../../transform/transformer.js';
 import { microsToIso } from '../guard.js';
-import { planBatch, type AppliedVersion, type BatchPlan, type Poison, type ResourcePlan, type ResourceState } from '../plan.js';
+import { digestOf, planBatch, type AppliedVersion, type BatchPlan, type Poison, type ResourcePlan, type ResourceState } from '../plan.js';
 import { addOutcome, countEvent, emptyOutcome, SinkFailure, type BatchOutcome, type Sink } from '../sink.js';
 import { classify, sqlDetail, tooLong } from './fault.js';
 import { retryTransient, type RetryPolicy, type Stall } from './retry.js';
@@ -291,8 +291,9 @@ function stateOf(r: ResourcePlan, storeResources: boolean): StateWrite {
     afterVersion: r.state.afterVersion,
     arrivalMicros: r.state.arrivalMicros,
     deleted: r.state.deleted,
-    // The last live document; none applied in this batch keeps the stored one (a tombstone's too).
-    digest: live ? live.digest! : null,
+    // The last live document; none applied in this batch keeps the stored one (a tombstone's too). A
+    // digest the planner left to the database is computed here when the document is not sent.
+    digest: live ? (live.digest ?? (storeResources ? null : digestOf(live.document!))) : null,
     resourceJson: live && storeResources ? live.document! : null,
     revision: r.revision + 1,
   };

@@ -140,8 +140,9 @@ export interface StateWrite {
   deleted: boolean;
   /**
    * SHA-256 (hex) of the document of the last upsert applied, with `resourceJson` (null when documents
-   * are not stored). Null when the batch applied no upsert of the resource: the stored document and
-   * digest stay (a tombstone keeps the last live document, so rebuild can still derive its rows).
+   * are not stored). Null with a document: Postgres computes it from the document, as digestOf() does.
+   * Null without one: the batch applied no upsert of the resource, and the stored document and digest
+   * stay (a tombstone keeps the last live document, so rebuild can still derive its rows).
    */
   digest: string | null;
   resourceJson: string | null;
@@ -164,7 +165,7 @@ export async function writeStates(client: pg.ClientBase, states: StateWrite[]): 
     client,
     'fhir_rte.resource_state',
     `INSERT INTO fhir_rte.resource_state AS s (resource_type, resource_id, version_id, last_updated, after_version, arrival, deleted, content_digest, resource, revision, applied_at)
-     SELECT x.t, x.i, x.v, ${fromMicros('x.lu')}, x.av, ${fromMicros('x.ar')}, x.d, decode(x.h, 'hex'), x.doc::json, x.rev, now()
+     SELECT x.t, x.i, x.v, ${fromMicros('x.lu')}, x.av, ${fromMicros('x.ar')}, x.d, coalesce(decode(x.h, 'hex'), sha256(convert_to(x.doc, 'UTF8'))), x.doc::json, x.rev, now()
        FROM unnest(${unpacked(1)}, ${unpacked(2)}, ${unpacked(3)}, ${unpacked(4, 'bigint')}, ${unpacked(5, 'boolean')}, ${unpacked(6, 'bigint')},
                    ${unpacked(7, 'boolean')}, ${unpacked(8)}, ${unpacked(9, 'bigint')}, ${unpacked(10)}) WITH ORDINALITY AS x(t, i, v, lu, av, ar, d, h, rev, doc, n)
       ORDER BY x.n
