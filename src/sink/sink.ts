@@ -35,10 +35,11 @@ function emptyCounts(): Counts {
 /** Counts one event of the given resource type (undefined for unreadable input that names none). */
 export function countEvent(outcome: BatchOutcome, event: { resourceType?: string }, fate: Fate): BatchOutcome {
   const type = (outcome.byType[event.resourceType ?? '(unknown)'] ??= emptyCounts());
-  for (const c of [outcome as Counts, type]) {
-    c.received++;
-    c[fate]++;
-  }
+  // Written out, not a loop over [outcome, type]: that array, made for every event, was 1% of a load's CPU.
+  outcome.received++;
+  outcome[fate]++;
+  type.received++;
+  type[fate]++;
   return outcome;
 }
 

@@ -156,7 +156,7 @@ export class PostgresSink implements Sink {
       const plan = planBatch(events, states, (type) => byType.get(type) ?? []);
       await this.write(client, plan, byType);
       await recordDeadLetters(client, plan.poison);
-      await markRetried(client, appliedOrStale(plan));
+      await markRetried(client, replaysTaken(plan));
       return { plan, states };
     }, signal);
     // After the commit: the troubleshooting log tells what happened, not what a rolled-back attempt planned.
@@ -217,8 +217,12 @@ function outcomeOf(plan: BatchPlan): BatchOutcome {
   return outcome;
 }
 
-function appliedOrStale(plan: BatchPlan): ChangeEvent[] {
-  return [...plan.stale, ...plan.resources.flatMap((r) => r.versions.map((v) => v.event))];
+/** Replayed dead letters that applied or were stale: retried, no longer failed. (Not copied out for every batch: most hold no replay.) */
+function replaysTaken(plan: BatchPlan): ChangeEvent[] {
+  const replays: ChangeEvent[] = [];
+  for (const e of plan.stale) if (e.origin.kind === 'replay') replays.push(e);
+  for (const r of plan.resources) for (const v of r.versions) if (v.event.origin.kind === 'replay') replays.push(v.event);
+  return replays;
 }
 
 /** The statements one batch needs, grouped per table so each runs once for the whole batch. */
