@@ -19,16 +19,19 @@ export async function benchDatabase(bench: string): Promise<{ url: string; stop:
   return { url: db.url, stop: async () => (await db.stop(), rmSync(dir, { recursive: true, force: true })) };
 }
 
+/** One connection for `work`, closed after it, whatever it does. */
+export async function withClient<T>(url: string, work: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return await work(client);
+  } finally {
+    await client.end();
+  }
+}
+
 async function ownDatabase(serverUrl: string, name: string): Promise<{ url: string; stop: () => Promise<void> }> {
-  const admin = async (sql: string) => {
-    const c = new pg.Client({ connectionString: serverUrl });
-    await c.connect();
-    try {
-      await c.query(sql);
-    } finally {
-      await c.end();
-    }
-  };
+  const admin = (sql: string) => withClient(serverUrl, (c) => c.query(sql)).then(() => {});
   await admin(`CREATE DATABASE ${name}`);
   const url = new URL(serverUrl);
   url.pathname = `/${name}`;

@@ -23,7 +23,7 @@ import { migrate } from '../src/sink/postgres/migrate.js';
 import { createPool } from '../src/sink/postgres/pool.js';
 import { loadTransformers } from '../src/transform/load-transformers.js';
 import { chunk, freshSink, generate } from './sink.js';
-import { benchDatabase } from './_database.js';
+import { benchDatabase, withClient } from './_database.js';
 import { ticksOf } from './_proc.js';
 import { startEmbedded } from '../src/sink/postgres/embedded.js';
 
@@ -86,17 +86,13 @@ async function withStatementStats(): Promise<{ url: string; stop: () => Promise<
   const dir = mkdtempSync(join(tmpdir(), 'fhir-rte-bench-'));
   chmodSync(dir, 0o755);
   const first = await startEmbedded(dir, 0, logger);
-  const admin = new pg.Client({ connectionString: first.url });
-  await admin.connect();
-  await admin.query(`ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'`);
-  await admin.query(`ALTER SYSTEM SET track_io_timing = on`);
-  await admin.end();
+  await withClient(first.url, async (c) => {
+    await c.query(`ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'`);
+    await c.query(`ALTER SYSTEM SET track_io_timing = on`);
+  });
   await first.stop();
   const db = await startEmbedded(dir, 0, logger);
-  const client = new pg.Client({ connectionString: db.url });
-  await client.connect();
-  await client.query('CREATE EXTENSION IF NOT EXISTS pg_stat_statements');
-  await client.end();
+  await withClient(db.url, (c) => c.query('CREATE EXTENSION IF NOT EXISTS pg_stat_statements'));
   return { url: db.url, stop: async () => (await db.stop(), rmSync(dir, { recursive: true, force: true })) };
 }
 

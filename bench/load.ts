@@ -25,7 +25,7 @@ import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
 import { report } from './report.js';
 import { ROOT, runFhirRte, type CliRun } from './_cli.js';
-import { benchDatabase } from './_database.js';
+import { benchDatabase, withClient } from './_database.js';
 import { writeSyntheaExport } from './_synthea.js';
 
 const RESOURCES = Number(process.env.BENCH_EVENTS ?? 200_000);
@@ -85,12 +85,6 @@ async function verify(url: string, rte: CliRun, total: number): Promise<void> {
   if (states !== total) throw new Error(`fhir-rte load left ${states} resource states for ${total} resources`);
 }
 
-async function query(url: string, sql: string): Promise<pg.QueryResult> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return await client.query(sql);
-  } finally {
-    await client.end();
-  }
+function query(url: string, sql: string): Promise<pg.QueryResult> {
+  return withClient(url, (c) => c.query(sql));
 }

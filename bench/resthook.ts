@@ -32,7 +32,7 @@ import { Pool } from 'undici';
 import { random, syntheticObservation } from '../src/cli/demo/synthetic-data.js';
 import { freePort } from '../test/support/free-port.js';
 import { report } from './report.js';
-import { benchDatabase } from './_database.js';
+import { benchDatabase, withClient } from './_database.js';
 import { parentOf, ticksOf, treeTicks } from './_proc.js';
 
 const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 32);
@@ -253,14 +253,8 @@ function cpuSince(a: Cpu, b: Cpu, deliveries: number): string {
 
 /** The Postgres server's main process, when it runs on this machine (its backend's parent). */
 async function postmasterOf(url: string): Promise<number | undefined> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    const { rows } = await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
-    return parentOf(rows[0]!.pid);
-  } finally {
-    await c.end();
-  }
+  const { rows } = await withClient(url, (c) => c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid'));
+  return parentOf(rows[0]!.pid);
 }
 
 interface Groups {
@@ -296,25 +290,19 @@ function groupsSince(a: Groups, b: Groups): string {
  */
 async function databaseSettings(url: string, settings: string | undefined): Promise<void> {
   if (!settings) return;
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
+  await withClient(url, async (c) => {
     for (const setting of settings.split(';').filter(Boolean)) {
       const [, name, value] = /^\s*([a-z_][a-z0-9_.]*)\s*=\s*(.*?)\s*$/i.exec(setting) ?? [];
       if (!name || value === undefined) throw new Error(`BENCH_PG_SET: expected name=value, got ${JSON.stringify(setting)}`);
       await c.query(`ALTER DATABASE ${c.escapeIdentifier(new URL(url).pathname.slice(1))} SET ${name} = ${c.escapeLiteral(value)}`);
       console.log(`  database setting ${name} = ${value}`);
     }
-  } finally {
-    await c.end();
-  }
+  });
 }
 
 /** Each receiver starts its run without the previous one's dirty pages to write. */
 async function checkpoint(url: string): Promise<void> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  await c.query('CHECKPOINT').finally(() => c.end());
+  await withClient(url, (c) => c.query('CHECKPOINT'));
 }
 
 /** `fhir-rte start` as a user runs it, from a configuration file, in its own process. */
