@@ -12,8 +12,8 @@ import { historyTable, tableColumns } from './table-ddl.js';
 /**
  * The set-based SQL of one batch: every statement handles all resources of the batch at once, its rows
  * by COPY and its keys and states through column parameters split in SQL (`unnest`, `= ANY`), never a
- * round-trip per row. All identifiers were validated at
- * load and are quoted here; all values are bound parameters.
+ * round-trip per row. All identifiers were validated at load and are quoted here; all values are bound
+ * parameters or COPY data.
  */
 
 /** A failed statement, with the table it was writing, so a dead letter can say where the value went. */
