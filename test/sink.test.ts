@@ -175,7 +175,7 @@ describe('order as one value', () => {
     // A resource's only change in a batch, without a state before, leaves its digest to Postgres; a second
     // change of it in the same batch, or a later batch, compares digests computed here. Both must agree.
     const { createHash } = await import('node:crypto');
-    const text = '{"resourceType":"Patient","id":"dig","gender":"female","name":[{"family":"Zoë"}]}';
+    const text = '{"resourceType":"Patient","id":"dig","gender":"female","name":[{"family":"Zoë","given":["Łucja 🌱"]}]}';
     const delivered = () => eventsFromText(text, { kind: 'file', file: 'digest.ndjson', line: 1 });
     const expected = createHash('sha256').update(text, 'utf8').digest('hex');
     const digest = async (pool: TestSink) => (await pool.rows<{ d: string }>(`SELECT encode(content_digest, 'hex') AS d FROM fhir_rte.resource_state WHERE resource_id = 'dig'`))[0]?.d;
@@ -186,6 +186,7 @@ describe('order as one value', () => {
         expect(await digest(sink)).toBe(expected);
         expect(await sink.sink.apply([...delivered(), ...delivered()])).toMatchObject({ applied: 0, stale: 2 });
       }
+      expect((await t.rows(`SELECT resource::text AS doc FROM fhir_rte.resource_state WHERE resource_id = 'dig'`))[0]).toEqual({ doc: text });
       expect((await unstored.rows(`SELECT resource FROM fhir_rte.resource_state WHERE resource_id = 'dig'`))[0]).toEqual({ resource: null });
     } finally {
       await unstored.close();

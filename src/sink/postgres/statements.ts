@@ -11,7 +11,7 @@ import { historyTable, tableColumns } from './table-ddl.js';
 
 /**
  * The set-based SQL of one batch: every statement handles all resources of the batch at once, its rows
- * by COPY and its keys and states through column parameters split in SQL (`unnest`, `= ANY`), never a
+ * by COPY and its keys and states as one array parameter per column (`unnest`, `= ANY`), never a
  * round-trip per row. All identifiers were validated at load and are quoted here; all values are bound
  * parameters or COPY data.
  */
@@ -56,31 +56,44 @@ async function run(client: pg.ClientBase, table: string, text: string, values: u
 
 /**
  * A column of values (resource types, ids, versions, digests, numbers, the resource documents) as one
- * text parameter, which the statement splits again with `unpacked()`. node-postgres sends an array
- * parameter as a literal it builds in JavaScript, quoting and escaping every element: for the state
- * statements that was a seventh of all that `fhir-rte load` allocated (and for the ~1 KB documents as a
- * jsonb[] it cost more than the whole insert). No such value holds the separator U+001E or is the null
- * marker U+001F (ids and versions are FHIR ids, JSON escapes control characters inside its strings and
- * allows none outside them); checked all the same, since a separator would shift every value after it
- * into the wrong row. The error names the column, never the value (a document is patient data).
+ * `text[]` parameter in Postgres' binary array format: a header, then each element's byte length and its
+ * UTF-8 bytes (a null is length -1). node-postgres sends a JavaScript array as a text literal it builds by
+ * quoting and escaping every element, and Postgres then parses that literal again: for the ~1 KB
+ * documents of the state statements that was a seventh of all that `fhir-rte load` allocated and more
+ * than the whole insert. A Buffer parameter travels as binary, and Postgres only copies each element out
+ * (checking it is valid UTF-8, as it checks any text); the statement casts the array to the column's
+ * type where that is not text (`column(n, 'bigint')`).
  */
-function packed(column: string, values: ReadonlyArray<string | number | bigint | boolean | null>): string {
-  let text = '';
-  for (let i = 0; i < values.length; i++) {
-    const v = values[i];
-    if (typeof v === 'string' && (v.includes(SEPARATOR) || v === NULL_FIELD)) throw new Error(`${column} number ${i + 1} of the batch holds U+001E or is U+001F, which no ${column} can hold`);
-    const field = v === null ? NULL_FIELD : typeof v === 'boolean' ? (v ? 't' : 'f') : String(v);
-    text += i ? SEPARATOR + field : field;
+function textArray(values: ReadonlyArray<string | number | bigint | boolean | null>): Buffer {
+  const texts = values.map((v) => (v === null ? null : typeof v === 'boolean' ? (v ? 't' : 'f') : String(v)));
+  let size = ARRAY_HEADER;
+  for (const t of texts) size += 4 + (t === null ? 0 : Buffer.byteLength(t));
+  const buffer = Buffer.allocUnsafe(size);
+  buffer.writeInt32BE(1, 0); // dimensions
+  buffer.writeInt32BE(texts.includes(null) ? 1 : 0, 4); // has nulls
+  buffer.writeUInt32BE(TEXT_OID, 8);
+  buffer.writeInt32BE(texts.length, 12);
+  buffer.writeInt32BE(1, 16); // lower bound
+  let at = ARRAY_HEADER;
+  for (const t of texts) {
+    if (t === null) {
+      at = buffer.writeInt32BE(-1, at);
+    } else {
+      const length = buffer.write(t, at + 4);
+      buffer.writeInt32BE(length, at);
+      at += 4 + length;
+    }
   }
-  return text;
+  return buffer;
 }
 
-const SEPARATOR = '\x1e';
-const NULL_FIELD = '\x1f';
+/** Dimensions, flags, element type, then one dimension's length and lower bound. */
+const ARRAY_HEADER = 20;
+const TEXT_OID = 25;
 
-/** The SQL that splits parameter `$n`, made by packed(), into an array of `type`. */
-function unpacked(n: number, type = 'text'): string {
-  return `string_to_array($${n}::text, E'\\x1e', E'\\x1f')::${type}[]`;
+/** The SQL of parameter `$n`, made by textArray(), as an array of `type`. */
+function column(n: number, type = 'text'): string {
+  return type === 'text' ? `$${n}::text[]` : `$${n}::text[]::${type}[]`;
 }
 
 /**
@@ -93,12 +106,12 @@ export async function readStates(client: pg.ClientBase, types: string[], ids: st
     client,
     'fhir_rte.resource_state',
     `SELECT k.t AS resource_type, k.i AS resource_id, s.*
-       FROM unnest(${unpacked(1)}, ${unpacked(2)}) AS k(t, i)
+       FROM unnest(${column(1)}, ${column(2)}) AS k(t, i)
        CROSS JOIN LATERAL (
          SELECT version_id, after_version, ${micros('last_updated')} AS last_updated_micros, ${micros('arrival')} AS arrival_micros,
                 deleted, encode(content_digest, 'hex') AS digest, revision
            FROM fhir_rte.resource_state WHERE resource_type = k.t AND resource_id = k.i LIMIT 1) AS s`,
-    [packed('resource type', types), packed('resource id', ids)],
+    [textArray(types), textArray(ids)],
   );
   const states = new Map<string, ResourceState>();
   for (const r of rows) {
@@ -159,15 +172,15 @@ export interface StateWrite {
 export async function writeStates(client: pg.ClientBase, states: StateWrite[]): Promise<void> {
   if (!states.length) return;
   const sorted = inLockOrder(states);
-  // Each column travels packed, the resource documents too: Postgres reads each document as json once
-  // (one JSON array of them was parsed twice, as json and then into its elements).
+  // The documents travel as text elements too: Postgres reads each as json once (one JSON array of them
+  // was parsed twice, as json and then into its elements).
   const result = await run(
     client,
     'fhir_rte.resource_state',
     `INSERT INTO fhir_rte.resource_state AS s (resource_type, resource_id, version_id, last_updated, after_version, arrival, deleted, content_digest, resource, revision, applied_at)
      SELECT x.t, x.i, x.v, ${fromMicros('x.lu')}, x.av, ${fromMicros('x.ar')}, x.d, coalesce(decode(x.h, 'hex'), sha256(convert_to(x.doc, 'UTF8'))), x.doc::json, x.rev, now()
-       FROM unnest(${unpacked(1)}, ${unpacked(2)}, ${unpacked(3)}, ${unpacked(4, 'bigint')}, ${unpacked(5, 'boolean')}, ${unpacked(6, 'bigint')},
-                   ${unpacked(7, 'boolean')}, ${unpacked(8)}, ${unpacked(9, 'bigint')}, ${unpacked(10)}) WITH ORDINALITY AS x(t, i, v, lu, av, ar, d, h, rev, doc, n)
+       FROM unnest(${column(1)}, ${column(2)}, ${column(3)}, ${column(4, 'bigint')}, ${column(5, 'boolean')}, ${column(6, 'bigint')},
+                   ${column(7, 'boolean')}, ${column(8)}, ${column(9, 'bigint')}, ${column(10)}) WITH ORDINALITY AS x(t, i, v, lu, av, ar, d, h, rev, doc, n)
       ORDER BY x.n
      ON CONFLICT (resource_type, resource_id) DO UPDATE
        SET version_id = EXCLUDED.version_id, last_updated = EXCLUDED.last_updated, after_version = EXCLUDED.after_version,
@@ -177,16 +190,16 @@ export async function writeStates(client: pg.ClientBase, states: StateWrite[]): 
            revision = EXCLUDED.revision, applied_at = EXCLUDED.applied_at
        WHERE s.revision = EXCLUDED.revision - 1`,
     [
-      packed('resource type', sorted.map((s) => s.resourceType)),
-      packed('resource id', sorted.map((s) => s.id)),
-      packed('version id', sorted.map((s) => s.versionId)),
-      packed('lastUpdated', sorted.map((s) => s.lastUpdatedMicros)),
-      packed('after-version flag', sorted.map((s) => s.afterVersion)),
-      packed('arrival', sorted.map((s) => s.arrivalMicros)),
-      packed('deleted flag', sorted.map((s) => s.deleted)),
-      packed('digest', sorted.map((s) => s.digest)),
-      packed('revision', sorted.map((s) => s.revision)),
-      packed('resource document', sorted.map((s) => s.resourceJson)),
+      textArray(sorted.map((s) => s.resourceType)),
+      textArray(sorted.map((s) => s.id)),
+      textArray(sorted.map((s) => s.versionId)),
+      textArray(sorted.map((s) => s.lastUpdatedMicros)),
+      textArray(sorted.map((s) => s.afterVersion)),
+      textArray(sorted.map((s) => s.arrivalMicros)),
+      textArray(sorted.map((s) => s.deleted)),
+      textArray(sorted.map((s) => s.digest)),
+      textArray(sorted.map((s) => s.revision)),
+      textArray(sorted.map((s) => s.resourceJson)),
     ],
   );
   if (result.rowCount !== sorted.length) {
@@ -204,10 +217,10 @@ export async function lockStates(client: pg.ClientBase, resources: Array<{ resou
   await run(
     client,
     'fhir_rte.resource_state',
-    `SELECT 1 FROM unnest(${unpacked(1)}, ${unpacked(2)}) WITH ORDINALITY AS k(t, i, n)
+    `SELECT 1 FROM unnest(${column(1)}, ${column(2)}) WITH ORDINALITY AS k(t, i, n)
        JOIN fhir_rte.resource_state AS s ON s.resource_type = k.t AND s.resource_id = k.i
       ORDER BY k.n FOR UPDATE OF s`,
-    [packed('resource type', sorted.map((r) => r.resourceType)), packed('resource id', sorted.map((r) => r.id))],
+    [textArray(sorted.map((r) => r.resourceType)), textArray(sorted.map((r) => r.id))],
   );
 }
 
@@ -231,9 +244,9 @@ export async function claimStates(client: pg.ClientBase, claims: Array<{ resourc
     client,
     'fhir_rte.resource_state',
     `UPDATE fhir_rte.resource_state AS s SET revision = s.revision + 1
-       FROM unnest(${unpacked(1)}, ${unpacked(2)}, ${unpacked(3, 'bigint')}) AS x(t, i, rev)
+       FROM unnest(${column(1)}, ${column(2)}, ${column(3, 'bigint')}) AS x(t, i, rev)
       WHERE s.resource_type = x.t AND s.resource_id = x.i AND s.revision = x.rev`,
-    [packed('resource type', claims.map((c) => c.resourceType)), packed('resource id', claims.map((c) => c.id)), packed('revision', claims.map((c) => c.revision))],
+    [textArray(claims.map((c) => c.resourceType)), textArray(claims.map((c) => c.id)), textArray(claims.map((c) => c.revision))],
   );
   if (result.rowCount !== claims.length) throw new ConcurrentChange(`${claims.length - (result.rowCount ?? 0)} resource(s) were changed by another writer meanwhile`);
 }
@@ -241,7 +254,7 @@ export async function claimStates(client: pg.ClientBase, claims: Array<{ resourc
 export async function deleteRows(client: pg.ClientBase, schema: string, spec: TableSpec, keys: string[]): Promise<void> {
   if (!keys.length) return;
   const key = quoteIdent(spec.system.sourceResourceId);
-  await run(client, spec.name, `DELETE FROM ${qualified(schema, spec.name)} WHERE ${key} = ANY(${unpacked(1)})`, [packed('resource key', keys)]);
+  await run(client, spec.name, `DELETE FROM ${qualified(schema, spec.name)} WHERE ${key} = ANY(${column(1)})`, [textArray(keys)]);
 }
 
 /** A row with the system values of the resource version it belongs to. */
@@ -366,7 +379,7 @@ export async function flagDeleted(client: pg.ClientBase, schema: string, spec: T
     client,
     spec.name,
     `UPDATE ${qualified(schema, spec.name)} AS t SET ${quoteIdent(sys.deletedAt)} = d.at, ${quoteIdent(sys.version)} = d.v
-       FROM unnest(${unpacked(1)}, ${unpacked(2)}, ${unpacked(3, 'timestamptz')}) AS d(k, v, at) WHERE t.${quoteIdent(sys.sourceResourceId)} = d.k`,
+       FROM unnest(${column(1)}, ${column(2)}, ${column(3, 'timestamptz')}) AS d(k, v, at) WHERE t.${quoteIdent(sys.sourceResourceId)} = d.k`,
     tombstoneArrays(tombstones),
   );
 }
@@ -384,12 +397,12 @@ export async function historyOfDeletes(client: pg.ClientBase, schema: string, sp
     historyTable(spec.name),
     `INSERT INTO ${qualified(schema, historyTable(spec.name))} (${columns.join(', ')})
      SELECT ${source.join(', ')} FROM ${qualified(schema, spec.name)} AS t
-       JOIN unnest(${unpacked(1)}, ${unpacked(2)}, ${unpacked(3, 'timestamptz')}) AS d(k, v, at) ON t.${quoteIdent(sys.sourceResourceId)} = d.k
+       JOIN unnest(${column(1)}, ${column(2)}, ${column(3, 'timestamptz')}) AS d(k, v, at) ON t.${quoteIdent(sys.sourceResourceId)} = d.k
       ORDER BY t.${quoteIdent(sys.id)}`,
     tombstoneArrays(tombstones),
   );
 }
 
 function tombstoneArrays(tombstones: Tombstone[]): unknown[] {
-  return [packed('resource key', tombstones.map((t) => t.key)), packed('version id', tombstones.map((t) => t.version)), packed('deletion time', tombstones.map((t) => t.deletedAt))];
+  return [textArray(tombstones.map((t) => t.key)), textArray(tombstones.map((t) => t.version)), textArray(tombstones.map((t) => t.deletedAt))];
 }
