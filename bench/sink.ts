@@ -11,7 +11,7 @@
 import { join } from 'node:path';
 import { pino } from 'pino';
 import type pg from 'pg';
-import type { ChangeEvent, FhirResource } from '../src/events/change-event.js';
+import { resourceOf, type ChangeEvent, type FhirResource } from '../src/events/change-event.js';
 import { random, syntheticObservation, syntheticPatient } from '../src/cli/demo/synthetic-data.js';
 import { eventsFromText } from '../src/events/from-fhir.js';
 import { migrate } from '../src/sink/postgres/migrate.js';
@@ -155,7 +155,7 @@ export function rowsOf(batch: ChangeEvent[], transformers: Transformer[], specs:
   for (const e of batch) {
     if (e.op !== 'upsert') continue;
     for (const t of transformers.filter((x) => x.resourceType === e.resourceType)) {
-      for (const [table, rows] of t.rows(e.resource)) {
+      for (const [table, rows] of t.rows(resourceOf(e))) {
         const spec = specs.find((s) => s.name === table)!;
         out.get(spec)!.push(...rows.map((row) => ({ row, key: `${e.resourceType}/${e.id}`, version: e.order.versionId ?? null, deletedAt: null })));
       }

@@ -10,7 +10,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventsFromDeadLetter } from '../src/deadletter/replay.js';
 import type { DeadLetter } from '../src/deadletter/dead-letter.js';
-import type { ChangeEvent, FhirResource } from '../src/events/change-event.js';
+import { resourceOf, type ChangeEvent, type FhirResource } from '../src/events/change-event.js';
 import { parseFhirJson, stringifyFhirJson, WrittenNumber, writtenText } from '../src/events/fhir-json.js';
 import { eventsFromText } from '../src/events/from-fhir.js';
 import { eventsFromRecord } from '../src/sources/kafka/message-events.js';
@@ -36,7 +36,7 @@ const exampleObservation = loadTransformers(EXAMPLES).find((t) => t.resourceType
 function valueQuantities(events: ChangeEvent[]): unknown[][] {
   return events.map((e) => {
     if (e.op !== 'upsert') throw new Error(`expected an upsert, got ${JSON.stringify(e)}`);
-    const rows = exampleObservation.rows(e.resource);
+    const rows = exampleObservation.rows(resourceOf(e));
     const column = (table: string) => exampleObservation.tables.find((t) => t.name === table)!.columns.findIndex((c) => c.name === 'value_quantity');
     return [rows.get('observation')![0]!.values[column('observation')], rows.get('observation_component')![0]!.values[column('observation_component')]];
   });

@@ -48,7 +48,7 @@ afterAll(() => t?.close());
 
 it('reads .ndjson.gz and Bundle files; every input is applied, stale or dead-lettered with file, line and entry', async () => {
   const totals = emptyOutcome();
-  await new FileSource([dir], 2).run(async (batch) => addOutcome(totals, await t.sink.apply(batch)), new AbortController().signal);
+  await new FileSource([dir], { batchSize: 2 }).run(async (batch) => addOutcome(totals, await t.sink.apply(batch)), new AbortController().signal);
   expect(totalsOf(totals)).toEqual({ received: 9, applied: 6, stale: 0, skipped: 0, deadLettered: 3 });
   const rows = await t.rows(`SELECT source_resource_id, version, gender, deleted_at IS NOT NULL AS deleted FROM patient ORDER BY 1`);
   expect(rows).toEqual([
@@ -72,7 +72,7 @@ it('ends a batch at its text budget as well as its count, and every line still a
   const lines = Array.from({ length: 30 }, (_, i) => JSON.stringify({ ...patient(`big-${i}`, 1), text: { status: 'generated', div: 'x'.repeat(1000) } }));
   writeFileSync(join(big, 'big.ndjson'), `${lines.join('\n')}\n`);
   const batches: string[][] = [];
-  await new FileSource([big], 100, 3, 5000).run(async (batch) => {
+  await new FileSource([big], { batchSize: 100, inFlight: 3, batchChars: 5000 }).run(async (batch) => {
     batches.push(batch.map((e) => (e.op === 'upsert' ? e.id : '?')));
     return emptyOutcome();
   }, new AbortController().signal);
@@ -80,4 +80,23 @@ it('ends a batch at its text budget as well as its count, and every line still a
   // Each batch ends at the line that brings its text to 5,000 characters, long before its count of 100.
   const perLine = Math.ceil(5000 / lines[0]!.length);
   expect(batches.map((b) => b.length)).toEqual([...Array(Math.floor(30 / perLine)).fill(perLine), ...(30 % perLine ? [30 % perLine] : [])]);
+});
+
+it('keeps a line of a type no transformer reads as its text alone, and flattens it from that text once a transformer is loaded', async () => {
+  const kept = mkdtempSync(join(tmpdir(), 'fhir-rte-files-'));
+  const decimal = '{"resourceType":"Patient","id":"aside-2","gender":"other","multipleBirthInteger":2,"extension":[{"url":"u","valueDecimal":1.50}]}';
+  writeFileSync(join(kept, 'p.ndjson'), `${JSON.stringify(patient('aside-1', 1))}\n${decimal}\n`);
+  const batches: unknown[][] = [];
+  // The sink read no type when these lines were read; it has the Patient transformer by the time it applies them.
+  await new FileSource([kept], { batchSize: 1, reads: () => false }).run(async (batch) => {
+    batches.push(batch.map((e) => (e.op === 'upsert' ? e.resource : e.op)));
+    return t.sink.apply(batch);
+  }, new AbortController().signal);
+  expect(batches).toEqual([[{ resourceType: 'Patient', id: 'aside-1' }], [{ resourceType: 'Patient', id: 'aside-2' }]]);
+  expect(await t.rows(`SELECT source_resource_id, gender FROM patient WHERE source_resource_id LIKE 'Patient/aside-%' ORDER BY 1`)).toEqual([
+    { source_resource_id: 'Patient/aside-1', gender: 'female' },
+    { source_resource_id: 'Patient/aside-2', gender: 'other' },
+  ]);
+  const [stored] = await t.rows(`SELECT resource::text AS doc FROM fhir_rte.resource_state WHERE resource_id = 'aside-2'`);
+  expect(stored!.doc).toBe(decimal);
 });

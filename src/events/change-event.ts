@@ -1,4 +1,5 @@
 import type { ErrorClass } from '../deadletter/error-class.js';
+import { parseFhirJson } from './fhir-json.js';
 /**
  * The one shape every source produces. Everything after a source (transformers, sink, dead letters)
  * sees only ChangeEvents, so a new source is a new folder under src/sources and nothing else changes.
@@ -48,7 +49,8 @@ export interface UpsertEvent extends EventBase {
   op: 'upsert';
   resourceType: string;
   id: string;
-  resource: FhirResource;
+  /** The parsed resource, or only its type and id when it was set aside and `raw` holds it: read it with resourceOf(). */
+  resource: FhirResource | SetAside;
   /** The resource's JSON text exactly as delivered, when the delivery carried it alone (an NDJSON line, a Kafka value). */
   raw?: string;
 }
@@ -73,6 +75,22 @@ export interface UnreadableEvent extends EventBase {
 }
 
 export type ChangeEvent = UpsertEvent | DeleteEvent | UnreadableEvent;
+
+/**
+ * What an upsert holds of a resource it keeps as text alone (see setAside in from-fhir.ts): its type and
+ * id, so that what reads only those reads them as from any resource.
+ */
+export class SetAside {
+  constructor(
+    readonly resourceType: string,
+    readonly id: string,
+  ) {}
+}
+
+/** An upsert's resource, parsed again from its text when it was set aside. */
+export function resourceOf(event: UpsertEvent): FhirResource {
+  return event.resource instanceof SetAside ? (parseFhirJson(event.raw!) as FhirResource) : event.resource;
+}
 
 /** The arrival clock of sources that read input themselves (files, HTTP): now, in microseconds. */
 export function arrivalNow(): bigint {

@@ -1,5 +1,5 @@
 import type { ErrorClass } from '../deadletter/error-class.js';
-import { arrivalNow, type ChangeEvent, type FhirResource, type Order, type Origin, type UpsertEvent } from './change-event.js';
+import { arrivalNow, SetAside, type ChangeEvent, type FhirResource, type Order, type Origin, type UpsertEvent } from './change-event.js';
 import { parseFhirJson, stringifyFhirJson, withMembers } from './fhir-json.js';
 import { instantMicros } from './instant.js';
 import { withoutSecrets } from './secrets.js';
@@ -13,23 +13,43 @@ import { withoutSecrets } from './secrets.js';
 export const RESOURCE_TYPE = /^[A-Z][A-Za-z]{1,63}$/;
 export const RESOURCE_ID = /^[A-Za-z0-9\-.]{1,64}$/;
 
-export function eventsFromText(text: string, origin: Origin, arrival = arrivalNow()): ChangeEvent[] {
+/**
+ * Which resource types the pipeline reads parsed (those a transformer flattens). A bare resource of
+ * another type is kept as its text alone once its event is made: see setAside().
+ */
+export type ReadsResource = (resourceType: string) => boolean;
+
+export function eventsFromText(text: string, origin: Origin, arrival = arrivalNow(), reads?: ReadsResource): ChangeEvent[] {
   let value: unknown;
   try {
     value = parseFhirJson(text);
   } catch (err) {
     return [unreadable(text, origin, arrival, 'InvalidJson', `not valid JSON: ${(err as Error).message}`)];
   }
-  return eventsFromParsedText(value, text, origin, arrival);
+  return eventsFromParsedText(value, text, origin, arrival, reads);
 }
 
 /**
  * Like eventsFromJson for a value parsed from `text`: a bare resource's upsert keeps that text as its
  * `raw` document, so the sink stores the resource exactly as delivered without serializing it again.
  */
-export function eventsFromParsedText(value: unknown, text: string, origin: Origin, arrival = arrivalNow()): ChangeEvent[] {
+export function eventsFromParsedText(value: unknown, text: string, origin: Origin, arrival = arrivalNow(), reads?: ReadsResource): ChangeEvent[] {
   if (resourceProblem(value) || (value as FhirResource).resourceType === 'Bundle') return eventsFromJson(value, origin, arrival, text);
-  return [upsertOrUnreadable(value as FhirResource, origin, arrival, {}, text)];
+  const event = upsertOrUnreadable(value as FhirResource, origin, arrival, {}, text);
+  return [event.op === 'upsert' && event.raw !== undefined && reads && !reads(event.resourceType) ? setAside(event as UpsertEvent & { raw: string }) : event];
+}
+
+/**
+ * The upsert without its parsed resource, which resourceOf() parses again from `raw` if anything asks
+ * (a transformer loaded meanwhile). A batch keeps its events until its transaction commits, and each
+ * young-generation collection copies whatever is still alive: the parsed resources of types no
+ * transformer reads (more than half of a Synthea export's text) were copied again and again for
+ * nothing, where their text is one flat string. The event keeps its shape (`resource` holds a SetAside):
+ * set-aside upserts of a shape of their own, with a `resource` getter, saved nothing in `fhir-rte load`.
+ */
+function setAside(event: UpsertEvent & { raw: string }): UpsertEvent {
+  event.resource = new SetAside(event.resourceType, event.id);
+  return event;
 }
 
 export function eventsFromJson(value: unknown, origin: Origin, arrival = arrivalNow(), raw?: string): ChangeEvent[] {

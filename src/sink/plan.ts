@@ -1,7 +1,7 @@
 import type { ErrorClass } from '../deadletter/error-class.js';
 import { hash } from 'node:crypto';
 import { stringifyFhirJson } from '../events/fhir-json.js';
-import { resourceKey, type ChangeEvent, type DeleteEvent, type UpsertEvent } from '../events/change-event.js';
+import { resourceKey, resourceOf, type ChangeEvent, type DeleteEvent, type UpsertEvent } from '../events/change-event.js';
 import { TransformError, type Row, type Transformer } from '../transform/transformer.js';
 import { compare, compareVersionIds, positionOf, raise, type Comparison, type Watermark } from './guard.js';
 
@@ -271,7 +271,11 @@ export function digestOf(document: string): string {
 function transform(event: UpsertEvent, content: Content, transformers: Transformer[], poison: Poison[]): AppliedVersion | undefined {
   const rows = new Map<string, Row[]>();
   try {
-    for (const t of transformers) for (const [table, tableRows] of t.rows(event.resource)) rows.set(table, tableRows);
+    // Not for a type no transformer covers: its resource may have been set aside (see resourceOf).
+    if (transformers.length) {
+      const resource = resourceOf(event);
+      for (const t of transformers) for (const [table, tableRows] of t.rows(resource)) rows.set(table, tableRows);
+    }
   } catch (err) {
     poison.push(poisonFromError(event, err));
     return undefined;

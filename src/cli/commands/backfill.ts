@@ -162,7 +162,11 @@ async function backfillOnce(runtime: Runtime, plan: Plan, opts: BackfillOptions)
 
 async function backfillFrom(runtime: Runtime, plan: Plan, apply: ApplyBatch, progress: TypeProgress): Promise<void> {
   if (plan.source.kind !== 'files') return fromServer(runtime, plan, plan.source, apply, progress);
-  const files = new FileSource(plan.source.paths, runtime.config.batch.maxEvents, runtime.config.database.poolSize);
+  const files = new FileSource(plan.source.paths, {
+    batchSize: runtime.config.batch.maxEvents,
+    inFlight: runtime.config.database.poolSize,
+    reads: (type) => runtime.sink.flattens(type),
+  });
   files.files();
   await files.run(apply, runtime.signal);
 }

@@ -25,7 +25,11 @@ export async function loadFiles(paths: string[], globals: GlobalOptions, humanSu
   new FileSource(paths).files();
   const runtime = await openRuntime(globals);
   // A batch for every connection: one that waits for its commit leaves the others' connections busy.
-  const source = new FileSource(paths, runtime.config.batch.maxEvents, runtime.config.database.poolSize);
+  const source = new FileSource(paths, {
+    batchSize: runtime.config.batch.maxEvents,
+    inFlight: runtime.config.database.poolSize,
+    reads: (type) => runtime.sink.flattens(type),
+  });
   const totals = emptyOutcome();
   const progress = new Progress(process.stderr);
   try {

@@ -69,6 +69,11 @@ export class PostgresSink implements Sink {
     this.byType = byType;
   }
 
+  /** Whether a transformer reads resources of this type now: the others are kept as their documents alone. */
+  flattens(resourceType: string): boolean {
+    return this.byType.has(resourceType);
+  }
+
   /**
    * The longest-running stall, while any batch waits out transient faults: for health checks and metrics.
    * A batch abandoned (its signal aborted) is no longer stalled: its entry goes as its apply rejects.

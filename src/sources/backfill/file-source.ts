@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createGunzip } from 'node:zlib';
 import { arrivalNow, type ChangeEvent } from '../../events/change-event.js';
-import { eventsFromJson, eventsFromText, unreadable } from '../../events/from-fhir.js';
+import { eventsFromJson, eventsFromText, unreadable, type ReadsResource } from '../../events/from-fhir.js';
 import { parseFhirJson } from '../../events/fhir-json.js';
 import { lineChunks } from '../../events/ndjson-lines.js';
 import type { ApplyBatch, Source } from '../source.js';
@@ -20,6 +20,16 @@ export const BATCH_CHARS = 1 << 20;
 /** Bytes read (and unzipped) at a time: fewer, larger reads than the streams' 64 KiB cost less per line. */
 const CHUNK_BYTES = 256 << 10;
 
+export interface FileSourceOptions {
+  /** A batch ends at this many events (default 1,000) or at batchChars of text (default BATCH_CHARS). */
+  batchSize?: number;
+  batchChars?: number;
+  /** Batches applied at once (default 3); the sink keeps each resource's changes in order across them. */
+  inFlight?: number;
+  /** The types the sink reads parsed; a line of another type keeps only its text (see eventsFromText). */
+  reads?: ReadsResource;
+}
+
 /**
  * Backfill from files: NDJSON (one resource per line), `.ndjson.gz`, and `.json` files holding a resource,
  * a Bundle or an array of resources. Directories are read recursively in name order. Every line (and entry)
@@ -28,13 +38,20 @@ const CHUNK_BYTES = 256 << 10;
  * the next ones are read.
  */
 export class FileSource implements Source {
+  private readonly batchSize: number;
+  private readonly inFlight: number;
+  private readonly batchChars: number;
+  private readonly reads?: ReadsResource;
+
   constructor(
     private readonly paths: string[],
-    private readonly batchSize = 1000,
-    /** Batches applied at once; the sink keeps each resource's changes in order across them. */
-    private readonly inFlight = 3,
-    private readonly batchChars = BATCH_CHARS,
-  ) {}
+    options: FileSourceOptions = {},
+  ) {
+    this.batchSize = options.batchSize ?? 1000;
+    this.inFlight = options.inFlight ?? 3;
+    this.batchChars = options.batchChars ?? BATCH_CHARS;
+    this.reads = options.reads;
+  }
 
   /** The files a run will read; throws for a path that does not exist. */
   files(): string[] {
@@ -61,7 +78,7 @@ export class FileSource implements Source {
       chars = 0;
     };
     for (const file of this.files()) {
-      reading: for await (const lines of read(file)) {
+      reading: for await (const lines of read(file, this.reads)) {
         for (const { events, length } of lines) {
           if (signal.aborted) break reading;
           for (const e of events) batch.push(e); // not push(...events): a Bundle may hold more entries than a call takes arguments
@@ -94,7 +111,7 @@ interface Read {
 }
 
 /** A file's events, as they are read, a chunk of lines at a time. */
-async function* read(file: string): AsyncGenerator<Read[]> {
+async function* read(file: string, reads?: ReadsResource): AsyncGenerator<Read[]> {
   if (/\.json$/i.test(file)) {
     let text: string;
     try {
@@ -116,7 +133,7 @@ async function* read(file: string): AsyncGenerator<Read[]> {
       for (const text of texts) {
         line++;
         if (text.trim() === '') continue;
-        read.push({ events: eventsFromText(line === 1 ? withoutBom(text) : text, { kind: 'file', file, line }, arrivalNow()), length: text.length });
+        read.push({ events: eventsFromText(line === 1 ? withoutBom(text) : text, { kind: 'file', file, line }, arrivalNow(), reads), length: text.length });
       }
       yield read;
     }
