@@ -73,6 +73,8 @@ describe('every parser entry point carries the written text to the value_quantit
   it('files: NDJSON lines and Bundles', () => {
     const origin = { kind: 'file' as const, file: 'x.ndjson', line: 1 };
     expect(valueQuantities(observations.flatMap((t) => eventsFromText(t, origin)))).toEqual(expected);
+    // The file source of `load` parses plainly first, and keeps the written text for the types it reads.
+    expect(valueQuantities(observations.flatMap((t) => eventsFromText(t, origin, undefined, (type) => type === 'Observation')))).toEqual(expected);
     expect(valueQuantities(eventsFromText(bundle, origin))).toEqual(expected);
   });
 

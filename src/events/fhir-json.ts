@@ -65,6 +65,11 @@ export function parseFhirJson(text: string): unknown {
   return value;
 }
 
+/** `value`, which JSON.parse made of `text`, as parseFhirJson(text) would have made it. */
+export function withWrittenNumbers(value: unknown, text: string): unknown {
+  return numbersWrittenOtherwise(text).length === 0 ? value : parseFhirJson(text);
+}
+
 /**
  * Start and end offsets of the number tokens (outside strings) whose JS value does not print as written.
  * Strings are skipped with indexOf, the fast part: text outside them is short. Invalid JSON gives any

@@ -1,6 +1,6 @@
 import type { ErrorClass } from '../deadletter/error-class.js';
 import { arrivalNow, SetAside, type ChangeEvent, type FhirResource, type Order, type Origin, type UpsertEvent } from './change-event.js';
-import { parseFhirJson, stringifyFhirJson, withMembers } from './fhir-json.js';
+import { parseFhirJson, stringifyFhirJson, withMembers, withWrittenNumbers } from './fhir-json.js';
 import { instantMicros } from './instant.js';
 import { withoutSecrets } from './secrets.js';
 
@@ -22,21 +22,35 @@ export type ReadsResource = (resourceType: string) => boolean;
 export function eventsFromText(text: string, origin: Origin, arrival = arrivalNow(), reads?: ReadsResource): ChangeEvent[] {
   let value: unknown;
   try {
-    value = parseFhirJson(text);
+    // Numbers as written matter only to a resource that is read parsed: see withWrittenNumbers.
+    value = reads ? JSON.parse(text) : parseFhirJson(text);
   } catch (err) {
     return [unreadable(text, origin, arrival, 'InvalidJson', `not valid JSON: ${(err as Error).message}`)];
   }
-  return eventsFromParsedText(value, text, origin, arrival, reads);
+  if (reads) {
+    const aside = setAsideUpsert(value, text, origin, arrival, reads);
+    if (aside) return [aside];
+    value = withWrittenNumbers(value, text);
+  }
+  return eventsFromParsedText(value, text, origin, arrival);
 }
 
 /**
  * Like eventsFromJson for a value parsed from `text`: a bare resource's upsert keeps that text as its
  * `raw` document, so the sink stores the resource exactly as delivered without serializing it again.
  */
-export function eventsFromParsedText(value: unknown, text: string, origin: Origin, arrival = arrivalNow(), reads?: ReadsResource): ChangeEvent[] {
+export function eventsFromParsedText(value: unknown, text: string, origin: Origin, arrival = arrivalNow()): ChangeEvent[] {
   if (resourceProblem(value) || (value as FhirResource).resourceType === 'Bundle') return eventsFromJson(value, origin, arrival, text);
+  return [upsertOrUnreadable(value as FhirResource, origin, arrival, {}, text)];
+}
+
+/** The upsert of a bare resource of a type not read, set aside; undefined for anything else. */
+function setAsideUpsert(value: unknown, text: string, origin: Origin, arrival: bigint, reads: ReadsResource): UpsertEvent | undefined {
+  const type = isJsonObject(value) ? value.resourceType : undefined;
+  if (typeof type !== 'string' || type === 'Bundle' || reads(type) || resourceProblem(value)) return undefined;
   const event = upsertOrUnreadable(value as FhirResource, origin, arrival, {}, text);
-  return [event.op === 'upsert' && event.raw !== undefined && reads && !reads(event.resourceType) ? setAside(event as UpsertEvent & { raw: string }) : event];
+  // Not a resource changed here (a secret hidden): its text is not kept, so it is stored from its parsed form.
+  return event.op === 'upsert' && event.raw !== undefined ? setAside(event as UpsertEvent & { raw: string }) : undefined;
 }
 
 /**
