@@ -559,11 +559,23 @@ describe('ordering and concurrency', () => {
     await t.sink.apply([upsert(patient('cas', 2))]); // the other writer
     const client = await t.pool.connect();
     try {
-      const stale = { resourceType: 'Patient', id: 'cas', versionId: '9', lastUpdatedMicros: null, afterVersion: false, arrivalMicros: null, deleted: false, digest: null, resourceJson: null, revision: Number(read!.revision) + 1 };
+      const stale = { resourceType: 'Patient', id: 'cas', versionId: '9', lastUpdatedMicros: null, afterVersion: false, arrivalMicros: null, deleted: false, digest: null, resourceJson: null, revision: Number(read!.revision) + 1, existed: true };
       await expect(writeStates(client, [stale])).rejects.toBeInstanceOf(ConcurrentChange);
     } finally {
       client.release();
     }
     expect(await t.rows(`SELECT version_id FROM fhir_rte.resource_state WHERE resource_id = 'cas'`)).toEqual([{ version_id: '2' }]);
+  });
+
+  it('a state this batch found absent, which another writer created meanwhile, fails as a concurrent change, writing nothing', async () => {
+    const client = await t.pool.connect();
+    try {
+      const created = { resourceType: 'Patient', id: 'cas-new', versionId: '9', lastUpdatedMicros: null, afterVersion: false, arrivalMicros: null, deleted: false, digest: null, resourceJson: null, revision: 1, existed: false };
+      await t.sink.apply([upsert(patient('cas-new', 1))]); // the other writer, after this batch read no state
+      await expect(writeStates(client, [created])).rejects.toBeInstanceOf(ConcurrentChange);
+    } finally {
+      client.release();
+    }
+    expect(await t.rows(`SELECT version_id, revision FROM fhir_rte.resource_state WHERE resource_id = 'cas-new'`)).toEqual([{ version_id: '1', revision: '1' }]);
   });
 });

@@ -305,6 +305,7 @@ function stateOf(r: ResourcePlan, storeResources: boolean): StateWrite {
     digest: live ? (live.digest ?? (storeResources ? null : digestOf(live.document!))) : null,
     resourceJson: live && storeResources ? live.document! : null,
     revision: r.revision + 1,
+    existed: r.existed,
   };
 }
 
