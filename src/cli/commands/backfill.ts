@@ -195,6 +195,7 @@ async function fromServer(runtime: Runtime, plan: Plan, source: Exclude<Backfill
     pollIntervalMs: Math.min(5000, plan.maxPollIntervalMs),
     parallelFiles: plan.parallelFiles,
     batchSize: config.batch.maxEvents,
+    reads: (type) => runtime.sink.flattens(type),
     logger,
     report: progress,
   });

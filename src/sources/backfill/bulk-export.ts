@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { arrivalNow, type ChangeEvent } from '../../events/change-event.js';
-import { eventsFromText } from '../../events/from-fhir.js';
+import { eventsFromText, type ReadsResource } from '../../events/from-fhir.js';
 import { instantMicros } from '../../events/instant.js';
 import type { FhirClient, FhirResponse } from '../../fhir-client/fhir-client.js';
 import { FhirServerError, outcomeDiagnostics, retryAfterMs } from '../../fhir-client/fhir-error.js';
@@ -34,6 +34,8 @@ export interface BulkExportOptions {
   parallelFiles: number;
   /** Events per batch handed to the sink. */
   batchSize: number;
+  /** The types the sink reads parsed; a line of another type keeps only its text (see eventsFromText). */
+  reads?: ReadsResource;
   logger: Logger;
   report: BackfillReport;
 }
@@ -196,7 +198,7 @@ export class BulkExport implements Source {
    * and what each scavenge has to copy while batches wait on the database).
    */
   private async file(f: ManifestFile & { deleted: boolean }, job: JobState, apply: ApplyBatch, signal: AbortSignal): Promise<void> {
-    const { client, checkpoints, batchSize } = this.options;
+    const { client, checkpoints, batchSize, reads } = this.options;
     const transactionMicros = instantMicros(job.manifest!.transactionTime);
     let lines: NdjsonLine[] = [];
     let pending: Promise<void> = Promise.resolve();
@@ -206,7 +208,7 @@ export class BulkExport implements Source {
       await pending;
       const events: ChangeEvent[] = [];
       for (const { line, text } of taken) {
-        for (const e of eventsFromText(text, { kind: 'file', file: shownFileUrl(f.url, job.manifest!.requiresAccessToken), line }, arrivalNow())) events.push(f.deleted ? datedDelete(e, transactionMicros) : e);
+        for (const e of eventsFromText(text, { kind: 'file', file: shownFileUrl(f.url, job.manifest!.requiresAccessToken), line }, arrivalNow(), reads)) events.push(f.deleted ? datedDelete(e, transactionMicros) : e);
       }
       pending = apply(events, signal).then(() => checkpoints.setMember(this.jobName, 'files', f.url, upTo));
       // Not awaited here: the next batch is read meanwhile. A rejection is awaited below or at the next flush.
