@@ -6,7 +6,7 @@ import { eventsFromDeadLetter } from '../src/deadletter/replay.js';
 import { instantMicros } from '../src/events/instant.js';
 import { ConcurrentChange } from '../src/sink/postgres/fault.js';
 import { totalsOf } from '../src/sink/sink.js';
-import { writeStates } from '../src/sink/postgres/statements.js';
+import { lockStates, writeStates, type StateWrite } from '../src/sink/postgres/statements.js';
 import { freshDatabase } from './support/database.js';
 import { del, patient, upsert } from './support/events.js';
 import { openTestSink, transformerDir, type TestSink } from './support/sink.js';
@@ -577,5 +577,37 @@ describe('ordering and concurrency', () => {
       client.release();
     }
     expect(await t.rows(`SELECT version_id, revision FROM fhir_rte.resource_state WHERE resource_id = 'cas-new'`)).toEqual([{ version_id: '1', revision: '1' }]);
+  });
+
+  it('two writers that lock an existing state and create the same new one do not deadlock: the later one fails as a concurrent change', async () => {
+    // A holds the existing state r locked (a late version of it: lockStates) and creates k; B swaps r and
+    // creates k. B waits on r; were B to create k first, A would then wait on B's k and Postgres would
+    // break the cycle with a deadlock error for one of them.
+    await t.sink.apply([upsert(patient('lock-r', 1))]);
+    const [r] = await t.rows<{ revision: string }>(`SELECT revision FROM fhir_rte.resource_state WHERE resource_id = 'lock-r'`);
+    const state = (id: string, revision: number, existed: boolean): StateWrite => ({
+      resourceType: 'Patient', id, versionId: '2', lastUpdatedMicros: null, afterVersion: false, arrivalMicros: null, deleted: false, digest: null, resourceJson: null, revision, existed,
+    });
+    const [a, b] = [await t.pool.connect(), await t.pool.connect()];
+    try {
+      await a.query('BEGIN');
+      await b.query('BEGIN');
+      await lockStates(a, [{ resourceType: 'Patient', id: 'lock-r' }]);
+      const bWrites = writeStates(b, [state('lock-r', Number(r!.revision) + 1, true), state('lock-k', 1, false)]).then(() => 'written', (err: unknown) => err);
+      const bPid = (b as unknown as { processID: number }).processID;
+      const waiting = async () => (await t.rows<{ w: string | null }>(`SELECT wait_event_type AS w FROM pg_stat_activity WHERE pid = $1`, [bPid]))[0]?.w === 'Lock';
+      await eventually(waiting, "B's swap waiting on A's lock of lock-r");
+      await writeStates(a, [state('lock-k', 1, false)]);
+      await a.query('COMMIT');
+      expect(await bWrites).toBeInstanceOf(ConcurrentChange);
+      await b.query('ROLLBACK');
+    } finally {
+      a.release(true);
+      b.release(true);
+    }
+    expect(await t.rows(`SELECT resource_id, version_id FROM fhir_rte.resource_state WHERE resource_id IN ('lock-r', 'lock-k') ORDER BY 1`)).toEqual([
+      { resource_id: 'lock-k', version_id: '2' },
+      { resource_id: 'lock-r', version_id: '1' },
+    ]);
   });
 });

@@ -169,28 +169,30 @@ export interface StateWrite {
  * Writes the new states with compare-and-swap: a state changes only if it is still at the revision
  * this batch read, and one this batch found absent is created only if it still is. The statements also
  * serialize writers of the same resource (a second one waits on the row or its key, then finds the
- * revision moved or the key taken), so no advisory locks are needed. Rows are sorted so that two writers
- * take their locks in the same order. Throws ConcurrentChange when any swap failed.
+ * revision moved or the key taken), so no advisory locks are needed. Every writer locks the rows that
+ * exist first (lockStates, then the swap), then the keys it creates, each in one sorted order: a writer
+ * that waits on another's new key holds no row that one may still wait on, so the two cannot deadlock.
+ * Throws ConcurrentChange when any swap failed.
  */
 export async function writeStates(client: pg.ClientBase, states: StateWrite[]): Promise<void> {
   const sorted = inLockOrder(states);
   const created = sorted.filter((s) => !s.existed);
   const swapped = sorted.filter((s) => s.existed);
+  if (swapped.length) {
+    const result = await run(client, 'fhir_rte.resource_state', insertStates(SWAP), stateColumns(swapped));
+    if (result.rowCount !== swapped.length) {
+      throw new ConcurrentChange(`${swapped.length - (result.rowCount ?? 0)} resource(s) of this batch were changed by another writer meanwhile`);
+    }
+  }
+  if (!created.length) return;
   // A plain insert of the states found absent: ON CONFLICT's speculative insertion cost a third more
   // per row, and a load creates nearly every state it writes. A key another writer took meanwhile is a
   // unique violation, which here means the same as a failed swap.
-  if (created.length) {
-    try {
-      await run(client, 'fhir_rte.resource_state', insertStates(''), stateColumns(created));
-    } catch (err) {
-      if ((err as StatementError).code === '23505') throw new ConcurrentChange('a resource of this batch was created by another writer meanwhile');
-      throw err;
-    }
-  }
-  if (!swapped.length) return;
-  const result = await run(client, 'fhir_rte.resource_state', insertStates(SWAP), stateColumns(swapped));
-  if (result.rowCount !== swapped.length) {
-    throw new ConcurrentChange(`${swapped.length - (result.rowCount ?? 0)} resource(s) of this batch were changed by another writer meanwhile`);
+  try {
+    await run(client, 'fhir_rte.resource_state', insertStates(''), stateColumns(created));
+  } catch (err) {
+    if ((err as StatementError).code === '23505') throw new ConcurrentChange('a resource of this batch was created by another writer meanwhile');
+    throw err;
   }
 }
 
