@@ -40,6 +40,12 @@ describe('Subscriptions read from a server', () => {
     expect(r4Event).toMatchObject({ op: 'upsert', resource: { channel: { header: ['Authorization: ****', 'X-Tenant: ****'] } } });
     expect(r5Event).toMatchObject({ op: 'upsert', resource: { parameter: [{ name: 'Authorization', value: '****' }] } });
     expect(JSON.stringify([r4Event, r5Event], (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v))).not.toContain(SECRET);
+    // Where no transformer reads Subscriptions (`load` sets such resources aside as their text): the text
+    // holds the secret, so the masked resource is kept instead, and no text.
+    const [unread] = eventsFromText(r4, { kind: 'file', file: 'x.ndjson', line: 1 }, undefined, () => false);
+    expect(unread).toMatchObject({ op: 'upsert', resource: { channel: { header: ['Authorization: ****', 'X-Tenant: ****'] } } });
+    expect(unread).not.toHaveProperty('raw');
+    expect(JSON.stringify(unread, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v))).not.toContain(SECRET);
   });
 
   it('reach no table, stored copy or dead letter with their secret', async () => {
