@@ -103,21 +103,23 @@ export async function startBulkStandIn(fixtureDir?: string): Promise<BulkStandIn
     close: () => new Promise((resolve) => server.close(() => resolve())),
   };
 
-  function write(resource: FhirResource): FhirResource {
+  function write(resource: FhirResource, lastUpdatedMs = tick()): FhirResource {
     const key = `${resource.resourceType}/${resource.id}`;
     const versionId = (latest.get(key)?.versionId ?? 0) + 1;
-    const lastUpdatedMs = tick();
     const stored = { ...resource, meta: { ...(resource.meta ?? {}), versionId: String(versionId), lastUpdated: hapiInstant(lastUpdatedMs) } };
     latest.set(key, { resourceType: resource.resourceType, id: resource.id!, versionId, lastUpdatedMs, resource: stored });
     return stored;
   }
 
   if (fixtureDir) {
+    // What the server held before anyone asked: written a minute ago. Dated now, a search in the same
+    // second would find them again after a `Date` header (whole seconds) taken as its watermark.
+    const heldSinceMs = Date.now() - 60_000;
     for (const file of readdirSync(fixtureDir).filter((f) => f.endsWith('.ndjson')).sort()) {
       for (const line of readFileSync(join(fixtureDir, file), 'utf8').split('\n')) {
         if (!line.trim()) continue;
         const r = JSON.parse(line) as FhirResource;
-        if (typeof r.resourceType === 'string' && typeof r.id === 'string') write(r);
+        if (typeof r.resourceType === 'string' && typeof r.id === 'string') write(r, heldSinceMs);
       }
     }
   }
