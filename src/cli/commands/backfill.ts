@@ -9,12 +9,12 @@ import { sleepUnlessAborted } from '../../retry/backoff.js';
 import { addOutcome, emptyOutcome, totalsOf, type BatchOutcome } from '../../sink/sink.js';
 import { BulkExport, kickOffPath, type ExportParams } from '../../sources/backfill/bulk-export.js';
 import { Checkpoints } from '../../sources/backfill/checkpoint.js';
-import { FileSource } from '../../sources/backfill/file-source.js';
 import { SearchSource } from '../../sources/backfill/search-source.js';
 import { fhirClient } from '../../sources/resthook/fhir-server-reads.js';
 import type { ApplyBatch } from '../../sources/source.js';
 import { ExitCode, UsageError } from '../exit-codes.js';
 import { openRuntime, type GlobalOptions, type Runtime } from '../runtime.js';
+import { fileSourceFor } from './load.js';
 import { countsTable, TypeProgress } from '../type-progress.js';
 
 interface BackfillOptions {
@@ -162,11 +162,7 @@ async function backfillOnce(runtime: Runtime, plan: Plan, opts: BackfillOptions)
 
 async function backfillFrom(runtime: Runtime, plan: Plan, apply: ApplyBatch, progress: TypeProgress): Promise<void> {
   if (plan.source.kind !== 'files') return fromServer(runtime, plan, plan.source, apply, progress);
-  const files = new FileSource(plan.source.paths, {
-    batchSize: runtime.config.batch.maxEvents,
-    inFlight: runtime.config.database.poolSize,
-    reads: (type) => runtime.sink.flattens(type),
-  });
+  const files = fileSourceFor(runtime, plan.source.paths);
   files.files();
   await files.run(apply, runtime.signal);
 }

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { addOutcome, emptyOutcome, totalsOf, type BatchOutcome, type Counts } from '../../sink/sink.js';
 import { FileSource } from '../../sources/backfill/file-source.js';
 import { ExitCode } from '../exit-codes.js';
-import { openRuntime, type GlobalOptions } from '../runtime.js';
+import { openRuntime, type GlobalOptions, type Runtime } from '../runtime.js';
 import { Progress } from '../progress.js';
 
 export function register(program: Command): void {
@@ -24,12 +24,7 @@ export async function loadFiles(paths: string[], globals: GlobalOptions, humanSu
   // A path that does not exist fails before any database opens.
   new FileSource(paths).files();
   const runtime = await openRuntime(globals);
-  // A batch for every connection: one that waits for its commit leaves the others' connections busy.
-  const source = new FileSource(paths, {
-    batchSize: runtime.config.batch.maxEvents,
-    inFlight: runtime.config.database.poolSize,
-    reads: (type) => runtime.sink.flattens(type),
-  });
+  const source = fileSourceFor(runtime, paths);
   const totals = emptyOutcome();
   const progress = new Progress(process.stderr);
   try {
@@ -45,6 +40,19 @@ export async function loadFiles(paths: string[], globals: GlobalOptions, humanSu
   }
   if (humanSummary) process.stderr.write(summary(totals));
   return totals;
+}
+
+/**
+ * Files as the commands read them (load, backfill --source with paths): batches of `batch.maxEvents`, a
+ * batch for every connection (one that waits for its commit leaves the others' connections busy), and the
+ * types no transformer reads kept as their text.
+ */
+export function fileSourceFor(runtime: Runtime, paths: string[]): FileSource {
+  return new FileSource(paths, {
+    batchSize: runtime.config.batch.maxEvents,
+    inFlight: runtime.config.database.poolSize,
+    reads: (type) => runtime.sink.flattens(type),
+  });
 }
 
 /** The totals, then one line per resource type, so what was skipped or dead-lettered shows where it came from. */
